@@ -1,0 +1,416 @@
+"""Run configuration: plain dataclasses, validated with messages that name the field.
+
+No torch and no Qt here: the UI builds its settings form from these dataclasses (each field's
+``metadata`` carries its help text, choices and bounds), the CLI applies dotted overrides
+(``train.lr=3e-4``) and a run folder stores the whole thing as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lmstudio.engine.errors import UserError
+
+CONFIG_VERSION = 1
+
+ARCHS = ("rnn", "lstm", "gru", "transformer")
+TOKENIZER_KINDS = ("char", "word", "bpe")
+
+
+class ConfigError(UserError, ValueError):
+    """A setting is invalid. ``errors`` maps a dotted field name to the reason."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = dict(errors)
+        super().__init__("; ".join(f"{k}: {v}" for k, v in self.errors.items()))
+
+
+def _f(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
+       choices: tuple[str, ...] | None = None, only: tuple[str, ...] | None = None,
+       lo_open: bool = False) -> Any:
+    """A dataclass field whose metadata drives validation and the UI's generated form.
+
+    ``lo``/``hi`` bound numbers (``lo_open`` makes the lower bound exclusive), ``choices`` lists
+    allowed strings, ``only`` names the architectures the field applies to (the form hides it
+    for the others).
+    """
+    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "only": only, "lo_open": lo_open}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class CorpusConfig:
+    # a built-in name (tiny_shakespeare, tang_poems, tang300) or a path to a text file or folder
+    source: str = _f("tang300", "Built-in corpus name, or a path to a .txt file or a folder of them")
+    # share of the text, taken from the end, held out for validation (nanoGPT uses 0.1)
+    val_fraction: float = _f(0.1, "Share of the text held out for validation", lo=0.0, hi=0.5, lo_open=True)
+
+
+@dataclass
+class TokenizerConfig:
+    # char: one token per character; word: whitespace/punctuation words (one per CJK character);
+    # bpe: byte-level BPE trained on the corpus
+    kind: str = _f("char", "How text is split into tokens", choices=TOKENIZER_KINDS)
+    # target vocabulary size for BPE (the word tokenizer uses it as a cap)
+    vocab_size: int = _f(1000, "Vocabulary size for BPE (a cap for word level)", lo=64, hi=65536)
+    # words seen fewer times than this map to the unknown token (word level)
+    min_frequency: int = _f(1, "Least count for a word to get its own token", lo=1, hi=1000)
+
+
+@dataclass
+class ModelConfig:
+    # which family: Elman RNN, LSTM, GRU or a GPT-style decoder-only Transformer
+    arch: str = _f("transformer", "Architecture", choices=ARCHS)
+    # number of stacked layers (recurrent layers or Transformer blocks)
+    n_layer: int = _f(4, "Layers", lo=1, hi=48)
+    # embedding width (and the Transformer's residual width)
+    n_embd: int = _f(128, "Embedding width", lo=4, hi=8192)
+    # attention heads per block; must divide n_embd
+    n_head: int = _f(4, "Attention heads (must divide the embedding width)", lo=1, hi=128, only=("transformer",))
+    # recurrent hidden-state size
+    hidden_size: int = _f(256, "Hidden units per recurrent layer", lo=4, hi=8192, only=("rnn", "lstm", "gru"))
+    # context length: the longest stretch of tokens the model sees at once
+    block_size: int = _f(64, "Context length (tokens)", lo=2, hi=8192)
+    # dropout probability during training
+    dropout: float = _f(0.0, "Dropout", lo=0.0, hi=0.9)
+    # biases in linear layers and LayerNorms
+    bias: bool = _f(True, "Biases in linear layers")
+    # share the input embedding with the output projection (recurrent: needs hidden_size == n_embd)
+    tie_weights: bool = _f(True, "Tie input and output embeddings")
+    # how the Transformer knows positions: learned table or fixed sinusoids (added to the embeddings)
+    pos_encoding: str = _f("learned", "Position encoding", choices=("learned", "sinusoidal"), only=("transformer",))
+    # filled from the tokenizer when the model is built; 0 means "not known yet"
+    vocab_size: int = _f(0, "Vocabulary size (set from the tokenizer)", lo=0, hi=1 << 20)
+
+
+@dataclass
+class TrainConfig:
+    # optimizer steps to run (each step may accumulate several micro-batches)
+    max_steps: int = _f(2000, "Training steps", lo=1, hi=10_000_000)
+    # sequences per micro-batch
+    batch_size: int = _f(12, "Batch size", lo=1, hi=4096)
+    # micro-batches per optimizer step
+    grad_accum: int = _f(1, "Gradient accumulation steps", lo=1, hi=1024)
+    optimizer: str = _f("adamw", "Optimizer", choices=("adamw", "sgd"))
+    # peak learning rate (after warmup)
+    lr: float = _f(1e-3, "Learning rate", lo=0.0, hi=10.0, lo_open=True)
+    # floor the cosine schedule decays to
+    min_lr: float = _f(1e-4, "Lowest learning rate at the end of the schedule", lo=0.0, hi=10.0)
+    # linear warmup from 0 to lr over this many steps
+    warmup_steps: int = _f(100, "Warmup steps", lo=0, hi=10_000_000)
+    schedule: str = _f("cosine", "Learning-rate schedule after warmup", choices=("cosine", "constant"))
+    # AdamW decoupled weight decay, applied to matrices only (not biases, norms)
+    weight_decay: float = _f(0.1, "Weight decay", lo=0.0, hi=10.0)
+    beta1: float = _f(0.9, "Adam beta1 / SGD momentum", lo=0.0, hi=0.99999)
+    beta2: float = _f(0.99, "Adam beta2", lo=0.0, hi=0.99999)
+    # clip the global gradient norm to this value (0 disables)
+    grad_clip: float = _f(1.0, "Gradient clipping norm (0 = off)", lo=0.0, hi=1e6)
+    # run a validation pass every this many steps
+    eval_interval: int = _f(250, "Evaluate every N steps", lo=1, hi=10_000_000)
+    # batches averaged for each loss estimate
+    eval_iters: int = _f(20, "Batches per evaluation", lo=1, hi=10_000)
+    # report step metrics every this many steps
+    log_interval: int = _f(10, "Report every N steps", lo=1, hi=1_000_000)
+    # generate a sample every this many steps (0 = never)
+    sample_interval: int = _f(500, "Sample text every N steps (0 = never)", lo=0, hi=10_000_000)
+    sample_tokens: int = _f(200, "Tokens per training sample", lo=1, hi=100_000)
+    # save a checkpoint every this many steps (0 = at each evaluation)
+    checkpoint_interval: int = _f(0, "Checkpoint every N steps (0 = at each evaluation)", lo=0, hi=10_000_000)
+    device: str = _f("auto", "Device", choices=("auto", "cpu", "cuda", "mps"))
+    # auto: bf16 autocast on CUDA where supported (fp16 otherwise), fp32 on CPU
+    precision: str = _f("auto", "Numeric precision", choices=("auto", "fp32", "bf16", "fp16"))
+    # torch.compile the model (auto: on for CUDA, off for CPU where it brought no gain)
+    compile: str = _f("auto", "Compile the model with torch.compile", choices=("auto", "on", "off"))
+    seed: int = _f(1337, "Random seed", lo=0, hi=2**63 - 1)
+
+
+@dataclass
+class SampleConfig:
+    max_tokens: int = _f(200, "Tokens to generate", lo=1, hi=100_000)
+    # <1 sharpens, >1 flattens the distribution
+    temperature: float = _f(0.8, "Temperature", lo=0.0, hi=100.0, lo_open=True)
+    # keep only the k likeliest tokens (0 = all)
+    top_k: int = _f(0, "Top-k (0 = off)", lo=0, hi=1 << 20)
+    # keep the smallest set of tokens whose probability adds up to p (1 = off)
+    top_p: float = _f(1.0, "Top-p / nucleus (1 = off)", lo=0.0, hi=1.0, lo_open=True)
+    # -1: a fresh random seed each time
+    seed: int = _f(-1, "Seed (-1 = random)", lo=-1, hi=2**63 - 1)
+    # generation stops after any of these strings appears
+    stop: list = _f([], "Stop strings")
+
+
+SECTIONS: dict[str, type] = {
+    "corpus": CorpusConfig,
+    "tokenizer": TokenizerConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "sample": SampleConfig,
+}
+
+
+@dataclass
+class RunConfig:
+    name: str = ""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    # ---- validation -------------------------------------------------------------------------
+    def errors(self) -> dict[str, str]:
+        """Every problem, keyed by dotted field name; empty when the config is valid."""
+        errs: dict[str, str] = {}
+        for section in SECTIONS:
+            errs.update(section_errors(section, getattr(self, section)))
+        m, t = self.model, self.train
+        if m.arch == "transformer" and m.n_head >= 1 and m.n_embd % m.n_head:
+            errs.setdefault("model.n_head", f"{m.n_head} heads do not divide the embedding width {m.n_embd}")
+        if t.min_lr > t.lr:
+            errs.setdefault("train.min_lr", f"the floor {t.min_lr:g} is above the learning rate {t.lr:g}")
+        return errs
+
+    def validate(self) -> RunConfig:
+        errs = self.errors()
+        if errs:
+            raise ConfigError(errs)
+        return self
+
+    # ---- serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": CONFIG_VERSION, **asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any, *, strict: bool = True) -> RunConfig:
+        """Build from plain data; unknown or wrong-typed fields raise ConfigError naming them."""
+        if not isinstance(data, dict):
+            raise ConfigError({"config": f"expected a table of settings, got {type(data).__name__}"})
+        version = data.get("version", CONFIG_VERSION)
+        if not isinstance(version, int) or version > CONFIG_VERSION:
+            raise ConfigError({"version": f"written by a newer lmstudio (version {version!r}); "
+                                          f"this one reads up to {CONFIG_VERSION}"})
+        errs: dict[str, str] = {}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "version":
+                continue
+            if key == "name":
+                if not isinstance(value, str):
+                    errs["name"] = "must be text"
+                else:
+                    kwargs["name"] = value
+            elif key in SECTIONS:
+                try:
+                    kwargs[key] = section_from_dict(key, value)
+                except ConfigError as e:
+                    errs.update(e.errors)
+            elif strict:
+                errs[key] = "unknown setting"
+        if errs:
+            raise ConfigError(errs)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError({"config": f"not valid JSON ({e.msg} at line {e.lineno})"}) from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_toml(cls, text: str) -> RunConfig:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError({"config": f"not valid TOML ({e})"}) from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError({str(path.name): f"cannot read {path}: {e}"}) from None
+        try:
+            return cls.from_toml(text) if path.suffix == ".toml" else cls.from_json(text)
+        except ConfigError as e:
+            raise ConfigError({f"{path.name}: {k}": v for k, v in e.errors.items()}) from None
+
+    # ---- overrides --------------------------------------------------------------------------
+    def override(self, assignments: list[str] | dict[str, Any]) -> RunConfig:
+        """A copy with dotted overrides applied: ``["train.lr=3e-4", "model.arch=lstm"]``."""
+        items = assignments.items() if isinstance(assignments, dict) else map(_split_assignment, assignments)
+        data = self.to_dict()
+        errs: dict[str, str] = {}
+        for key, raw in items:
+            section, _, name = key.partition(".")
+            if key == "name":
+                data["name"] = str(raw)
+                continue
+            if section not in SECTIONS or not name:
+                errs[key] = f"unknown setting (use section.field, sections: {', '.join(SECTIONS)})"
+                continue
+            spec = {f.name: f for f in fields(SECTIONS[section])}.get(name)
+            if spec is None:
+                errs[key] = f"unknown field; {section} has: {', '.join(f.name for f in fields(SECTIONS[section]))}"
+                continue
+            try:
+                data[section][name] = parse_value(spec, raw) if isinstance(raw, str) else raw
+            except ValueError as e:
+                errs[key] = str(e)
+        if errs:
+            raise ConfigError(errs)
+        return RunConfig.from_dict(data)
+
+
+def _split_assignment(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError({text: "expected key=value, e.g. train.lr=3e-4"})
+    return key.strip(), value.strip()
+
+
+def field_type(spec: dataclasses.Field) -> type:
+    """The Python type of a field's default (annotations are strings under __future__)."""
+    default = spec.default if spec.default is not MISSING else spec.default_factory()  # type: ignore[misc]
+    return type(default)
+
+
+def parse_value(spec: dataclasses.Field, raw: str) -> Any:
+    """Parse text typed by a user (CLI or form) into the field's type; ValueError says why."""
+    kind = field_type(spec)
+    raw = raw.strip()
+    if kind is bool:
+        low = raw.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {raw!r}")
+    if kind is int:
+        try:
+            as_float = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+        if not math.isfinite(as_float) or as_float != int(as_float):
+            raise ValueError(f"expected a whole number, got {raw!r}")
+        return int(as_float)
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+    if kind is list:
+        return [s for s in raw.split(",") if s] if raw else []
+    return raw
+
+
+def field_error(spec: dataclasses.Field, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for this field, or None."""
+    kind = field_type(spec)
+    meta = spec.metadata
+    if kind is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        if kind is int and not isinstance(value, int):
+            return "must be a whole number"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if lo is not None and (value <= lo if meta.get("lo_open") else value < lo):
+            return f"must be {'above' if meta.get('lo_open') else 'at least'} {lo:g}"
+        if hi is not None and value > hi:
+            return f"must be at most {hi:g}"
+        return None
+    if kind is str:
+        if not isinstance(value, str):
+            return "must be text"
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            return f"must be one of {', '.join(choices)}"
+        if not choices and not value.strip():
+            return "must not be empty"
+        return None
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return "must be a list of strings"
+    return None
+
+
+def section_errors(section: str, obj: Any) -> dict[str, str]:
+    errs = {}
+    for spec in fields(obj):
+        msg = field_error(spec, getattr(obj, spec.name))
+        if msg:
+            errs[f"{section}.{spec.name}"] = msg
+    return errs
+
+
+def section_from_dict(section: str, data: Any) -> Any:
+    cls = SECTIONS[section]
+    if not isinstance(data, dict):
+        raise ConfigError({section: "expected a table of settings"})
+    known = {f.name: f for f in fields(cls)}
+    errs = {f"{section}.{k}": "unknown field" for k in data if k not in known}
+    values = {}
+    for name, value in data.items():
+        if name not in known:
+            continue
+        kind = field_type(known[name])
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # JSON/TOML write 1.0 as 1 sometimes
+        msg = field_error(known[name], value) if kind in (bool, int, float, str, list) else None
+        # only type errors here; range errors are reported by validate() so a loaded run can show them
+        if msg and msg.startswith("must be") and not _is_type_ok(kind, value):
+            errs[f"{section}.{name}"] = msg
+        values[name] = value
+    if errs:
+        raise ConfigError(errs)
+    return cls(**values)
+
+
+def _is_type_ok(kind: type, value: Any) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, float)
+    if kind is str:
+        return isinstance(value, str)
+    if kind is list:
+        return isinstance(value, list)
+    return True
+
+
+def load_preset(name_or_path: str) -> RunConfig:
+    """A preset from resources/presets by name (``baby_shakespeare``) or a path to a TOML/JSON file."""
+    from lmstudio.resources import preset_path
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = preset_path(name_or_path)
+    cfg = RunConfig.load(path)
+    if not cfg.name:
+        cfg.name = path.stem
+    return cfg
