@@ -67,6 +67,13 @@ class StateChanged(Event):
 
 
 @dataclass(frozen=True)
+class Notice(Event):
+    step: int
+    message: str           # something worth telling the user that does not stop training
+                           # (e.g. torch.compile failed and training continues without it)
+
+
+@dataclass(frozen=True)
 class Finished(Event):
     step: int
     reason: str            # "completed", "stopped"
@@ -77,6 +84,7 @@ class Finished(Event):
 @dataclass(frozen=True)
 class Failed(Event):
     step: int
-    kind: str              # "oom", "nan", "disk", "config", "data", "error"
+    kind: str              # "oom", "nan", "disk", "config", "data", "checkpoint", "error"
     message: str           # what happened and what to do, for a person
     run_dir: str = ""
+    detail: str = ""       # a traceback for kind "error" (a bug), to copy into a report; else empty

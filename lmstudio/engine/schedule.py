@@ -1,0 +1,57 @@
+"""Learning-rate schedule and optimizer construction for the trainer.
+
+Kept apart from the loop so both can be tested against hand-computed values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lmstudio.config import TrainConfig
+
+
+def lr_at(step: int, cfg: TrainConfig, peak: float | None = None) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine decay or constant.
+
+    ``peak`` replaces ``cfg.lr`` after a user changed the rate mid-run; the schedule keeps its shape,
+    and the floor never sits above the new peak.
+    """
+    peak = cfg.lr if peak is None else peak
+    floor = min(cfg.min_lr, peak)
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        # step + 1 so the very first step already moves (nanoGPT does the same)
+        return peak * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return peak
+    decay_steps = cfg.max_steps - cfg.warmup_steps
+    if decay_steps <= 0:
+        return floor
+    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    return floor + coeff * (peak - floor)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices (embeddings, linear weights: dim >= 2) only; never biases or norm gains.
+
+    Tied parameters appear once (``named_parameters`` de-duplicates them).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (fused kernels on CUDA) or SGD with momentum ``beta1``; the lr is set each step by the trainer."""
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.beta1)
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)

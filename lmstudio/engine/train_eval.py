@@ -1,0 +1,78 @@
+"""What the trainer measures between steps: loss estimates and a text sample.
+
+Both run under ``torch.random.fork_rng`` on their own seeded generators, so evaluating or sampling never
+changes the random numbers training draws next: a run that evaluates often and one that does not (or
+one stopped and resumed) see the same batches and dropout masks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from types import SimpleNamespace
+
+import torch
+
+from lmstudio.config import RunConfig, SampleConfig
+from lmstudio.engine import device as dev
+
+
+def _fork_rng(device: torch.device):
+    if device.type == "cuda":
+        return torch.random.fork_rng(devices=[device.index if device.index is not None
+                                              else torch.cuda.current_device()])
+    return torch.random.fork_rng(devices=[])
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module):
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+@torch.no_grad()
+def estimate_losses(forward, data, cfg: RunConfig, device: torch.device,
+                    precision: dev.Precision) -> dict[str, float]:
+    """Mean loss on ``eval_iters`` batches of each split, and next-token accuracy on validation.
+
+    The batches come from a Batcher seeded the same way every time, so successive evaluations compare
+    the model on the same text instead of adding sampling noise to the curve.
+    """
+    from lmstudio.engine.data import Batcher
+
+    t = cfg.train
+    out: dict[str, float] = {}
+    with _fork_rng(device), _eval_mode(forward):
+        for split in ("train", "val"):
+            batcher = Batcher(data, t.batch_size, cfg.model.block_size, t.seed + 1)
+            losses = torch.zeros(t.eval_iters, device=device)
+            correct = torch.zeros((), device=device)
+            count = 0
+            for i in range(t.eval_iters):
+                x, y = batcher.get(split, device)
+                with dev.autocast_context(device, precision):
+                    logits, loss = forward(x, y)
+                losses[i] = loss.float()
+                if split == "val":
+                    correct += (logits.argmax(dim=-1) == y).sum()
+                    count += y.numel()
+            out[f"{split}_loss"] = losses.mean().item()
+            if split == "val":
+                out["val_acc"] = correct.item() / max(count, 1)
+    return out
+
+
+def training_sample(model: torch.nn.Module, tokenizer, cfg: RunConfig, step: int) -> str:
+    """``sample_tokens`` tokens from a newline, seeded by the run's seed and the step (repeatable)."""
+    from lmstudio.engine.sampling import generate
+
+    s = cfg.sample
+    sample_cfg = SampleConfig(max_tokens=cfg.train.sample_tokens, temperature=s.temperature, top_k=s.top_k,
+                              top_p=s.top_p, seed=(cfg.train.seed + step) % 2**63, stop=[])
+    session = SimpleNamespace(model=model, tokenizer=tokenizer, config=cfg)
+    device = next(model.parameters()).device
+    with _fork_rng(device), _eval_mode(model):
+        return "".join(t.text for t in generate(session, "", sample_cfg, n_top=0))

@@ -1,0 +1,495 @@
+"""The training loop: a generator of events, steerable from another thread.
+
+``Trainer(config, run_dir).run()`` yields plain-data events (``events.py``) while it trains; the UI iterates
+it in a worker thread, the CLI in the main thread. ``TrainControl`` carries pause / resume / stop / new
+learning rate requests from any thread; the loop looks at it once per optimizer step.
+
+Choices that keep the hot loop as fast as a hand-written one (bench/train_throughput.py):
+the loss leaves the device (``.item()``) only every ``log_interval`` steps (on the CPU a per-step
+finiteness check is free, on CUDA it is read one step late without stalling), gradients are dropped
+with ``set_to_none``, and batches are the only per-step allocations.
+
+Faults become a final ``Failed`` event, never an exception: a non-finite loss (``nan``), running out of
+memory (``oom``), a failed checkpoint write (``disk``), bad settings (``config``), unreadable data
+(``data``); anything else is a bug and reported as ``error`` with its traceback in ``detail``.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from lmstudio.config import ConfigError, RunConfig
+from lmstudio.engine import checkpoint as ckpt
+from lmstudio.engine import device as dev
+from lmstudio.engine.errors import UserError
+from lmstudio.engine.events import (
+    Checkpointed,
+    EvalMetrics,
+    Event,
+    Failed,
+    Finished,
+    Notice,
+    Sample,
+    Started,
+    StateChanged,
+    StepMetrics,
+)
+from lmstudio.engine.schedule import build_optimizer, lr_at
+from lmstudio.engine.train_eval import estimate_losses, training_sample
+
+STATE_VERSION = 1
+
+
+class TrainControl:
+    """Requests from another thread (the UI), each honoured within one optimizer step.
+
+    ``stop`` also wakes a paused loop; ``pause`` after ``stop`` is ignored so a stop is never lost.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = threading.Event()
+        self._running.set()
+        self._stop = threading.Event()
+        self._lr: float | None = None
+
+    def pause(self) -> None:
+        with self._lock:
+            if not self._stop.is_set():
+                self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop.set()
+            self._running.set()
+
+    def set_lr(self, lr: float) -> None:
+        """A new peak learning rate; the schedule keeps its shape from the current step on."""
+        lr = float(lr)
+        if not math.isfinite(lr) or lr <= 0:
+            raise ConfigError({"train.lr": f"must be a positive number, got {lr:g}"})
+        with self._lock:
+            self._lr = lr
+
+    def take_lr(self) -> float | None:
+        with self._lock:
+            lr, self._lr = self._lr, None
+        return lr
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def stop_event(self) -> threading.Event:
+        return self._stop
+
+    def wait_while_paused(self, timeout: float | None = None) -> bool:
+        """Block (no busy loop) until resumed or stopped; True when running again."""
+        return self._running.wait(timeout)
+
+
+class _NonFinite(Exception):
+    pass
+
+
+class _DiskError(Exception):
+    pass
+
+
+def is_oom(e: BaseException) -> bool:
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom_type is not None and isinstance(e, oom_type)) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
+class _FiniteWatch:
+    """Notices a non-finite loss without stalling the GPU every step.
+
+    On the CPU (and MPS) reading a scalar costs nothing, so each step is checked before the optimizer
+    uses its gradients. On CUDA the flag is copied to pinned memory without blocking and read one step
+    later, when the GPU has long finished it: detection is at most one step late.
+    """
+
+    def __init__(self, device: torch.device):
+        self.lazy = device.type == "cuda"
+        if self.lazy:
+            self.flags = torch.ones(2, dtype=torch.bool).pin_memory()
+            self.events = [torch.cuda.Event(), torch.cuda.Event()]
+            self.pending = [False, False]
+
+    def check(self, step: int, loss: torch.Tensor) -> None:
+        if not self.lazy:
+            if not math.isfinite(loss.item()):
+                raise _NonFinite
+            return
+        slot, other = step % 2, (step + 1) % 2
+        self.flags[slot].copy_(torch.isfinite(loss), non_blocking=True)
+        self.events[slot].record()
+        self.pending[slot] = True
+        self._read(other)
+
+    def flush(self) -> None:
+        if self.lazy:
+            self._read(0)
+            self._read(1)
+
+    def _read(self, slot: int) -> None:
+        if self.pending[slot]:
+            self.events[slot].synchronize()
+            self.pending[slot] = False
+            if not bool(self.flags[slot]):
+                raise _NonFinite
+
+
+class Trainer:
+    """Trains ``config`` into ``run_dir`` (``resume=True`` continues the checkpoint found there)."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path, *, control: TrainControl | None = None,
+                 resume: bool = False, cache_dir: str | Path | None = None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.control = control or TrainControl()
+        self.resume = resume
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else ckpt.default_cache_dir()
+        self.step = 0
+        self.model = None          # the plain module (weights are saved from it)
+        self.forward = None        # what the loop calls: the compiled module, or the plain one
+
+    # ---- public ------------------------------------------------------------------------------
+    def run(self) -> Iterator[Event]:
+        """Train, yielding events; ends with ``Finished`` or ``Failed`` and never raises for faults."""
+        try:
+            yield from self._run()
+            return
+        except Exception as e:  # noqa: BLE001 - every fault becomes a Failed event
+            failed = self._classify(e)
+        # outside the except block: the traceback (and the tensors its frames hold) is gone by now
+        self._free_memory(drop_state=failed.kind == "oom")
+        yield failed
+
+    def _classify(self, e: Exception) -> Failed:
+        if isinstance(e, _NonFinite):
+            return self._failed("nan", f"the loss became NaN or infinite near step {self.step + 1}: training "
+                                       "diverged. Try a lower learning rate (or stronger gradient clipping); "
+                                       "the last good checkpoint is kept.")
+        if isinstance(e, _DiskError):
+            return self._failed("disk", f"could not write to the run folder {self.run_dir} ({e.__cause__}). "
+                                        "Free disk space or choose another runs folder; the previous "
+                                        "checkpoint is intact.")
+        if isinstance(e, ckpt.CheckpointError):
+            return self._failed("checkpoint", str(e))
+        if isinstance(e, (ConfigError, dev.DeviceError)):
+            return self._failed("config", str(e))
+        if isinstance(e, UserError):
+            return self._failed("data", str(e))
+        if is_oom(e):
+            return self._failed("oom", f"out of memory on {self.device_label}. Use a smaller batch size, a "
+                                       "shorter context or a smaller model; the last checkpoint is kept.")
+        return self._failed("error", f"training failed unexpectedly ({type(e).__name__}: {e}); this is a bug, "
+                                     "please report it with the details", detail=traceback.format_exc())
+
+    # ---- set-up -----------------------------------------------------------------------------
+    device_label = "this device"
+
+    def _setup(self) -> None:
+        from lmstudio.engine.data import Batcher, prepare_data
+        from lmstudio.engine.models import build_model
+        from lmstudio.engine.tokenizer import Tokenizer
+
+        cfg = self.config
+        cfg.validate()
+        self.device = dev.resolve_device(cfg.train.device)
+        self.device_label = dev.describe_device(self.device)
+        self.precision = dev.choose_precision(self.device, cfg.train.precision)
+        dev.configure_backends(self.device)
+        dev.seed_everything(cfg.train.seed)
+        self.state: dict = {}
+        tokenizer = None
+        if self.resume:
+            self.state = ckpt.load_train_state(self.run_dir)
+            tokenizer = Tokenizer.load(self.run_dir / ckpt.TOKENIZER_FILE)
+            self._check_same_run(cfg)
+        elif (self.run_dir / ckpt.CONFIG_FILE).exists():
+            raise ConfigError({"run": f"{self.run_dir} already holds a run; resume it or choose a new folder"})
+        self.tokenizer, self.data = prepare_data(cfg, tokenizer=tokenizer, cache_dir=self.cache_dir,
+                                                 cancel=self.control.stop_event)
+        cfg.model.vocab_size = self.tokenizer.vocab_size
+        with torch.device(self.device):
+            self.model = build_model(cfg.model)
+        self.model.train()
+        self.optimizer = build_optimizer(self.model, cfg.train, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.use_scaler else None
+        self.batcher = Batcher(self.data, cfg.train.batch_size, cfg.model.block_size, cfg.train.seed)
+        self.best_val = math.inf
+        self.peak_lr = cfg.train.lr
+        self.elapsed = 0.0
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            self._restore()
+        else:
+            try:
+                ckpt.atomic_write_text(self.run_dir / ckpt.CONFIG_FILE, cfg.to_json())
+                ckpt.atomic_write(self.run_dir / ckpt.TOKENIZER_FILE, self.tokenizer.save)
+            except OSError as e:
+                raise _DiskError from e
+        self.forward = self.model
+        self.compile_pending = dev.should_compile(self.device, cfg.train.compile)
+        self.notices: list[str] = []
+        if self.compile_pending:
+            try:
+                self.forward = torch.compile(self.model)
+            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
+                self._compile_failed(e)
+
+    def _check_same_run(self, cfg: RunConfig) -> None:
+        saved = RunConfig.load(self.run_dir / ckpt.CONFIG_FILE)
+        for section in ("model", "tokenizer"):
+            a, b = getattr(saved, section), getattr(cfg, section)
+            if section == "model":
+                b = type(b)(**{**b.__dict__, "vocab_size": a.vocab_size})
+            if a != b:
+                raise ConfigError({section: f"differs from the run being resumed in {self.run_dir}; "
+                                            "start a new run to change it"})
+        if saved.corpus.source != cfg.corpus.source:
+            raise ConfigError({"corpus.source": "differs from the run being resumed; start a new run"})
+
+    def _restore(self) -> None:
+        st = self.state
+        if st.get("version") != STATE_VERSION:
+            raise ckpt.CheckpointError(f"{self.run_dir / ckpt.STATE_FILE} has an unknown format; "
+                                       "start a new run")
+        ckpt.load_weights_into(self.model, self.run_dir, "latest", self.device)
+        meta = ckpt.weights_metadata(self.run_dir / ckpt.LATEST_FILE)
+        if meta.get("step") != st["step"]:
+            raise ckpt.CheckpointError(f"{self.run_dir}: the weights (step {meta.get('step')}) and the "
+                                       f"training state (step {st['step']}) do not match, probably after a "
+                                       "crash mid-save; start a new run or use the weights as they are")
+        self.optimizer.load_state_dict(st["optimizer"])
+        if self.scaler is not None and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        self.batcher.load_state_dict(st["batcher"])
+        dev.set_rng_state(st["rng"])
+        self.step = int(st["step"])
+        self.best_val = math.inf if st.get("best_val") is None else float(st["best_val"])
+        self.peak_lr = float(st.get("peak_lr", self.config.train.lr))
+        self.elapsed = float(st.get("elapsed", 0.0))
+        try:
+            ckpt.truncate_history(self.run_dir, self.step)
+        except OSError as e:
+            raise _DiskError from e
+
+    def _compile_failed(self, e: BaseException) -> None:
+        self.forward = self.model
+        self.compile_pending = False
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        self.notices.append(f"torch.compile failed ({type(e).__name__}: {first}); training without it")
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def _run(self) -> Iterator[Event]:
+        self._setup()
+        cfg, t = self.config, self.config.train
+        yield Started(run_dir=str(self.run_dir), device=self.device_label, n_params=self.model.num_params(),
+                      start_step=self.step, max_steps=t.max_steps, config=cfg.to_dict())
+        yield from self._pop_notices()
+        control = self.control
+        tokens_per_step = t.batch_size * cfg.model.block_size * t.grad_accum
+        watch = _FiniteWatch(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        last_report, last_report_step = time.perf_counter(), self.step
+        run_start = last_report - self.elapsed
+        val_loss = None
+        while self.step < t.max_steps:
+            if control.stopping:
+                break
+            if control.paused:
+                self.elapsed = time.perf_counter() - run_start
+                yield StateChanged("paused", self.step)
+                control.wait_while_paused()
+                paused_for = time.perf_counter() - run_start - self.elapsed
+                run_start += paused_for
+                last_report += paused_for
+                if control.stopping:
+                    break
+                yield StateChanged("running", self.step)
+            new_lr = control.take_lr()
+            if new_lr is not None:
+                self.peak_lr = new_lr
+            lr = lr_at(self.step, t, self.peak_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+            loss = self._train_step()
+            if self.compile_pending:
+                self.compile_pending = False
+                yield from self._pop_notices()
+            watch.check(self.step, loss)
+            log_now = (self.step + 1) % t.log_interval == 0 or self.step + 1 == t.max_steps
+            grad_norm = self._clip(params, log_now)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+
+            if log_now:
+                loss_value = loss.item()  # the one sync with the device per log interval
+                now = time.perf_counter()
+                steps = self.step - last_report_step
+                per_step = (now - last_report) / max(steps, 1)
+                self.elapsed = now - run_start
+                event = StepMetrics(step=self.step, max_steps=t.max_steps, loss=loss_value, lr=lr,
+                                    grad_norm=float(grad_norm), tokens_per_s=tokens_per_step / per_step,
+                                    elapsed=self.elapsed, eta=per_step * (t.max_steps - self.step))
+                self._append(ckpt.METRICS_FILE, event)
+                yield event
+                last_report, last_report_step = time.perf_counter(), self.step
+            aux_start = time.perf_counter()
+            at_end = self.step == t.max_steps
+            evaluated = at_end or self.step % t.eval_interval == 0
+            if evaluated:
+                watch.flush()
+                val_loss = yield from self._evaluate(run_start)
+            if t.sample_interval and self.step % t.sample_interval == 0:
+                yield self._sample()
+            due = (t.checkpoint_interval == 0 and evaluated) or (
+                t.checkpoint_interval and self.step % t.checkpoint_interval == 0) or at_end
+            if due:
+                watch.flush()
+                yield self._save(run_start, best=evaluated and val_loss == self.best_val, val_loss=val_loss)
+            if evaluated or due or at_end:
+                # evaluating, sampling and saving are not training speed: keep them out of tokens/s
+                last_report += time.perf_counter() - aux_start
+        watch.flush()
+        reason = "completed" if self.step >= t.max_steps else "stopped"
+        if reason == "stopped":
+            yield self._save(run_start, best=False, val_loss=None)
+        self.elapsed = time.perf_counter() - run_start
+        yield Finished(step=self.step, reason=reason, run_dir=str(self.run_dir), elapsed=self.elapsed)
+
+    def _train_step(self) -> torch.Tensor:
+        """Forward and backward over ``grad_accum`` micro-batches; returns the step's mean loss (detached)."""
+        try:
+            return self._micro_batches()
+        except Exception as e:
+            if not self.compile_pending or is_oom(e):
+                raise
+            # a compiled module compiles on its first call: a failure there falls back to eager mode
+            self.optimizer.zero_grad(set_to_none=True)
+            self._compile_failed(e)
+            return self._micro_batches()
+
+    def _micro_batches(self) -> torch.Tensor:
+        accum = self.config.train.grad_accum
+        total = None
+        for _ in range(accum):
+            x, y = self.batcher.get("train", self.device)
+            with dev.autocast_context(self.device, self.precision):
+                _, loss = self.forward(x, y)
+            if accum > 1:
+                loss = loss / accum  # gradients add up over micro-batches; scale so they average
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        return total
+
+    def _clip(self, params: list[torch.nn.Parameter], need_norm: bool) -> torch.Tensor | float:
+        """Clip the global gradient norm; returns the norm before clipping (computed when clipping or logging)."""
+        clip = self.config.train.grad_clip
+        if self.scaler is not None and (clip > 0 or need_norm):
+            self.scaler.unscale_(self.optimizer)
+        if clip > 0:
+            return torch.nn.utils.clip_grad_norm_(params, clip)
+        if need_norm:
+            return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        return 0.0
+
+    # ---- evaluation, samples, checkpoints -----------------------------------------------------
+    def _evaluate(self, run_start: float) -> Iterator[Event]:
+        losses = self._call_forward(lambda fwd: estimate_losses(
+            fwd, self.data, self.config, self.device, self.precision))
+        val_loss = losses["val_loss"]
+        if not math.isfinite(val_loss):
+            raise _NonFinite
+        self.best_val = min(self.best_val, val_loss)
+        event = EvalMetrics(step=self.step, train_loss=losses["train_loss"], val_loss=val_loss,
+                            val_ppl=math.exp(min(val_loss, 700.0)), val_acc=losses["val_acc"],
+                            val_bpc=val_loss / math.log(2) / max(self.data.chars_per_token, 1e-9),
+                            elapsed=time.perf_counter() - run_start)
+        self._append(ckpt.METRICS_FILE, event)
+        yield event
+        yield from self._pop_notices()
+        return val_loss
+
+    def _call_forward(self, fn):
+        try:
+            return fn(self.forward)
+        except Exception as e:
+            if self.forward is self.model or is_oom(e):
+                raise
+            self._compile_failed(e)  # e.g. a recompile for eval mode failed
+            return fn(self.forward)
+
+    def _sample(self) -> Sample:
+        text = training_sample(self.model, self.tokenizer, self.config, self.step)
+        event = Sample(step=self.step, text=text)
+        self._append(ckpt.SAMPLES_FILE, event)
+        return event
+
+    def _save(self, run_start: float, *, best: bool, val_loss: float | None) -> Checkpointed:
+        self.elapsed = time.perf_counter() - run_start
+        state = {
+            "version": STATE_VERSION, "step": self.step,
+            "best_val": None if math.isinf(self.best_val) else self.best_val, "val_loss": val_loss,
+            "peak_lr": self.peak_lr, "elapsed": self.elapsed,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "batcher": self.batcher.state_dict(), "rng": dev.rng_state(),
+        }
+        try:
+            path = ckpt.save_checkpoint(self.run_dir, self.model, state, best=best)
+        except OSError as e:
+            raise _DiskError from e
+        return Checkpointed(step=self.step, path=str(path), best=best)
+
+    def _append(self, name: str, event: Event) -> None:
+        try:
+            ckpt.append_jsonl(self.run_dir / name, event.to_dict())
+        except OSError as e:
+            raise _DiskError from e
+
+    def _pop_notices(self) -> Iterator[Event]:
+        while getattr(self, "notices", None):
+            yield Notice(step=self.step, message=self.notices.pop(0))
+
+    def _failed(self, kind: str, message: str, detail: str = "") -> Failed:
+        return Failed(step=self.step, kind=kind, message=message, run_dir=str(self.run_dir), detail=detail)
+
+    def _free_memory(self, drop_state: bool = False) -> None:
+        # after an OOM gradients, optimizer state and the model are the big allocations to give back
+        if getattr(self, "optimizer", None) is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        if drop_state:
+            self.optimizer = self.model = self.forward = self.scaler = None
+        gc.collect()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
