@@ -1,0 +1,217 @@
+"""The one place the window calls the engine; everything it hands back is plain data.
+
+Engine modules import torch, so they are imported lazily inside the methods: ``warm_up`` imports them
+once in a worker thread at start-up, so later calls from the GUI thread find them already loaded.
+Methods marked *worker* take ``(progress, cancel)`` and are meant for ``workers.TaskWorker``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmstudio import config as C
+from lmstudio import resources
+
+Progress = Callable[[float], None]
+
+
+def cache_dir() -> Path:
+    """Where encoded corpora are cached ($LMSTUDIO_CACHE or ~/.lmstudio/cache): the engine decides."""
+    from lmstudio.engine import checkpoint
+
+    return Path(checkpoint.default_cache_dir())
+
+
+def _plain(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+class Controller:
+    """Plain-data front of the engine. Holds the last built tokenizer for the live split preview."""
+
+    def __init__(self) -> None:
+        self._tokenizer = None  # engine Tokenizer; never handed to the UI
+        self._tokenizer_key: tuple | None = None
+        self._lock = threading.Lock()
+        self._estimates: dict[tuple, tuple[int, dict]] = {}
+
+    # ---- start-up ---------------------------------------------------------------------------
+    def warm_up(self, progress: Progress | None = None, cancel: threading.Event | None = None) -> str:
+        """*worker*: import the engine (torch) once and describe the device for the status bar."""
+        from lmstudio.engine import checkpoint, corpus, data, device, models, tokenizer, trainer  # noqa: F401
+
+        return self.describe_device()
+
+    def describe_device(self) -> str:
+        from lmstudio.engine import device
+
+        try:
+            return device.describe_device(device.resolve_device("auto"))
+        except Exception:  # the label is informative only; training reports the device it really uses
+            return "CPU"
+
+    # ---- corpus -----------------------------------------------------------------------------
+    def builtin_corpora(self) -> list[dict]:
+        from lmstudio.engine import corpus
+
+        return [_plain(c) for c in corpus.builtin_corpora()]
+
+    def corpus_info(self, source: str) -> dict:
+        """Stats and a preview of a built-in name, a file or a folder; raises UserError (CorpusError)."""
+        from lmstudio.engine import corpus
+
+        return _plain(corpus.corpus_info(source))
+
+    def corpus_sources_text(self) -> str:
+        """The built-in corpora's sources and licences (SOURCES.md) for the About box."""
+        path = resources.corpora_dir() / "SOURCES.md"
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+    # ---- tokenizer --------------------------------------------------------------------------
+    def build_tokenizer(self, source: str, tok_cfg: C.TokenizerConfig,
+                        progress: Progress, cancel: threading.Event) -> dict:
+        """*worker*: train a tokenizer on the corpus, count token frequencies, keep it for previews.
+
+        Returns ``{kind, vocab_size, tokens (object array), ids, freq (int64 arrays), n_tokens,
+        chars_per_token}``. Encoding streams through the engine's cache (and reports progress), so the
+        trainer later finds the corpus already encoded.
+        """
+        from lmstudio.engine import corpus, data, tokenizer
+
+        progress(0.0)
+        text = corpus.read_corpus(source)
+        progress(0.05)
+        tok = tokenizer.train_tokenizer(tok_cfg, text)
+        if cancel.is_set():
+            return {}
+        progress(0.2)
+        ids = data.encode_to_cache(text, tok, cache_dir(), progress=lambda f: progress(0.2 + 0.8 * f),
+                                   cancel=cancel)
+        ids = np.asarray(ids)
+        vocab = tok.vocab()
+        tokens = np.empty(len(vocab), dtype=object)
+        tokens[:] = [t for t, _ in vocab]
+        tok_ids = np.fromiter((i for _, i in vocab), dtype=np.int64, count=len(vocab))
+        counts = np.bincount(ids.astype(np.int64), minlength=int(tok_ids.max(initial=-1)) + 1)
+        with self._lock:
+            self._tokenizer = tok
+            self._tokenizer_key = (source, dataclasses.astuple(tok_cfg))
+        progress(1.0)
+        return {
+            "kind": tok.kind,
+            "vocab_size": int(tok.vocab_size),
+            "tokens": tokens,
+            "ids": tok_ids,
+            "freq": counts[tok_ids],
+            "n_tokens": int(ids.size),
+            "chars_per_token": len(text) / max(1, int(ids.size)),
+        }
+
+    def has_tokenizer(self) -> bool:
+        return self._tokenizer is not None
+
+    def tokenizer_key(self) -> tuple | None:
+        return self._tokenizer_key
+
+    def split(self, text: str) -> list[tuple[str, int]]:
+        """How the last built tokenizer splits ``text``: pieces (display form) with their ids."""
+        with self._lock:
+            tok = self._tokenizer
+        if tok is None or not text:
+            return []
+        return [(str(piece), int(i)) for piece, i in tok.split(text)]
+
+    # ---- model size -------------------------------------------------------------------------
+    def estimate(self, model_cfg: C.ModelConfig, train_cfg: C.TrainConfig) -> tuple[int, dict]:
+        """(parameter count, memory estimate dict) for a config; cached per distinct config."""
+        key = (dataclasses.astuple(model_cfg), dataclasses.astuple(train_cfg))
+        if key not in self._estimates:
+            from lmstudio.engine import models
+
+            n = int(models.param_count(model_cfg))
+            mem = {k: (float(v) if isinstance(v, (int, float)) else v)
+                   for k, v in models.memory_estimate(model_cfg, train_cfg).items()}
+            if len(self._estimates) > 256:
+                self._estimates.clear()
+            self._estimates[key] = (n, mem)
+        return self._estimates[key]
+
+    # ---- presets ----------------------------------------------------------------------------
+    def presets(self) -> list[str]:
+        try:
+            return resources.list_presets()
+        except resources.ResourceError:
+            return []
+
+    def load_preset(self, name: str) -> C.RunConfig:
+        return C.load_preset(name)
+
+    # ---- training ---------------------------------------------------------------------------
+    def runs_dir(self) -> Path:
+        from lmstudio.engine import checkpoint
+
+        return Path(checkpoint.default_runs_dir())
+
+    def new_control(self):
+        """The engine's thread-safe TrainControl (pause/resume/stop/set_lr are safe from any thread)."""
+        from lmstudio.engine.trainer import TrainControl
+
+        return TrainControl()
+
+    def training_events(self, cfg: C.RunConfig, control, resume_dir: str | None = None) -> Iterator[Any]:
+        """*worker*: create the run folder and iterate the trainer's events (frozen dataclasses)."""
+        from lmstudio.engine import checkpoint
+        from lmstudio.engine.trainer import Trainer
+
+        if resume_dir:
+            run_dir, resume = Path(resume_dir), True
+        else:
+            run_dir, resume = checkpoint.new_run_dir(self.runs_dir(), cfg.name or cfg.model.arch), False
+        trainer = Trainer(cfg, run_dir, control=control, resume=resume, cache_dir=cache_dir())
+        yield from trainer.run()
+
+    # ---- runs -------------------------------------------------------------------------------
+    def list_runs(self) -> list[dict]:
+        from lmstudio.engine import checkpoint
+
+        root = self.runs_dir()
+        if not root.is_dir():
+            return []
+        return [_plain(r) for r in checkpoint.list_runs(root)]
+
+    def run_config(self, run_dir: str) -> C.RunConfig:
+        return C.RunConfig.load(Path(run_dir) / "config.json")
+
+    def run_curves(self, run_dir: str) -> dict[str, np.ndarray]:
+        """A run's metrics.jsonl as arrays: ``step``/``time``/``loss`` for steps and ``eval_*`` for evals."""
+        from lmstudio.engine import checkpoint
+
+        steps, evals = [], []
+        for row in checkpoint.read_metrics(run_dir):
+            kind = row.get("event", "")
+            if kind == "EvalMetrics" or ("val_loss" in row and kind != "StepMetrics"):
+                evals.append(row)
+            elif kind == "StepMetrics" or "loss" in row:
+                steps.append(row)
+
+        def col(rows: list[dict], key: str) -> np.ndarray:
+            return np.array([float(r.get(key, np.nan)) for r in rows], dtype=np.float64)
+
+        return {
+            "step": col(steps, "step"), "time": col(steps, "elapsed"), "loss": col(steps, "loss"),
+            "lr": col(steps, "lr"), "tokens_per_s": col(steps, "tokens_per_s"),
+            "eval_step": col(evals, "step"), "eval_time": col(evals, "elapsed"),
+            "train_loss": col(evals, "train_loss"), "val_loss": col(evals, "val_loss"),
+            "val_ppl": col(evals, "val_ppl"), "val_acc": col(evals, "val_acc"),
+        }
+
+    def run_samples(self, run_dir: str) -> list[dict]:
+        from lmstudio.engine import checkpoint
+
+        return [_plain(s) for s in checkpoint.read_samples(run_dir)]

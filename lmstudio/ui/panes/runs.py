@@ -1,0 +1,236 @@
+"""The Runs tab: every saved run, its settings and samples, and its curves overlaid with others.
+
+Tick several runs to draw them on the same axes (e.g. an RNN, an LSTM and a Transformer trained on the
+same corpus), switching the x axis between steps and wall-clock seconds to see which learns faster.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from lmstudio.ui.controller import Controller
+from lmstudio.ui.widgets.plots import PALETTE, MetricPlot
+from lmstudio.ui.workers import describe_error
+
+COLUMNS = ("", "run", "arch", "corpus", "steps", "best val loss")
+# what the overlay can show: label -> (x key for step axis, x key for time axis, y key)
+METRICS = {
+    "validation loss": ("eval_step", "eval_time", "val_loss"),
+    "training loss (batch)": ("step", "time", "loss"),
+    "validation perplexity": ("eval_step", "eval_time", "val_ppl"),
+    "next-token accuracy": ("eval_step", "eval_time", "val_acc"),
+}
+
+
+class RunsPane(QWidget):
+    run_selected = Signal(str)       # run_dir: the run Generate and Inspect should use
+    open_config = Signal(str)        # run_dir: load this run's settings into Setup
+    error_shown = Signal(str)
+
+    def __init__(self, controller: Controller, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.controller = controller
+        self.runs: list[dict] = []
+        self._curves: dict[str, dict] = {}  # run_dir -> arrays (cached; refreshed for the live run)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setObjectName("runsTable")
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().hide()
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.itemChanged.connect(self._on_item_changed)
+        self.table.currentCellChanged.connect(self._on_current_changed)
+        self.refresh_btn = QPushButton("Refresh")
+        self.refresh_btn.clicked.connect(self.refresh)
+        self.use_btn = QPushButton("Generate / inspect with this run")
+        self.use_btn.setObjectName("useRun")
+        self.use_btn.clicked.connect(self._use_current)
+        self.setup_btn = QPushButton("Load its settings")
+        self.setup_btn.clicked.connect(lambda: self.current_run() and self.open_config.emit(self.current_run()))
+        self.folder_label = QLabel()
+        self.folder_label.setWordWrap(True)
+        buttons = QHBoxLayout()
+        for b in (self.refresh_btn, self.use_btn, self.setup_btn):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+
+        self.metric = QComboBox()
+        self.metric.addItems(list(METRICS))
+        self.metric.setObjectName("overlayMetric")
+        self.x_axis = QComboBox()
+        self.x_axis.addItems(["step", "wall-clock seconds"])
+        self.x_axis.setObjectName("overlayXAxis")
+        self.metric.currentIndexChanged.connect(self.redraw_overlay)
+        self.x_axis.currentIndexChanged.connect(self.redraw_overlay)
+        self.plot = MetricPlot("Compare runs", "validation loss")
+        plot_bar = QHBoxLayout()
+        plot_bar.addWidget(QLabel("Show"))
+        plot_bar.addWidget(self.metric)
+        plot_bar.addWidget(QLabel("against"))
+        plot_bar.addWidget(self.x_axis)
+        plot_bar.addStretch(1)
+        plot_host = QWidget()
+        plot_layout = QVBoxLayout(plot_host)
+        plot_layout.setContentsMargins(0, 0, 0, 0)
+        plot_layout.addLayout(plot_bar)
+        plot_layout.addWidget(self.plot, 1)
+
+        self.config_text = QPlainTextEdit(readOnly=True)
+        self.samples_text = QPlainTextEdit(readOnly=True)
+        details = QTabWidget()
+        details.addTab(self.config_text, "Settings")
+        details.addTab(self.samples_text, "Samples")
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(QLabel("Tick runs to compare their curves; select one to see its details."))
+        left_layout.addWidget(self.table, 2)
+        left_layout.addLayout(buttons)
+        left_layout.addWidget(self.folder_label)
+        left_layout.addWidget(details, 1)
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(plot_host)
+        split.setSizes([420, 600])
+        QVBoxLayout(self).addWidget(split)
+
+    # ---- the list ---------------------------------------------------------------------------
+    def refresh(self) -> None:
+        checked = set(self.checked_runs())
+        current = self.current_run()
+        try:
+            self.folder_label.setText(f"Runs folder: {self.controller.runs_dir()}")
+            self.runs = self.controller.list_runs()
+        except Exception as exc:
+            self.error_shown.emit(describe_error(exc))
+            self.runs = []
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(self.runs))
+        for row, run in enumerate(self.runs):
+            path = str(run.get("path", ""))
+            box = QTableWidgetItem()
+            box.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+            box.setCheckState(Qt.CheckState.Checked if path in checked else Qt.CheckState.Unchecked)
+            box.setData(Qt.ItemDataRole.UserRole, path)
+            self.table.setItem(row, 0, box)
+            best = run.get("best_val_loss")
+            values = (run.get("name") or Path(path).name, run.get("arch", ""), run.get("corpus", ""),
+                      f"{run.get('steps', 0):,}" if isinstance(run.get("steps"), int) else str(run.get("steps", "")),
+                      f"{best:.4f}" if isinstance(best, float) and math.isfinite(best) else "–")
+            for col, value in enumerate(values, start=1):
+                item = QTableWidgetItem(str(value))
+                item.setToolTip(path)
+                self.table.setItem(row, col, item)
+        self.table.blockSignals(False)
+        for row, run in enumerate(self.runs):
+            if str(run.get("path")) == current:
+                self.table.setCurrentCell(row, 1)
+        self._curves.clear()
+        self.redraw_overlay()
+
+    def run_paths(self) -> list[str]:
+        return [str(r.get("path", "")) for r in self.runs]
+
+    def checked_runs(self) -> list[str]:
+        out = []
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            if item is not None and item.checkState() == Qt.CheckState.Checked:
+                out.append(item.data(Qt.ItemDataRole.UserRole))
+        return out
+
+    def set_checked(self, run_dir: str, on: bool = True) -> None:
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            if item.data(Qt.ItemDataRole.UserRole) == run_dir:
+                item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+
+    def current_run(self) -> str:
+        row = self.table.currentRow()
+        item = self.table.item(row, 0) if row >= 0 else None
+        return item.data(Qt.ItemDataRole.UserRole) if item is not None else ""
+
+    def select_run(self, run_dir: str) -> None:
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == run_dir:
+                self.table.setCurrentCell(row, 1)
+                return
+
+    def _on_item_changed(self, item: QTableWidgetItem) -> None:
+        if item.column() == 0:
+            self.redraw_overlay()
+
+    def _on_current_changed(self, row: int, *_) -> None:
+        path = self.current_run()
+        if not path:
+            return
+        try:
+            self.config_text.setPlainText(self.controller.run_config(path).to_toml())
+        except Exception as exc:
+            self.config_text.setPlainText(describe_error(exc))
+        try:
+            samples = self.controller.run_samples(path)
+            self.samples_text.setPlainText("\n\n".join(f"— step {s.get('step', '?')} —\n{s.get('text', '')}"
+                                                      for s in reversed(samples)))
+        except Exception as exc:
+            self.samples_text.setPlainText(describe_error(exc))
+
+    def _use_current(self) -> None:
+        path = self.current_run()
+        if path:
+            self.run_selected.emit(path)
+
+    # ---- overlay ----------------------------------------------------------------------------
+    def invalidate(self, run_dir: str) -> None:
+        """Forget cached curves of a run that is still being written (the live one)."""
+        self._curves.pop(run_dir, None)
+
+    def curves(self, run_dir: str) -> dict:
+        if run_dir not in self._curves:
+            self._curves[run_dir] = self.controller.run_curves(run_dir)
+        return self._curves[run_dir]
+
+    def redraw_overlay(self) -> None:
+        label = self.metric.currentText()
+        step_x, time_x, y_key = METRICS[label]
+        by_time = self.x_axis.currentIndex() == 1
+        self.plot.getPlotItem().setLabel("left", label)
+        self.plot.set_x_label("wall-clock seconds (training time)" if by_time else "step")
+        for key in self.plot.curve_keys():
+            self.plot.remove_curve(key)
+        names = {str(r.get("path")): (r.get("name") or Path(str(r.get("path"))).name) for r in self.runs}
+        for n, run_dir in enumerate(self.checked_runs()):
+            try:
+                data = self.curves(run_dir)
+            except Exception as exc:
+                self.error_shown.emit(describe_error(exc))
+                continue
+            colour = PALETTE[n % len(PALETTE)]
+            self.plot.add_curve(run_dir, names.get(run_dir, run_dir), colour,
+                                symbol="o" if y_key != "loss" else None)
+            self.plot.set_series(run_dir, data[time_x if by_time else step_x], data[y_key])
+        self.plot.refresh()
+        self.plot.autoscale()

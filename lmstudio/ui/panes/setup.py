@@ -1,0 +1,166 @@
+"""The Setup tab: four steps (corpus, tokenizer, model, training) on the left, the chosen one on the right.
+
+It owns the run configuration being edited: ``config()`` assembles it from the pages, every edit
+re-validates it (``RunConfig.errors()``) and shows each reason next to its field, and the Start button
+is enabled only when the whole configuration is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from lmstudio import config as C
+from lmstudio.ui.controller import Controller
+from lmstudio.ui.panes.setup_corpus import CorpusPage
+from lmstudio.ui.panes.setup_model import Debouncer, ModelPage, TrainPage
+from lmstudio.ui.panes.setup_tokenizer import TokenizerPage
+
+STEPS = ("1  Corpus", "2  Tokenizer", "3  Model", "4  Training")
+
+
+class SetupPane(QWidget):
+    start_requested = Signal()
+    error_shown = Signal(str)  # a message the window should also show as a dialog
+
+    def __init__(self, controller: Controller, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.controller = controller
+        self._base = C.RunConfig()  # values of fields no form shows (e.g. sample.stop)
+        self.corpus = CorpusPage(controller)
+        self.tokenizer = TokenizerPage(controller)
+        self.model = ModelPage(controller)
+        self.train = TrainPage()
+        self.steps = QListWidget()
+        self.steps.setObjectName("stepList")
+        self.steps.addItems(STEPS)
+        self.steps.setFixedWidth(150)
+        self.stack = QStackedWidget()
+        for page in (self.corpus, self.tokenizer, self.model, self.train):
+            self.stack.addWidget(page)
+        self.steps.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.steps.setCurrentRow(0)
+
+        self.summary = QLabel()
+        self.summary.setObjectName("configSummary")
+        self.summary.setWordWrap(True)
+        self.start_btn = QPushButton("Start training ▶")
+        self.start_btn.setObjectName("startTraining")
+        self.start_btn.clicked.connect(self.start_requested)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.summary, 1)
+        bottom.addWidget(self.start_btn)
+        right = QVBoxLayout()
+        right.addWidget(self.stack, 1)
+        right.addLayout(bottom)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.steps)
+        layout.addLayout(right, 1)
+
+        self._estimate = Debouncer(120, self._update_size, self)
+        for form in self.forms():
+            form.changed.connect(self.revalidate)
+        self.train.name.textEdited.connect(self.revalidate)
+        self.corpus.corpus_changed.connect(self._on_corpus_changed)
+        self.tokenizer.built.connect(lambda _: self._estimate.poke())
+        self.model.preset_requested.connect(self.load_preset)
+        for page in (self.corpus, self.tokenizer):
+            page.error_shown.connect(self.error_shown)
+
+    def forms(self):
+        return (self.tokenizer.form, self.model.form, self.train.form, self.train.sample_form)
+
+    # ---- the configuration ------------------------------------------------------------------
+    def config(self) -> tuple[C.RunConfig, dict[str, str]]:
+        """The configuration the pages show, and every problem with it (dotted field -> reason)."""
+        parse_errors: dict[str, str] = {}
+        sections = {}
+        for form in self.forms():
+            obj, errs = form.apply_to(getattr(self._base, form.section))
+            sections[form.section] = obj
+            parse_errors.update(errs)
+        corpus = dataclasses.replace(self._base.corpus, source=self.corpus.source or self._base.corpus.source)
+        cfg = dataclasses.replace(self._base, name=self.train.name.text().strip(), corpus=corpus, **sections)
+        errors = {**cfg.errors(), **parse_errors}
+        errors.pop("model.vocab_size", None)  # filled from the tokenizer when training starts
+        return cfg, errors
+
+    def set_config(self, cfg: C.RunConfig) -> None:
+        """Show a whole configuration (a preset, an earlier run, the last session's choices)."""
+        self._base = cfg
+        for form in self.forms():
+            form.set_values(getattr(cfg, form.section))
+        self.model.form.set_arch(cfg.model.arch)
+        self.train.name.setText(cfg.name)
+        if cfg.corpus.source and cfg.corpus.source != self.corpus.source:
+            self.corpus.load(cfg.corpus.source)
+            self.tokenizer.set_source(cfg.corpus.source)
+        self.revalidate()
+
+    def load_preset(self, name: str) -> None:
+        try:
+            cfg = self.controller.load_preset(name)
+        except Exception as exc:  # a broken preset file must not take the window down
+            from lmstudio.ui.workers import describe_error
+
+            self.error_shown.emit(describe_error(exc))
+            return
+        self.set_config(cfg)
+
+    def revalidate(self) -> dict[str, str]:
+        cfg, errors = self.config()
+        for form in self.forms():
+            form.show_errors(errors)
+        if not self.corpus.source:
+            errors.setdefault("corpus.source", "choose a corpus (step 1)")
+        self.start_btn.setEnabled(not errors)
+        if errors:
+            first = next(iter(errors.items()))
+            self.summary.setText(f"<span style='color:#b00020'>{len(errors)} setting(s) need attention — "
+                                 f"{first[0]}: {first[1]}</span>")
+        else:
+            m = cfg.model
+            self.summary.setText(f"{m.arch} · {m.n_layer} layers · {m.n_embd} wide · context {m.block_size} · "
+                                 f"{cfg.train.max_steps:,} steps on <b>{cfg.corpus.source}</b> "
+                                 f"({cfg.tokenizer.kind} tokens)")
+        self._estimate.poke()
+        return errors
+
+    # ---- reactions --------------------------------------------------------------------------
+    def _on_corpus_changed(self, source: str) -> None:
+        self.tokenizer.set_source(source)
+        self.revalidate()
+
+    def _vocab_size(self, cfg: C.RunConfig) -> tuple[int, str]:
+        """The vocabulary size for the estimate: exact once the tokenizer is built, a guess before."""
+        built = self.tokenizer.result
+        key = self.controller.tokenizer_key()
+        if built and key == (cfg.corpus.source, dataclasses.astuple(cfg.tokenizer)):
+            return built["vocab_size"], ""
+        if cfg.tokenizer.kind == "char" and self.corpus.info:
+            return self.corpus.info.get("distinct_chars", 256) + 1, " · vocabulary estimated, build the tokenizer"
+        return cfg.tokenizer.vocab_size, " · vocabulary estimated, build the tokenizer"
+
+    def _update_size(self) -> None:
+        cfg, errors = self.config()
+        if any(k.startswith(("model.", "train.")) for k in errors):
+            self.model.show_size(None, None, error="fix the settings to see the size")
+            return
+        vocab, note = self._vocab_size(cfg)
+        model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab)
+        try:
+            n, mem = self.controller.estimate(model_cfg, cfg.train)
+        except Exception as exc:  # the estimate is advice; a failure must not block editing
+            self.model.show_size(None, None, error=f"size unknown ({exc})")
+            return
+        self.model.show_size(n, mem, note)

@@ -1,0 +1,136 @@
+"""Setup step 2: how text becomes token ids. Build the tokenizer, browse its vocabulary, try a split."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from lmstudio import config as C
+from lmstudio.ui.controller import Controller
+from lmstudio.ui.widgets.config_form import ConfigForm
+from lmstudio.ui.widgets.token_preview import TokenPreview
+from lmstudio.ui.widgets.vocab_table import VocabBrowser
+from lmstudio.ui.workers import TaskWorker, start_worker
+
+
+class TokenizerPage(QWidget):
+    """``built(result)`` carries the controller's plain summary (kind, vocab arrays, counts)."""
+
+    built = Signal(dict)
+    error_shown = Signal(str)
+
+    def __init__(self, controller: Controller, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.controller = controller
+        self.source = ""
+        self.result: dict = {}
+        self._worker: TaskWorker | None = None
+
+        intro = QLabel("The model reads numbers, not letters. A <b>tokenizer</b> cuts text into pieces "
+                       "(characters, words or frequent byte sequences) and gives each piece an id.")
+        intro.setWordWrap(True)
+        self.form = ConfigForm("tokenizer")
+        self.build_btn = QPushButton("Build tokenizer")
+        self.build_btn.setObjectName("buildTokenizer")
+        self.build_btn.clicked.connect(self.build)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("%p%")
+        self.status = QLabel("Not built yet.")
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.build_btn)
+        row.addWidget(self.cancel_btn)
+        row.addWidget(self.progress, 1)
+
+        self.vocab = VocabBrowser()
+        self.preview = TokenPreview(self.controller.split)
+        self.preview.input.setPlainText("床前明月光，疑是地上霜。\nTo be, or not to be: that is the question.")
+        vocab_box, preview_box = QGroupBox("Vocabulary"), QGroupBox("Try it: how text splits into tokens")
+        QVBoxLayout(vocab_box).addWidget(self.vocab)
+        QVBoxLayout(preview_box).addWidget(self.preview)
+        split = QSplitter()
+        split.addWidget(vocab_box)
+        split.addWidget(preview_box)
+        split.setSizes([300, 400])
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addWidget(self.form)
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+        layout.addWidget(split, 1)
+
+    def set_source(self, source: str) -> None:
+        self.source = source
+
+    def tokenizer_config(self) -> tuple[C.TokenizerConfig, dict[str, str]]:
+        return self.form.apply_to(C.TokenizerConfig())
+
+    def is_busy(self) -> bool:
+        return self._worker is not None
+
+    def build(self) -> None:
+        cfg, errors = self.tokenizer_config()
+        errors.update(C.section_errors("tokenizer", cfg) if not errors else {})
+        self.form.show_errors(errors)
+        if errors:
+            self.status.setText("Fix the highlighted settings first.")
+            return
+        if not self.source:
+            self._fail("Choose a corpus first (step 1).")
+            return
+        source = self.source
+        worker = TaskWorker(lambda progress, cancel: self.controller.build_tokenizer(source, cfg, progress, cancel))
+        worker.progress.connect(self._on_progress)
+        worker.done.connect(self._on_built)
+        worker.failed.connect(self._fail)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.build_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.progress.setValue(0)
+        self.status.setText(f"Building a {cfg.kind} tokenizer on {source}…")
+        start_worker(worker)
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self.status.setText("Cancelling…")
+
+    def _on_progress(self, fraction: float) -> None:
+        self.progress.setValue(int(fraction * 1000))
+
+    def _on_built(self, result: dict) -> None:
+        if not result:
+            self.status.setText("Cancelled.")
+            return
+        self.result = result
+        self.vocab.set_vocab(result["tokens"], result["ids"], result["freq"])
+        self.status.setText(f"{result['kind']} tokenizer: {result['vocab_size']:,} tokens in the vocabulary; "
+                            f"the corpus is {result['n_tokens']:,} tokens "
+                            f"({result['chars_per_token']:.2f} characters per token).")
+        self.preview.refresh()
+        self.built.emit(result)
+
+    def _fail(self, message: str) -> None:
+        self.status.setText(message.split("\n\n", 1)[0])
+        self.error_shown.emit(message)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.build_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
