@@ -1,0 +1,164 @@
+"""``lmstudio <command>``: the headless face of the app (train, eval, corpus, generate, inspect, runs).
+
+Every user mistake (unknown preset, bad ``--set``, missing file, any UserError) prints one line on stderr
+and exits 1, never a traceback. Nothing here touches Qt. Reference: docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from lmstudio import __version__
+from lmstudio.engine.errors import UserError
+
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130  # the shell's convention for "stopped by Ctrl-C" (128 + SIGINT)
+
+
+class CliError(UserError):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmstudio", description="Train and explore small language models. "
+                                "Run without a command to open the app.")
+    p.add_argument("--version", action="version", version=f"lmstudio {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model from a preset, printing progress")
+    t.add_argument("--preset", default="tiny_tang", help="preset name or .toml file (default: tiny_tang)")
+    t.add_argument("--corpus", help="built-in corpus name or path to a .txt file or folder")
+    t.add_argument("--tokenizer", choices=("char", "word", "bpe"))
+    t.add_argument("--arch", choices=("rnn", "lstm", "gru", "transformer"))
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set train.lr=3e-4 (repeatable)")
+    t.add_argument("--out", help="run folder to create (default: a new folder in the runs folder)")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
+    t.add_argument("--json", action="store_true", help="print one JSON object per event")
+
+    e = sub.add_parser("eval", help="validation loss, perplexity and accuracy of a trained run")
+    e.add_argument("run_dir")
+    e.add_argument("--which", choices=("latest", "best"), default="latest")
+    e.add_argument("--iters", type=int, help="batches to average (default: the run's eval_iters)")
+    e.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
+    e.add_argument("--json", action="store_true")
+
+    c = sub.add_parser("corpus", help="statistics of a corpus (built-in name, file or folder)")
+    c.add_argument("source")
+    c.add_argument("--json", action="store_true")
+
+    g = sub.add_parser("generate", help="generate text from a trained run")
+    g.add_argument("run_dir")
+    g.add_argument("--prompt", default="", help="text to continue (default: start from a newline)")
+    g.add_argument("--max-tokens", type=int)
+    g.add_argument("--temperature", type=float)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--stream", action="store_true", help="print each token as soon as it is generated")
+    g.add_argument("--which", choices=("latest", "best"), default="latest")
+    g.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
+
+    i = sub.add_parser("inspect", help="save an attention map or activations as PNG or CSV")
+    i.add_argument("run_dir")
+    i.add_argument("--text", required=True, help="text to run through the model")
+    i.add_argument("--layer", type=int, default=0)
+    i.add_argument("--head", type=int, help="attention head (default: all heads side by side in a PNG, "
+                                            "head 0 in a CSV)")
+    i.add_argument("--what", default="attention",
+                   help="attention (Transformer), hidden, or a recurrent gate such as gate.forget")
+    i.add_argument("--out", required=True, help="FILE.png or FILE.csv")
+    i.add_argument("--which", choices=("latest", "best"), default="latest")
+
+    r = sub.add_parser("runs", help="list the runs in the runs folder")
+    r.add_argument("--root", help="runs folder (default: $LMSTUDIO_RUNS or ~/.lmstudio/runs)")
+    r.add_argument("--json", action="store_true")
+
+    sub.add_parser("presets", help="list the bundled presets")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (argparse printed it)
+        return int(e.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from lmstudio import cli_commands
+
+    handler = getattr(cli_commands, f"cmd_{args.command}")
+    try:
+        return handler(args)
+    except (UserError, LookupError) as e:  # LookupError: resources.ResourceError (unknown preset)
+        print_error(str(e).strip('"'))
+        return EXIT_USER_ERROR
+    except BrokenPipeError:  # output piped into `head`
+        return 0
+
+
+def print_error(message: str) -> None:
+    print(f"lmstudio: error: {message}", file=sys.stderr)
+
+
+# ---- helpers shared by the commands -----------------------------------------------------------------
+def print_json(obj: dict) -> None:
+    print(json.dumps(obj, ensure_ascii=False, allow_nan=False, default=_json_default), flush=True)
+
+
+def _json_default(value):
+    return str(value)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class InterruptToStop:
+    """While active, Ctrl-C asks ``on_interrupt`` to stop gracefully; a second Ctrl-C aborts at once."""
+
+    def __init__(self, on_interrupt):
+        self.on_interrupt = on_interrupt
+        self.interrupted = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        print("\nlmstudio: stopping (saving a checkpoint); press Ctrl-C again to abort", file=sys.stderr,
+              flush=True)
+        self.on_interrupt()
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def existing_run_dir(path: str) -> Path:
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise CliError(f"{run_dir} is not a folder; pass a run folder (see `lmstudio runs`)")
+    return run_dir

@@ -1,0 +1,282 @@
+"""The CLI's commands; each takes the parsed arguments and returns the exit code (see cli.py).
+
+Kept apart from the parser so ``lmstudio --help`` stays instant: torch is imported only by the
+commands that need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+from pathlib import Path
+
+from lmstudio.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    CliError,
+    InterruptToStop,
+    existing_run_dir,
+    finite_or_none,
+    format_duration,
+    print_error,
+    print_json,
+)
+
+
+# ---- train -------------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from lmstudio.config import RunConfig, load_preset
+    from lmstudio.engine import checkpoint as ckpt
+    from lmstudio.engine.trainer import TrainControl, Trainer
+
+    overrides = list(args.set)
+    if args.resume:
+        run_dir = existing_run_dir(args.resume)
+        cfg = RunConfig.load(run_dir / ckpt.CONFIG_FILE)
+    else:
+        cfg = load_preset(args.preset)
+    for flag, key in (("corpus", "corpus.source"), ("tokenizer", "tokenizer.kind"), ("arch", "model.arch"),
+                      ("device", "train.device")):
+        if getattr(args, flag):
+            overrides.append(f"{key}={getattr(args, flag)}")
+    cfg = cfg.override(overrides).validate()
+    if not args.resume:
+        if args.out:
+            run_dir = Path(args.out)
+            if (run_dir / ckpt.CONFIG_FILE).exists():
+                raise CliError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                               "or choose another --out folder")
+            run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            run_dir = ckpt.new_run_dir(ckpt.default_runs_dir(), cfg.name or Path(args.preset).stem)
+    control = TrainControl()
+    trainer = Trainer(cfg, run_dir, control=control, resume=bool(args.resume), cache_dir=ckpt.default_cache_dir())
+    report = _JsonReport() if args.json else _TextReport(sys.stdout.isatty())
+    code = 0
+    with InterruptToStop(control.stop) as interrupt:
+        try:
+            for event in trainer.run():
+                report(event)
+                kind = type(event).__name__
+                if kind == "Failed":
+                    code = EXIT_USER_ERROR
+                elif kind == "Finished":
+                    code = EXIT_INTERRUPTED if interrupt.interrupted else 0
+        except KeyboardInterrupt:  # a second Ctrl-C: leave at once, the last checkpoint stays
+            print_error("aborted; the run can be resumed from its last checkpoint")
+            return EXIT_INTERRUPTED
+    return code
+
+
+class _JsonReport:
+    def __call__(self, event) -> None:
+        data = event.to_dict()
+        print_json({k: finite_or_none(v) if isinstance(v, float) else v for k, v in data.items()})
+
+
+class _TextReport:
+    """Human-readable progress: one line rewritten in place on a terminal, plain lines otherwise."""
+
+    def __init__(self, tty: bool):
+        self.tty = tty
+        self.open_line = False  # a progress line is on screen without its newline yet
+
+    def _line(self, text: str, err: bool = False) -> None:
+        if self.open_line:
+            print(file=sys.stdout, flush=True)
+            self.open_line = False
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+    def __call__(self, event) -> None:
+        kind = type(event).__name__
+        if kind == "Started":
+            m = event.config.get("model", {})
+            verb = "Resuming" if event.start_step else "Training"
+            self._line(f"{verb} {event.config.get('name') or 'run'}: {m.get('arch')} with "
+                       f"{event.n_params / 1e6:.2f}M parameters on {event.device}, {event.max_steps} steps"
+                       f"{f' from step {event.start_step}' if event.start_step else ''}")
+            self._line(f"run folder: {event.run_dir}")
+        elif kind == "StepMetrics":
+            text = (f"step {event.step}/{event.max_steps}  loss {event.loss:.4f}  lr {event.lr:.2e}  "
+                    f"grad {event.grad_norm:.2f}  {event.tokens_per_s / 1000:.1f}k tok/s  "
+                    f"ETA {format_duration(event.eta)}")
+            if self.tty:
+                print("\r" + text.ljust(100), end="", flush=True)
+                self.open_line = True
+            else:
+                print(text, flush=True)
+        elif kind == "EvalMetrics":
+            self._line(f"eval at step {event.step}: train loss {event.train_loss:.4f}, val loss "
+                       f"{event.val_loss:.4f}, perplexity {event.val_ppl:.2f}, accuracy {event.val_acc:.1%}, "
+                       f"{event.val_bpc:.3f} bits/char")
+        elif kind == "Sample":
+            self._line(f"sample at step {event.step}:\n  " + event.text.replace("\n", "\n  "))
+        elif kind == "Checkpointed":
+            if not self.tty:
+                self._line(f"checkpoint at step {event.step}{' (best so far)' if event.best else ''}")
+        elif kind == "Notice":
+            self._line(f"lmstudio: note: {event.message}", err=True)
+        elif kind == "Finished":
+            self._line(f"{'finished' if event.reason == 'completed' else 'stopped'} at step {event.step} "
+                       f"after {format_duration(event.elapsed)}; run folder: {event.run_dir}")
+        elif kind == "Failed":
+            self._line(f"lmstudio: error: {event.message}", err=True)
+
+
+# ---- eval --------------------------------------------------------------------------------------------
+def cmd_eval(args) -> int:
+    import math
+
+    from lmstudio.engine import device as dev
+    from lmstudio.engine.checkpoint import default_cache_dir
+    from lmstudio.engine.data import prepare_data
+    from lmstudio.engine.session import Session
+    from lmstudio.engine.train_eval import estimate_losses
+
+    session = Session.load(existing_run_dir(args.run_dir), device=args.device, which=args.which)
+    cfg = session.config
+    if args.iters is not None:
+        if args.iters < 1:
+            raise CliError("--iters must be at least 1")
+        cfg.train.eval_iters = args.iters
+    _, data = prepare_data(cfg, tokenizer=session.tokenizer, cache_dir=default_cache_dir())
+    losses = estimate_losses(session.model, data, cfg, session.device, dev.choose_precision(session.device, "fp32"))
+    val = losses["val_loss"]
+    result = {"run_dir": str(session.run_dir), "checkpoint": args.which, "step": session.step,
+              "val_loss": val, "val_ppl": math.exp(min(val, 700.0)), "val_acc": losses["val_acc"],
+              "val_bpc": val / math.log(2) / max(data.chars_per_token, 1e-9),
+              "train_loss": losses["train_loss"], "batches": cfg.train.eval_iters}
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{session.run_dir} ({args.which} checkpoint, step {session.step}, {cfg.train.eval_iters} batches)")
+        print(f"validation loss {val:.4f}\nperplexity      {result['val_ppl']:.3f}\n"
+              f"accuracy        {result['val_acc']:.2%}\nbits per char   {result['val_bpc']:.4f}\n"
+              f"training loss   {result['train_loss']:.4f}")
+    return 0
+
+
+# ---- corpus ------------------------------------------------------------------------------------------
+def cmd_corpus(args) -> int:
+    from lmstudio.engine.corpus import corpus_info
+
+    info = corpus_info(args.source)
+    data = dataclasses.asdict(info)
+    if args.json:
+        print_json({k: str(v) if isinstance(v, Path) else v for k, v in data.items()})
+        return 0
+    print(f"{info.title or info.name}  ({'built-in' if info.builtin else info.path})")
+    print(f"characters {info.chars:,}  distinct {info.distinct_chars:,}  lines {info.lines:,}  "
+          f"bytes {info.bytes:,}  encoding {info.encoding}")
+    if info.source:
+        print(f"source     {info.source}")
+    print("preview:")
+    print("  " + str(info.preview)[:400].replace("\n", "\n  "))
+    return 0
+
+
+# ---- generate ----------------------------------------------------------------------------------------
+def cmd_generate(args) -> int:
+    from lmstudio.config import ConfigError, section_errors
+    from lmstudio.engine.sampling import generate
+    from lmstudio.engine.session import Session
+
+    session = Session.load(existing_run_dir(args.run_dir), device=args.device, which=args.which)
+    changes = {name: value for name, value in (
+        ("max_tokens", args.max_tokens), ("temperature", args.temperature), ("top_k", args.top_k),
+        ("top_p", args.top_p), ("seed", args.seed)) if value is not None}
+    cfg = dataclasses.replace(session.config.sample, **changes)
+    errors = section_errors("sample", cfg)
+    if errors:
+        raise ConfigError({k.replace("sample.", "--").replace("_", "-"): v for k, v in errors.items()})
+    cancel = threading.Event()
+    pieces = []
+    with InterruptToStop(cancel.set) as interrupt:
+        if args.stream:
+            print(args.prompt, end="", flush=True)
+        for step in generate(session, args.prompt, cfg, cancel=cancel, n_top=0):
+            if args.stream:
+                print(step.text, end="", flush=True)
+            pieces.append(step.text)
+    print(("" if args.stream else args.prompt + "".join(pieces)), flush=True)
+    return EXIT_INTERRUPTED if interrupt.interrupted else 0
+
+
+# ---- inspect -----------------------------------------------------------------------------------------
+def cmd_inspect(args) -> int:
+    import numpy as np
+
+    from lmstudio.engine import export, inspect
+    from lmstudio.engine.session import Session
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".csv"):
+        raise CliError(f"--out must end in .png or .csv, got {out.name!r}")
+    session = Session.load(existing_run_dir(args.run_dir), device="cpu", which=args.which)
+    what = args.what
+    if what == "attention" and session.config.model.arch != "transformer":
+        what = "hidden"  # recurrent models have no attention: their hidden state is the natural default
+    if what == "attention":
+        tokens, maps = inspect.attention(session, args.text)          # (L, H, T, T)
+        layer = _index(args.layer, maps.shape[0], "--layer", "layers")
+        if args.head is None and out.suffix.lower() == ".png":
+            matrix = export.tile(maps[layer])                            # every head of the layer, side by side
+            rows = cols = None
+            caption = f"attention, layer {layer}, all {maps.shape[1]} heads"
+        else:
+            head = _index(args.head or 0, maps.shape[1], "--head", "heads")
+            matrix, rows, cols = maps[layer, head], tokens, tokens
+            caption = f"attention, layer {layer}, head {head} (rows: queries, columns: keys)"
+    else:
+        tokens, acts = inspect.activations(session, args.text)
+        if what not in acts:
+            raise CliError(f"this model records no {what!r}; choose one of: {', '.join(sorted(acts))}")
+        layer = _index(args.layer, acts[what].shape[0], "--layer", "layers")
+        matrix = acts[what][layer]                                        # (T, H)
+        rows, cols = tokens, [str(j) for j in range(matrix.shape[1])]
+        caption = f"{what}, layer {layer} (rows: tokens, columns: units)"
+    matrix = np.asarray(matrix)
+    try:
+        if out.suffix.lower() == ".png":
+            export.save_matrix_png(matrix, out, rows, cols, caption=caption)
+        else:
+            export.save_matrix_csv(matrix, out, rows, cols)
+    except OSError as e:
+        raise CliError(f"cannot write {out}: {e.strerror or e}") from None
+    print(f"wrote {out} ({caption}; {len(tokens)} tokens)")
+    return 0
+
+
+def _index(value: int, size: int, flag: str, what: str) -> int:
+    if not -size <= value < size:
+        raise CliError(f"{flag} {value} is out of range: the model has {size} {what} (0 to {size - 1})")
+    return value % size
+
+
+# ---- runs, presets -----------------------------------------------------------------------------------
+def cmd_runs(args) -> int:
+    from lmstudio.engine.checkpoint import list_runs
+
+    runs = list_runs(args.root)
+    if args.json:
+        for run in runs:
+            print_json(dataclasses.asdict(run))
+        return 0
+    if not runs:
+        print("no runs yet; start one with `lmstudio train --preset tiny_tang`")
+    for run in runs:
+        best = f"{run.best_val_loss:.4f}" if run.best_val_loss is not None else "-"
+        print(f"{run.name:24s} {run.arch:11s} {run.corpus:18s} step {run.steps:>6}/{run.max_steps:<6} "
+              f"best val {best:>7}  {run.path}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from lmstudio.resources import list_presets, preset_path
+
+    for name in list_presets():
+        first = preset_path(name).read_text(encoding="utf-8").splitlines()[:1]
+        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        print(f"{name:20s} {about}")
+    return 0
