@@ -1,0 +1,322 @@
+"""Tokenizers: character, word and byte-level BPE behind one interface, saved as HF ``tokenizer.json``.
+
+Every kind is an HF ``tokenizers.Tokenizer`` underneath, so ``tokenizers.Tokenizer.from_file`` alone
+loads what we save and gives the same ids. The kinds:
+
+* ``char``: one token per Unicode code point. Stored as a WordLevel model over single characters
+  with a pre-tokenizer that isolates every character (``[\\s\\S]``: Oniguruma has no ``(?s)``) and a
+  Fuse decoder. Encoding does not go through HF: a numpy lookup table over code points gives the
+  same ids some 20x faster.
+* ``word``: a WordLevel model over "words": runs of letters, digits and marks; each CJK ideograph
+  or kana on its own (Chinese and Japanese have no spaces, so a character is the only split that
+  needs no dictionary); each punctuation mark or symbol on its own; each run of whitespace as one
+  token. Whitespace is kept, so ``decode(encode(t)) == t`` whenever every word was seen in training.
+* ``bpe``: byte-level BPE (GPT-2 style) trained to a chosen vocabulary size. Every byte is in the
+  vocabulary, so any text round-trips exactly.
+
+Unseen text: id 0 of ``char`` and ``word`` is U+FFFD, the Unicode replacement character, used as the
+unknown token. A character (or word) never seen in training encodes to 0 and decodes to U+FFFD, so a
+prompt with new characters never raises; the replacement character itself also maps to 0. BPE has no
+unknown token. Ids outside the vocabulary decode to U+FFFD.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
+
+from lmstudio.engine.errors import UserError
+
+UNK = "\ufffd"
+CHAR_PATTERN = r"[\s\S]"
+# a CJK ideograph or kana alone | a run of other non-space, non-punctuation characters (letters,
+# digits, marks) | a run of whitespace | one punctuation mark or symbol
+WORD_PATTERN = (r"\p{Han}|[\p{Hiragana}\p{Katakana}]|[^\s\p{P}\p{S}\p{Han}\p{Hiragana}\p{Katakana}]+"
+                r"|\s+|[\p{P}\p{S}]")
+PIECE_CHARS = 1 << 16        # texts are cut into pieces of about this size for parallel HF calls
+_VISIBLE_SPECIAL = {"\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣"}
+
+
+class TokenizerError(UserError):
+    """A tokenizer cannot be trained or loaded; the message says why and what to do."""
+
+
+@cache
+def byte_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters, as HF's ByteLevel uses it."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+@cache
+def unicode_to_byte() -> dict[str, int]:
+    return {c: b for b, c in byte_to_unicode().items()}
+
+
+def display(piece: str) -> str:
+    """How a token reads in the UI: newline as ``\\n``, space as ``␣``, other controls escaped."""
+    out = []
+    for c in piece:
+        if c in _VISIBLE_SPECIAL:
+            out.append(_VISIBLE_SPECIAL[c])
+        elif c.isprintable():
+            out.append(c)
+        else:
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+    return "".join(out)
+
+
+def safe_cut(text: str, end: int) -> int:
+    """The largest cut ``0 < i <= end`` at which encoding ``text[:i]`` and ``text[i:]`` separately gives
+    the same tokens as encoding ``text`` whole, for every kind; 0 if there is none.
+
+    Safe cuts: just after a single newline between two visible characters (``x\\n|y``), or else just
+    before a single space between two visible characters (``x| y``). Both are boundaries of the
+    word pattern and of GPT-2's pre-tokenizer regex whatever surrounds them; cutting inside a run of
+    whitespace is not (``\\s+(?!\\S)`` matches differently at the end of a string).
+    """
+    end = min(end, len(text) - 1)
+    for sep, offset in (("\n", 1), (" ", 0)):
+        j = text.rfind(sep, 1, end + 1 - offset)
+        while j > 0:
+            if j + 1 < len(text) and not text[j - 1].isspace() and not text[j + 1].isspace():
+                return j + offset
+            j = text.rfind(sep, 1, j)
+    return 0
+
+
+def safe_pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
+    """``text`` in pieces of about ``size`` characters, cut only where tokens are unaffected."""
+    start = 0
+    while len(text) - start > size:
+        cut = safe_cut(text[start:start + 4 * size], size)
+        if cut == 0:   # no safe cut near: look further, up to 4 sizes, then give up on parallelism
+            cut = safe_cut(text[start:start + 4 * size], 4 * size) or len(text) - start
+        yield text[start:start + cut]
+        start += cut
+    if start < len(text):
+        yield text[start:]
+
+
+def _scrub(text: str) -> str:
+    """Lone surrogates cannot reach HF (not valid UTF-8); they become U+FFFD instead of raising."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+class Tokenizer:
+    """One tokenizer of any kind; see the module docstring for what each kind does."""
+
+    def __init__(self, hf: HFTokenizer, kind: str):
+        self._hf = hf
+        self.kind = kind
+        vocab = hf.get_vocab(with_added_tokens=True)
+        self._tokens: list[str] = [""] * (max(vocab.values(), default=-1) + 1)
+        for token, i in vocab.items():
+            self._tokens[i] = token
+        if kind == "bpe":
+            to_byte = unicode_to_byte()
+            self._bytes = [bytes(to_byte[c] for c in t) for t in self._tokens]
+            self._text = [b.decode("utf-8", "replace") for b in self._bytes]
+        else:
+            self._bytes = [t.encode("utf-8") for t in self._tokens]
+            self._text = list(self._tokens)
+        if kind == "char":
+            # code point -> id; the last entry catches every code point beyond the table (unknown)
+            top = max((ord(t) for t in self._tokens if len(t) == 1), default=0)
+            self._lut = np.zeros(top + 2, dtype=np.int64)
+            for i, t in enumerate(self._tokens):
+                if len(t) == 1:
+                    self._lut[ord(t)] = i
+
+    # ---- the interface --------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tokens)
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_array(text).tolist()
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Token ids as an int64 array (the fast path the data room uses)."""
+        if self.kind == "char":
+            points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+            return self._lut[np.minimum(points, len(self._lut) - 1)]
+        try:
+            if len(text) <= PIECE_CHARS:
+                return np.asarray(self._hf.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+            encodings = self._hf.encode_batch(list(safe_pieces(text)), add_special_tokens=False)
+        except (UnicodeEncodeError, TypeError):
+            if isinstance(text, str) and _scrub(text) != text:
+                return self.encode_array(_scrub(text))
+            raise
+        if not encodings:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encodings])
+
+    def decode(self, ids: Iterable[int]) -> str:
+        n = len(self._tokens)
+        if self.kind == "bpe":
+            return b"".join(self._bytes[i] if 0 <= i < n else UNK.encode() for i in map(int, ids)).decode(
+                "utf-8", "replace")
+        return "".join(self._tokens[i] if 0 <= i < n else UNK for i in map(int, ids))
+
+    def token_bytes(self, i: int) -> bytes:
+        """The UTF-8 bytes token ``i`` stands for (for BPE possibly part of a character)."""
+        return self._bytes[i] if 0 <= i < len(self._bytes) else UNK.encode()
+
+    def id_to_token(self, i: int) -> str:
+        """Display form: ``<unk>`` for the unknown token, whitespace made visible, BPE bytes as text
+        (a token holding part of a multi-byte character shows its bytes as ``\\xe5``)."""
+        if not 0 <= i < len(self._tokens):
+            return "<out of range>"
+        if self.kind != "bpe" and i == 0:
+            return "<unk>"
+        if self.kind == "bpe":
+            try:
+                return display(self._bytes[i].decode("utf-8"))
+            except UnicodeDecodeError:
+                return display(self._bytes[i].decode("utf-8", "backslashreplace"))
+        return display(self._tokens[i])
+
+    def vocab(self) -> list[tuple[str, int]]:
+        return [(self.id_to_token(i), i) for i in range(len(self._tokens))]
+
+    def split(self, text: str) -> list[tuple[str, int]]:
+        """(piece, id) pairs whose pieces concatenate to ``text``.
+
+        Unknown characters or words keep their own text as the piece (with id 0). For BPE, a character
+        whose bytes span several tokens belongs to the token that completes it; the tokens before it
+        get an empty piece.
+        """
+        if self.kind == "char":
+            return list(zip(text, self.encode_array(text).tolist(), strict=True))
+        if self.kind == "word":
+            enc = self._hf.encode(_scrub(text), add_special_tokens=False)
+            pieces = [(text[s:e], i) for (s, e), i in zip(enc.offsets, enc.ids, strict=True)]
+            if "".join(p for p, _ in pieces) == text:
+                return pieces
+        import codecs
+
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        ids = self.encode(text)
+        pieces = [(decoder.decode(self._bytes[i]), i) for i in ids]
+        tail = decoder.decode(b"", final=True)
+        if tail and pieces:
+            pieces[-1] = (pieces[-1][0] + tail, pieces[-1][1])
+        return pieces
+
+    # ---- files ----------------------------------------------------------------------------
+    def to_str(self) -> str:
+        return self._hf.to_str()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write HF ``tokenizer.json`` (atomically: a temporary file renamed into place)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(self._hf.to_str(pretty=True), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise TokenizerError(f"Cannot read the tokenizer file {path}: {e}. The run folder may be "
+                                 "incomplete; train again.") from None
+        return cls.from_str(text, str(path))
+
+    @classmethod
+    def from_str(cls, text: str, where: str = "the tokenizer") -> Tokenizer:
+        try:
+            hf = HFTokenizer.from_str(text)
+            spec = json.loads(text)
+        except Exception as e:   # HF raises plain Exception for malformed JSON
+            raise TokenizerError(f"{where} is not a valid tokenizer.json ({e}).") from None
+        model = (spec.get("model") or {}).get("type")
+        if model == "BPE":
+            return cls(hf, "bpe")
+        if model == "WordLevel":
+            pattern = ((spec.get("pre_tokenizer") or {}).get("pattern") or {}).get("Regex")
+            return cls(hf, "char" if pattern == CHAR_PATTERN else "word")
+        raise TokenizerError(f"{where} uses a {model} model; lmstudio reads char, word and BPE tokenizers.")
+
+    def fingerprint(self) -> str:
+        """Stable hash of the tokenizer's JSON: equal fingerprints, equal ids."""
+        return hashlib.sha256(self._hf.to_str().encode("utf-8")).hexdigest()[:32]
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+
+# ---- training ---------------------------------------------------------------------------------
+
+def _word_level(vocab: dict[str, int], pattern: str) -> HFTokenizer:
+    hf = HFTokenizer(models.WordLevel(vocab, unk_token=UNK))
+    hf.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    hf.decoder = decoders.Fuse()
+    return hf
+
+
+def _chunks(text: str | Iterable[str]) -> Iterator[str]:
+    """Text (or a stream of text) in safe pieces, so HF can count them on both cores."""
+    for chunk in ([text] if isinstance(text, str) else text):
+        yield from safe_pieces(_scrub(chunk))
+
+
+def train_tokenizer(cfg, text: str | Iterable[str]) -> Tokenizer:
+    """Train the tokenizer ``cfg`` (a TokenizerConfig) describes on ``text`` (a string or an iterable of
+    strings, e.g. ``corpus.iter_corpus_chunks``, for corpora too big to hold)."""
+    kind = cfg.kind
+    if kind == "char":
+        alphabet: set[str] = set()
+        for chunk in ([text] if isinstance(text, str) else text):
+            alphabet.update(_scrub(chunk))
+        alphabet.discard(UNK)
+        if not alphabet:
+            raise TokenizerError("There is no text to build a vocabulary from. Choose a corpus with some text.")
+        vocab = {UNK: 0} | {c: i for i, c in enumerate(sorted(alphabet), start=1)}
+        return Tokenizer(_word_level(vocab, CHAR_PATTERN), "char")
+    if kind == "word":
+        counter = _word_level({UNK: 0}, WORD_PATTERN)
+        trainer = trainers.WordLevelTrainer(vocab_size=max(1, cfg.vocab_size - 1), min_frequency=cfg.min_frequency,
+                                            show_progress=False, special_tokens=[])
+        counter.train_from_iterator(_chunks(text), trainer)
+        # the trainer orders words by frequency; keep that order after the unknown token
+        words = [w for w, _ in sorted(counter.get_vocab().items(), key=lambda kv: kv[1]) if w != UNK]
+        if not words:
+            raise TokenizerError("No word occurs often enough to enter the vocabulary. Choose a longer corpus "
+                                 "or lower tokenizer.min_frequency.")
+        vocab = {UNK: 0} | {w: i for i, w in enumerate(words, start=1)}
+        return Tokenizer(_word_level(vocab, WORD_PATTERN), "word")
+    if kind == "bpe":
+        if cfg.vocab_size < 256:
+            raise TokenizerError(f"A byte-level BPE vocabulary needs at least 256 tokens (one per byte); "
+                                 f"{cfg.vocab_size} was asked. Raise tokenizer.vocab_size, or use the char tokenizer.")
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, show_progress=False, special_tokens=[],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        hf.train_from_iterator(_chunks(text), trainer)
+        return Tokenizer(hf, "bpe")
+    raise TokenizerError(f"Unknown tokenizer kind {kind!r}; choose char, word or bpe.")
+
+
+def token_frequencies(tokenizer: Tokenizer, ids: np.ndarray) -> np.ndarray:
+    """How often each id occurs in ``ids``: an int64 array of length ``vocab_size``."""
+    counts = np.bincount(np.asarray(ids).ravel(), minlength=tokenizer.vocab_size)
+    return counts[:tokenizer.vocab_size].astype(np.int64, copy=False)
