@@ -204,9 +204,13 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict[str, Any]
 
 # ---- history -----------------------------------------------------------------------------------
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    line = json.dumps(_finite(record), ensure_ascii=False)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+    line = json.dumps(_finite(record), ensure_ascii=False) + "\n"
+    with open(path, "ab+") as f:
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":  # a line torn by a crash: end it so it does not swallow this record
+                line = "\n" + line
+        f.write(line.encode("utf-8"))
 
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,197 @@
+"""Run folders: atomic writes, tied weights through safetensors, listing, sessions and their errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from lmstudio.config import RunConfig
+from lmstudio.engine import checkpoint as ckpt
+from lmstudio.engine.events import StepMetrics
+from lmstudio.engine.models import build_model
+from lmstudio.engine.session import Session
+from lmstudio.engine.trainer import TrainControl, Trainer
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMSTUDIO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("LMSTUDIO_CACHE", str(tmp_path / "cache"))
+
+
+def tiny(*overrides: str) -> RunConfig:
+    return RunConfig(name="ck").override([
+        "corpus.source=tang300", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.hidden_size=32",
+        "model.block_size=16", "train.batch_size=4", "train.max_steps=6", "train.eval_interval=3",
+        "train.eval_iters=1", "train.log_interval=2", "train.sample_interval=3", "train.sample_tokens=4",
+        "train.device=cpu", *overrides]).validate()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One finished tiny run shared by the read-only tests below."""
+    root = tmp_path_factory.mktemp("runs")
+    os.environ.setdefault("LMSTUDIO_CACHE", str(root / "cache"))
+    run = root / "tiny"
+    events = list(Trainer(tiny(), run, cache_dir=root / "cache").run())
+    assert type(events[-1]).__name__ == "Finished", events[-1]
+    return run
+
+
+def test_default_folders_follow_the_environment(tmp_path, monkeypatch):
+    assert ckpt.default_runs_dir() == tmp_path / "runs"
+    assert ckpt.default_cache_dir() == tmp_path / "cache"
+    monkeypatch.delenv("LMSTUDIO_RUNS")
+    assert ckpt.default_runs_dir() == ckpt.Path.home() / ".lmstudio" / "runs"
+
+
+def test_new_run_dir_never_reuses_a_folder(tmp_path):
+    a = ckpt.new_run_dir(tmp_path, "my run/1")
+    b = ckpt.new_run_dir(tmp_path, "my run/1")
+    assert a != b and a.is_dir() and b.is_dir() and a.parent == tmp_path and "/" not in a.name
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "f.txt"
+    ckpt.atomic_write_text(target, "old")
+
+    def half_then_fail(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        ckpt.atomic_write(target, half_then_fail)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def _shared(model) -> int:
+    """How many parameters are the same tensor as another (tied)."""
+    return len(list(model.named_parameters(remove_duplicate=False))) - len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("arch", ["transformer", "lstm"])
+def test_tied_weights_round_trip_through_safetensors(tmp_path, arch):
+    cfg = tiny(f"model.arch={arch}", "model.tie_weights=true", "model.vocab_size=40").model
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert _shared(model) == 1, "the config should tie the embedding and the head"
+    ckpt.save_weights(model, tmp_path / "model.safetensors", {"step": 5})
+    torch.manual_seed(1)
+    fresh = build_model(cfg)
+    ckpt.load_weights_into(fresh, tmp_path, "latest")
+    for (n, p), (_, q) in zip(model.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(p, q), n
+    # the tie survives loading: one tensor, not two copies that would drift apart in training
+    assert _shared(fresh) == 1
+    assert ckpt.weights_metadata(tmp_path / "model.safetensors")["step"] == 5
+
+
+def test_a_session_reproduces_the_trained_model(trained_run):
+    session = Session.load(trained_run)
+    assert session.step == 6 and not session.model.training and session.which == "latest"
+    assert session.config.model.vocab_size == session.tokenizer.vocab_size
+    weights = ckpt.load_weights(trained_run)
+    state = session.model.state_dict()
+    for name, tensor in weights.items():
+        assert torch.equal(state[name], tensor), name
+    best = Session.load(trained_run, which="best")
+    assert best.step in (3, 6)
+
+
+def test_train_state_loads_with_weights_only(trained_run):
+    state = torch.load(trained_run / "train_state.pt", weights_only=True)
+    assert state["step"] == 6 and "optimizer" in state and "rng" in state and "batcher" in state
+    assert ckpt.load_train_state(trained_run)["step"] == 6
+
+
+def test_history_and_listing(trained_run):
+    metrics = ckpt.read_metrics(trained_run)
+    assert [m["step"] for m in metrics if m["event"] == "StepMetrics"] == [2, 4, 6]
+    assert [m["step"] for m in metrics if m["event"] == "EvalMetrics"] == [3, 6]
+    assert [s["step"] for s in ckpt.read_samples(trained_run)] == [3, 6]
+    runs = ckpt.list_runs(trained_run.parent)
+    assert len(runs) == 1
+    run = runs[0]
+    assert (run.name, run.arch, run.corpus, run.steps, run.max_steps) == ("ck", "transformer", "tang300", 6, 6)
+    evals = [m["val_loss"] for m in metrics if m["event"] == "EvalMetrics"]
+    assert run.best_val_loss == pytest.approx(min(evals))
+
+
+def test_a_torn_last_line_is_skipped(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"ste')
+    assert ckpt.read_jsonl(path) == [{"step": 1}, {"step": 2}]
+    ckpt.append_jsonl(path, {"step": 3, "loss": float("nan")})
+    assert ckpt.read_jsonl(path)[-1] == {"step": 3, "loss": None}
+
+
+def test_list_runs_skips_folders_that_are_not_runs(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{nope")
+    assert ckpt.list_runs(tmp_path) == [] and ckpt.list_runs(tmp_path / "missing") == []
+
+
+def _copy_run(src, dst):
+    dst.mkdir()
+    for p in src.iterdir():
+        (dst / p.name).write_bytes(p.read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize("damage, file, words", [
+    (lambda d: (d / "model.safetensors").unlink(), "model.safetensors", "missing"),
+    (lambda d: (d / "config.json").unlink(), "config.json", "missing"),
+    (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json", "missing"),
+    (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:200]),
+     "model.safetensors", "damaged"),
+    (lambda d: (d / "config.json").write_text("{not json"), "config.json", "damaged"),
+    (lambda d: (d / "tokenizer.json").write_text("{}"), "tokenizer.json", ""),
+    (lambda d: (d / "config.json").write_text(
+        json.loads((d / "config.json").read_text()) and RunConfig.from_json((d / "config.json").read_text())
+        .override(["model.n_embd=64"]).to_json()), "model.safetensors", "does not fit"),
+])
+def test_session_errors_name_the_file(trained_run, tmp_path, damage, file, words):
+    run = _copy_run(trained_run, tmp_path / "copy")
+    damage(run)
+    with pytest.raises(ckpt.CheckpointError) as exc:
+        Session.load(run)
+    assert file in str(exc.value) and words in str(exc.value)
+
+
+def test_a_missing_run_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match="not a run folder"):
+        Session.load(tmp_path / "nope")
+
+
+def test_resume_notices_weights_and_state_from_different_steps(tmp_path):
+    control = TrainControl()
+    run = tmp_path / "run"
+    list(Trainer(tiny("train.max_steps=20"), run, control=control).run())
+    state = ckpt.load_train_state(run)
+    state["step"] = 3  # as if a crash hit between writing the weights and the state
+    ckpt.save_train_state(run, state)
+    events = list(Trainer(tiny("train.max_steps=30"), run, resume=True).run())
+    assert events[-1].kind == "checkpoint" and "do not match" in events[-1].message
+
+
+def test_resume_of_a_folder_without_checkpoint_fails_cleanly(tmp_path):
+    events = list(Trainer(tiny(), tmp_path / "empty", resume=True).run())
+    assert len(events) == 1 and events[0].kind == "checkpoint" and "train_state.pt" in events[0].message
+
+
+def test_stopping_before_the_first_step_still_leaves_a_resumable_run(tmp_path):
+    control = TrainControl()
+    run = tmp_path / "run"
+    gen = Trainer(tiny(), run, control=control).run()
+    assert type(next(gen)).__name__ == "Started"
+    control.stop()
+    rest = list(gen)
+    assert [type(e).__name__ for e in rest] == ["Checkpointed", "Finished"] and rest[-1].step == 0
+    resumed = list(Trainer(tiny(), run, resume=True).run())
+    assert [e.step for e in resumed if isinstance(e, StepMetrics)] == [2, 4, 6]
