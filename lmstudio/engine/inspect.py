@@ -18,16 +18,17 @@ import torch.nn.functional as F
 
 from lmstudio.engine.errors import UserError
 
-_VISIBLE = str.maketrans({"\n": "\u23ce", " ": "\u2423", "\t": "\u21e5", "\r": "\u240d"})
-
 
 class InspectError(UserError):
     pass
 
 
 def display(piece: str) -> str:
-    """A token as a label: whitespace made visible (newline, space, tab)."""
-    return piece.translate(_VISIBLE) if piece else "\u2205"
+    """A token as a label: the tokenizer's display form (whitespace made visible); an empty piece
+    (the first bytes of a character a byte-level tokenizer splits) as an empty-set sign."""
+    from lmstudio.engine.tokenizer import display as tokenizer_display
+
+    return tokenizer_display(piece) if piece else "\u2205"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,278 @@
+"""The Generate tab: prompt, sampling settings, streamed text shaded by probability, top-k bars, step mode.
+
+All engine work goes through a SessionController (its own thread); this pane only sees plain data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, Signal, Slot
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from lmstudio.ui.session_controller import SessionController
+from lmstudio.ui.widgets.token_text import TokenText, legend
+
+_BAR = QColor(90, 130, 200)
+_CHOSEN = QColor(230, 70, 40)
+
+
+def _show(label: str) -> str:
+    """Labels arrive in the tokenizer's display form already; only an empty one needs a sign."""
+    return label or "\u2205"
+
+
+class TopKChart(pg.PlotWidget):
+    """Bars of the likeliest next tokens; clicking a bar emits its index."""
+
+    bar_clicked = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent, background="w")
+        self.setMenuEnabled(False)
+        self.hideButtons()
+        self.setMouseEnabled(x=False, y=False)
+        self.setLabel("left", "probability")
+        self.labels: list[str] = []
+        self.probs: list[float] = []
+        self.bars: pg.BarGraphItem | None = None
+        self.scene().sigMouseClicked.connect(self._on_click)
+
+    def set_bars(self, labels: list[str], probs: list[float], highlight: int = -1, title: str = "") -> None:
+        self.clear()
+        self.labels, self.probs = list(labels), [float(p) for p in probs]
+        brushes = [_CHOSEN if i == highlight else _BAR for i in range(len(probs))]
+        self.bars = pg.BarGraphItem(x=np.arange(len(probs)), height=self.probs, width=0.8, brushes=brushes)
+        self.addItem(self.bars)
+        self.getAxis("bottom").setTicks([[(i, _show(t)) for i, t in enumerate(self.labels)]])
+        self.setXRange(-0.6, max(len(probs), 1) - 0.4, padding=0)
+        self.setYRange(0, max(self.probs + [0.05]) * 1.1, padding=0)
+        self.setTitle(title or None)
+
+    def bar_center(self, index: int):
+        """Widget point in the middle of a bar (tests click there)."""
+        scene = self.getPlotItem().getViewBox().mapViewToScene(QPointF(index, self.probs[index] / 2))
+        return self.mapFromScene(scene)
+
+    def _on_click(self, event) -> None:
+        if not self.labels:
+            return
+        p = self.getPlotItem().getViewBox().mapSceneToView(event.scenePos())
+        index = int(round(p.x()))
+        if 0 <= index < len(self.labels) and abs(p.x() - index) <= 0.4 and p.y() >= 0:
+            self.bar_clicked.emit(index)
+
+
+class GenerationPane(QWidget):
+    def __init__(self, session_controller: SessionController, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.sessions = session_controller
+        self.steps: list[dict] = []          # every shown token: {token_id, text, prob, top}
+        self.choices: list[tuple] = []       # step mode: (id, text, prob) on offer
+        self.stepping = False
+        self.generating = False
+        self.chart_shows_choices = False
+        self._defaults_set = False
+        self.run_text = ""
+
+        self.status = QLabel("No run loaded: open a run or start training.")
+        self.status.setWordWrap(True)
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Prompt (empty: start from a new line)")
+        self.prompt.setMaximumHeight(90)
+        self.temperature = QDoubleSpinBox(minimum=0.05, maximum=5.0, singleStep=0.05, value=0.8, decimals=2)
+        self.top_k = QSpinBox(minimum=0, maximum=100000, value=0)
+        self.top_k.setSpecialValueText("off")
+        self.top_p = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, value=1.0, decimals=2)
+        self.max_tokens = QSpinBox(minimum=1, maximum=100000, value=300)
+        self.seed = QSpinBox(minimum=-1, maximum=2**31 - 1, value=-1)
+        self.seed.setSpecialValueText("random")
+        form = QFormLayout()
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-k (0 = off)", self.top_k)
+        form.addRow("Top-p (1 = off)", self.top_p)
+        form.addRow("Max tokens", self.max_tokens)
+        form.addRow("Seed (-1 = random)", self.seed)
+        self.generate_button = QPushButton("Generate")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button)
+        buttons.addWidget(self.stop_button)
+
+        step_box = QGroupBox("Step mode: pick each token yourself")
+        self.step_button = QPushButton("Start step mode")
+        self.sample_button = QPushButton("Let the sampler pick")
+        self.sample_button.setEnabled(False)
+        self.choice_list = QListWidget()
+        step_layout = QVBoxLayout(step_box)
+        step_layout.addWidget(QLabel("Click a bar or a list entry to append that token."))
+        row = QHBoxLayout()
+        row.addWidget(self.step_button)
+        row.addWidget(self.sample_button)
+        step_layout.addLayout(row)
+        step_layout.addWidget(self.choice_list)
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addWidget(QLabel("Prompt"))
+        left_layout.addWidget(self.prompt)
+        left_layout.addLayout(form)
+        left_layout.addLayout(buttons)
+        left_layout.addWidget(step_box, 1)
+
+        self.output = TokenText()
+        self.chart = TopKChart()
+        self.chart_hint = QLabel("Click a generated token to see the candidates the model weighed there.")
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.addWidget(self.output, 3)
+        right_layout.addWidget(legend())
+        right_layout.addWidget(self.chart_hint)
+        right_layout.addWidget(self.chart, 2)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.status)
+        layout.addWidget(split, 1)
+
+        self.generate_button.clicked.connect(self.start_generation)
+        self.stop_button.clicked.connect(self.sessions.stop)
+        self.step_button.clicked.connect(self.start_step_mode)
+        self.sample_button.clicked.connect(self.sessions.step_sample)
+        self.choice_list.itemClicked.connect(self._on_choice_item)
+        self.chart.bar_clicked.connect(self._on_bar)
+        self.output.token_clicked.connect(self.show_token)
+        s = self.sessions
+        s.session_loaded.connect(self._on_loaded)
+        s.error.connect(self._on_error)
+        s.tokens_generated.connect(self._on_tokens)
+        s.generation_finished.connect(self._on_finished)
+        s.step_ready.connect(self._on_step)
+        self._set_enabled(s.info is not None)
+        if s.info:
+            self._on_loaded(s.info)
+
+    # ---- settings -------------------------------------------------------------------------------------
+    def settings(self) -> dict:
+        return {"temperature": self.temperature.value(), "top_k": self.top_k.value(),
+                "top_p": self.top_p.value(), "max_tokens": self.max_tokens.value(),
+                "seed": self.seed.value(), "n_top": 10}
+
+    def _set_enabled(self, ready: bool) -> None:
+        self.generate_button.setEnabled(ready and not self.generating)
+        self.step_button.setEnabled(ready and not self.generating)
+        self.stop_button.setEnabled(self.generating)
+        self.sample_button.setEnabled(ready and self.stepping and not self.generating)
+
+    @Slot(dict)
+    def _on_loaded(self, info: dict) -> None:
+        self.status.setStyleSheet("")
+        self.run_text = (f"Run {info['name']}: {info['arch']}, checkpoint at step {info['step']}, "
+                         f"context {info['block_size']} tokens, vocabulary {info['vocab_size']}.")
+        self.status.setText(self.run_text)
+        if not self._defaults_set and info.get("sample"):
+            sample = info["sample"]
+            self.temperature.setValue(sample.get("temperature", 0.8))
+            self.top_k.setValue(min(sample.get("top_k", 0), self.top_k.maximum()))
+            self.top_p.setValue(sample.get("top_p", 1.0))
+            self._defaults_set = True
+        self._set_enabled(True)
+
+    @Slot(str)
+    def _on_error(self, message: str) -> None:
+        self.status.setStyleSheet("color: #b00020;")
+        self.status.setText(message)
+        if self.generating:
+            self._on_finished("failed")
+
+    # ---- free generation --------------------------------------------------------------------------------
+    @Slot()
+    def start_generation(self) -> None:
+        self.stepping = False
+        self.generating = True
+        self.steps = []
+        self.choice_list.clear()
+        self.output.clear_tokens(self.prompt.toPlainText())
+        self._set_enabled(True)
+        self.sessions.generate(self.prompt.toPlainText(), self.settings())
+
+    def _append(self, step: dict) -> None:
+        self.steps.append(step)
+        tip = f"p = {step['prob']:.3f}\n" + "\n".join(f"{_show(t)}  {p:.3f}" for t, p in step["top"][:5])
+        self.output.append_token(step["text"], 1.0 - step["prob"], tip)
+
+    @Slot(list)
+    def _on_tokens(self, batch: list) -> None:
+        for step in batch:
+            self._append(step)
+        self.output.ensureCursorVisible()
+
+    @Slot(str)
+    def _on_finished(self, reason: str) -> None:
+        self.generating = False
+        self._set_enabled(self.sessions.info is not None)
+        if reason != "failed":
+            self.status.setStyleSheet("")
+            self.status.setText(f"{self.run_text} Generated {len(self.steps)} tokens ({reason}).")
+
+    @Slot(int)
+    def show_token(self, index: int) -> None:
+        step = self.steps[index]
+        labels = [t for t, _ in step["top"]]
+        highlight = next((i for i, t in enumerate(labels) if t == step["label"]), -1)
+        self.chart_shows_choices = False
+        self.chart.set_bars(labels, [p for _, p in step["top"]], highlight,
+                            f"token {index} {step['label']!r}: p = {step['prob']:.3f} (red bar)")
+
+    # ---- step mode -----------------------------------------------------------------------------------
+    @Slot()
+    def start_step_mode(self) -> None:
+        self.stepping = True
+        self.steps = []
+        self.output.clear_tokens(self.prompt.toPlainText())
+        self._set_enabled(True)
+        self.sessions.step_start(self.prompt.toPlainText(), self.settings())
+
+    @Slot(dict)
+    def _on_step(self, result: dict) -> None:
+        if result["step"] is not None:
+            self._append(result["step"])
+        self.choices = list(result["choices"])
+        self.choice_list.clear()
+        for token_id, text, prob in self.choices:
+            item = QListWidgetItem(f"{_show(text)}    {prob:.3f}")
+            item.setData(Qt.ItemDataRole.UserRole, token_id)
+            self.choice_list.addItem(item)
+        self.chart_shows_choices = True
+        self.chart.set_bars([t for _, t, _ in self.choices], [p for *_, p in self.choices],
+                            title="next token: click a bar to choose it")
+        self._set_enabled(True)
+
+    @Slot(QListWidgetItem)
+    def _on_choice_item(self, item: QListWidgetItem) -> None:
+        if self.stepping:
+            self.sessions.step_choose(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    @Slot(int)
+    def _on_bar(self, index: int) -> None:
+        if self.stepping and self.chart_shows_choices and index < len(self.choices):
+            self.sessions.step_choose(self.choices[index][0])

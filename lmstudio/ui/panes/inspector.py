@@ -1,0 +1,314 @@
+"""The Inspect tab: attention heatmaps (one head or all heads of a layer), recurrent hidden states and
+gates over time, and a per-token loss view of a text; PNG/CSV export of what is shown.
+
+Engine work runs in the SessionController's thread; results arrive as numpy arrays and plain lists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from lmstudio.engine import export  # numpy + zlib only: no torch
+from lmstudio.ui.session_controller import SessionController
+from lmstudio.ui.widgets.heatmap import Heatmap
+from lmstudio.ui.widgets.token_text import TokenText, legend
+
+ATTENTION, ACTIVATIONS, LOSS = "Attention", "Hidden states and gates", "Per-token loss"
+ALL_HEADS = "All heads (grid)"
+
+ATTENTION_CAPTION = ("Colour = attention weight: how much each query token (row) attends to each key token "
+                     "(column); every row sums to 1. Grey above the diagonal is the causal mask: a token "
+                     "never sees the tokens after it.")
+_SIGNAL_CAPTIONS = {
+    "hidden": "Colour = hidden-state value of each unit (row) after reading each token (column).",
+    "cell": "Colour = LSTM memory cell c of each unit (row) after each token (column): what it carries forward.",
+    "gate.input": "Colour = input gate (0 closed ... 1 open): how much of the new candidate is written to memory.",
+    "gate.forget": "Colour = forget gate (0 forget ... 1 keep): how much of the old memory survives each step.",
+    "gate.output": "Colour = output gate (0 closed ... 1 open): how much of the memory is shown as the hidden state.",
+    "gate.cell": "Colour = candidate value g (-1 ... 1) the LSTM may write into its memory.",
+    "gate.reset": "Colour = reset gate (0 ... 1): how much of the previous state feeds the new candidate.",
+    "gate.update": "Colour = update gate (0 take the new candidate ... 1 keep the old state).",
+    "gate.new": "Colour = candidate state n (-1 ... 1) the GRU blends in.",
+}
+
+
+class InspectorPane(QWidget):
+    def __init__(self, session_controller: SessionController, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.sessions = session_controller
+        self.info: dict | None = None
+        self.attention: dict | None = None
+        self.activations: dict | None = None
+        self.losses: dict | None = None
+        self._snippet_offset = 0
+        # replaced in tests: (caption, filter) -> chosen path or ""
+        self.ask_save_path = lambda caption, filt: QFileDialog.getSaveFileName(self, caption, "", filt)[0]
+
+        self.status = QLabel("No run loaded: open a run or start training.")
+        self.status.setWordWrap(True)
+        self.text = QPlainTextEdit()
+        self.text.setPlaceholderText("Text to inspect, or press 'Validation snippet'")
+        self.text.setMaximumHeight(80)
+        self.snippet_button = QPushButton("Validation snippet")
+        self.inspect_button = QPushButton("Inspect")
+        self.view_combo = QComboBox()
+        self.layer_combo = QComboBox()
+        self.head_combo = QComboBox()
+        self.signal_combo = QComboBox()
+        self.png_button = QPushButton("Export PNG")
+        self.csv_button = QPushButton("Export CSV")
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        self.heatmap = Heatmap()
+        self.loss_text = TokenText()
+        self.loss_summary = QLabel("")
+        loss_page = QWidget()
+        loss_layout = QVBoxLayout(loss_page)
+        loss_layout.setContentsMargins(0, 0, 0, 0)
+        loss_layout.addWidget(self.loss_summary)
+        loss_layout.addWidget(self.loss_text, 1)
+        loss_layout.addWidget(legend("background: how unlikely the model found the actual next token "
+                                     "(hover for its probability and the alternatives)"))
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.heatmap)
+        self.stack.addWidget(loss_page)
+
+        top = QHBoxLayout()
+        top.addWidget(self.text, 1)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.snippet_button)
+        buttons.addWidget(self.inspect_button)
+        top.addLayout(buttons)
+        selectors = QHBoxLayout()
+        for label, widget in (("Show", self.view_combo), ("Layer", self.layer_combo), ("Head", self.head_combo),
+                              ("Signal", self.signal_combo)):
+            selectors.addWidget(QLabel(label))
+            selectors.addWidget(widget)
+        selectors.addStretch(1)
+        selectors.addWidget(self.png_button)
+        selectors.addWidget(self.csv_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.status)
+        layout.addLayout(top)
+        layout.addLayout(selectors)
+        layout.addWidget(self.note)
+        layout.addWidget(self.stack, 1)
+
+        self.snippet_button.clicked.connect(self.request_snippet)
+        self.inspect_button.clicked.connect(self.inspect)
+        self.view_combo.currentTextChanged.connect(self._on_view_changed)
+        for combo in (self.layer_combo, self.head_combo, self.signal_combo):
+            combo.currentIndexChanged.connect(self.render)
+        self.png_button.clicked.connect(self.export_png)
+        self.csv_button.clicked.connect(self.export_csv)
+        s = self.sessions
+        s.session_loaded.connect(self._on_loaded)
+        s.error.connect(self._on_error)
+        s.attention_ready.connect(self._on_attention)
+        s.activations_ready.connect(self._on_activations)
+        s.losses_ready.connect(self._on_losses)
+        s.snippet_ready.connect(self.text.setPlainText)
+        self._set_enabled(False)
+        if s.info:
+            self._on_loaded(s.info)
+
+    def _set_enabled(self, ready: bool) -> None:
+        for w in (self.snippet_button, self.inspect_button, self.view_combo):
+            w.setEnabled(ready)
+        shown = self.current_matrix() is not None or self.losses is not None
+        self.png_button.setEnabled(ready and shown)
+        self.csv_button.setEnabled(ready and shown)
+
+    # ---- session ---------------------------------------------------------------------------------------
+    @Slot(dict)
+    def _on_loaded(self, info: dict) -> None:
+        same_shape = self.info is not None and all(self.info.get(k) == info.get(k) for k in ("arch", "n_layer", "n_head"))
+        self.info = info
+        self.status.setStyleSheet("")
+        self.status.setText(f"Run {info['name']}: {info['arch']}, checkpoint at step {info['step']}. "
+                            f"The model reads at most {info['block_size']} tokens, so longer texts are cut there.")
+        if same_shape:
+            return
+        views = ([ATTENTION] if info["arch"] == "transformer" else []) + [ACTIVATIONS, LOSS]
+        self.view_combo.blockSignals(True)
+        self.view_combo.clear()
+        self.view_combo.addItems(views)
+        self.view_combo.blockSignals(False)
+        for combo, items in ((self.layer_combo, [f"{i + 1}" for i in range(info["n_layer"])]),
+                             (self.head_combo, [ALL_HEADS] + [f"{h + 1}" for h in range(info.get("n_head", 0))])):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(items)
+            combo.blockSignals(False)
+        self.attention = self.activations = self.losses = None
+        self.heatmap.clear()
+        self._on_view_changed(self.view_combo.currentText())
+        self._set_enabled(True)
+
+    @Slot(str)
+    def _on_error(self, message: str) -> None:
+        self.status.setStyleSheet("color: #b00020;")
+        self.status.setText(message)
+
+    @Slot()
+    def request_snippet(self) -> None:
+        self.sessions.validation_snippet(400, self._snippet_offset)
+        self._snippet_offset += 400
+
+    @Slot()
+    def inspect(self) -> None:
+        text = self.text.toPlainText()
+        view = self.view_combo.currentText()
+        if view == ATTENTION:
+            self.sessions.inspect_attention(text)
+        elif view == ACTIVATIONS:
+            self.sessions.inspect_activations(text)
+        else:
+            self.sessions.inspect_losses(text, 5)
+
+    @Slot(str)
+    def _on_view_changed(self, view: str) -> None:
+        self.head_combo.setEnabled(view == ATTENTION)
+        self.layer_combo.setEnabled(view != LOSS)
+        self.signal_combo.setEnabled(view == ACTIVATIONS)
+        self.stack.setCurrentIndex(1 if view == LOSS else 0)
+        self.render()
+
+    # ---- results ---------------------------------------------------------------------------------------
+    @Slot(dict)
+    def _on_attention(self, result: dict) -> None:
+        self.attention = result
+        self._select_view(ATTENTION)
+
+    @Slot(dict)
+    def _on_activations(self, result: dict) -> None:
+        self.activations = result
+        current = self.signal_combo.currentText()
+        self.signal_combo.blockSignals(True)
+        self.signal_combo.clear()
+        self.signal_combo.addItems(list(result["maps"]))
+        if current in result["maps"]:
+            self.signal_combo.setCurrentText(current)
+        self.signal_combo.blockSignals(False)
+        self._select_view(ACTIVATIONS)
+
+    @Slot(dict)
+    def _on_losses(self, result: dict) -> None:
+        self.losses = result
+        rows = result["rows"]
+        self.loss_text.clear_tokens(result["first"])
+        for r in rows:
+            alts = "\n".join(f"  {t}  {p:.3f}" for t, p in r["top"])
+            self.loss_text.append_token(r["token"], 1.0 - r["prob"],
+                                        f"p = {r['prob']:.3f}, loss = {r['loss']:.2f} nats\nlikeliest here:\n{alts}")
+        mean = float(np.mean([r["loss"] for r in rows]))
+        self.loss_summary.setText(f"{len(rows)} predictions: mean loss {mean:.3f} nats, "
+                                  f"perplexity {np.exp(mean):.2f}. Hover a token for details.")
+        self._select_view(LOSS)
+
+    def _select_view(self, view: str) -> None:
+        if self.view_combo.currentText() != view:
+            self.view_combo.setCurrentText(view)   # renders through _on_view_changed
+        else:
+            self.render()
+        self._set_enabled(True)
+
+    def current_matrix(self):
+        """What the heatmap shows as (matrices, row labels, column labels), or None."""
+        view = self.view_combo.currentText()
+        layer = max(0, self.layer_combo.currentIndex())
+        if view == ATTENTION and self.attention is not None:
+            w = self.attention["weights"][min(layer, len(self.attention["weights"]) - 1)]  # (H, T, T)
+            T = w.shape[-1]
+            masked = w.astype(np.float32).copy()
+            masked[:, np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] = np.nan
+            head = self.head_combo.currentText()
+            chosen = list(masked) if head == ALL_HEADS or not head else [masked[int(head) - 1]]
+            return chosen, self.attention["tokens"], self.attention["tokens"]
+        if view == ACTIVATIONS and self.activations is not None:
+            name = self.signal_combo.currentText() or "hidden"
+            maps = self.activations["maps"].get(name)
+            if maps is None:
+                return None
+            m = maps[min(layer, len(maps) - 1)].T                                   # (units, T)
+            return [m], [f"unit {i}" for i in range(m.shape[0])], self.activations["tokens"]
+        return None
+
+    @Slot()
+    def render(self) -> None:
+        view = self.view_combo.currentText()
+        current = self.current_matrix()
+        if view == LOSS:
+            self.note.setText(self.losses["note"] if self.losses else "")
+            return
+        if current is None:
+            self.heatmap.clear()
+            self.note.setText("")
+            return
+        matrices, rows, cols = current
+        if view == ATTENTION:
+            head = self.head_combo.currentText()
+            titles = [f"head {h + 1}" for h in range(len(matrices))] if head == ALL_HEADS else [f"head {head}"]
+            top = max(float(np.nanmax(m)) for m in matrices)
+            self.heatmap.set_grid(matrices, rows, cols, titles=titles, levels=(0.0, max(top, 1e-6)),
+                                  caption=ATTENTION_CAPTION + f" Layer {self.layer_combo.currentText()}.",
+                                  row_name="query", col_name="key", bar_label="attention weight")
+            self.note.setText(self.attention["note"])
+        else:
+            name = self.signal_combo.currentText() or "hidden"
+            m = matrices[0]
+            gate = name.startswith("gate.") and name not in ("gate.cell", "gate.new")
+            bound = float(np.nanmax(np.abs(m))) or 1.0
+            caption = _SIGNAL_CAPTIONS.get(name, f"Colour = {name}.")
+            if name == "hidden" and self.activations.get("arch") == "transformer":
+                caption = "Colour = the residual stream (the block's output) of each dimension (row) at each token (column)."
+            self.heatmap.set_matrix(m, rows, cols, levels=(0.0, 1.0) if gate else (-bound, bound),
+                                    cmap="viridis" if gate else "CET-D1", caption=caption,
+                                    row_name="unit", col_name="token", bar_label=name,
+                                    title=f"layer {self.layer_combo.currentText()}: {name}")
+            self.note.setText(self.activations["note"])
+
+    # ---- export ------------------------------------------------------------------------------------------
+    @Slot()
+    def export_png(self) -> None:
+        path = self.ask_save_path("Export the picture as PNG", "PNG images (*.png)")
+        if not path:
+            return
+        widget = self.loss_text if self.view_combo.currentText() == LOSS else self.heatmap
+        if not widget.grab().save(path, "PNG"):
+            self._on_error(f"Could not write {path}: check the folder exists and is writable.")
+
+    @Slot()
+    def export_csv(self) -> None:
+        path = self.ask_save_path("Export the numbers as CSV", "CSV files (*.csv)")
+        if not path:
+            return
+        try:
+            if self.view_combo.currentText() == LOSS and self.losses:
+                rows = self.losses["rows"]
+                export.save_matrix_csv(np.array([[r["loss"], r["prob"]] for r in rows]), path,
+                                       [r["token"] for r in rows], ["loss_nats", "prob"])
+                return
+            current = self.current_matrix()
+            if current is None:
+                return
+            matrices, rows, cols = current
+            if len(matrices) > 1:  # all heads: stacked, each row labelled with its head
+                labels = [f"head {h + 1}: {r}" for h in range(len(matrices)) for r in rows]
+                export.save_matrix_csv(np.concatenate(matrices, axis=0), path, labels, cols)
+            else:
+                export.save_matrix_csv(matrices[0], path, rows, cols)
+        except OSError as e:
+            self._on_error(f"Could not write {path} ({e.strerror}): choose another folder.")

@@ -1,0 +1,120 @@
+"""Read-only text made of tokens, each with a background shaded by how surprising it was.
+
+Used by the Generate tab (shade = 1 - probability of each generated token) and by the Inspect tab's
+per-token loss view (shade = 1 - probability of the actual next token). Clicking a token emits its index;
+hovering shows its tooltip.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QTextEdit, QToolTip, QWidget
+
+# the strongest shade, for a token the model found very unlikely (probability near 0)
+SURPRISE_RGB = (230, 70, 40)
+
+
+def shade_color(strength: float) -> QColor:
+    """White for 0 (expected), through orange to red for 1 (surprising)."""
+    s = min(1.0, max(0.0, float(strength)))
+    r, g, b = (round(255 + (c - 255) * s) for c in SURPRISE_RGB)
+    return QColor(r, g, b)
+
+
+class TokenText(QTextEdit):
+    token_clicked = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setUndoRedoEnabled(False)
+        self.starts: list[int] = []      # document position where each token begins
+        self.ends: list[int] = []
+        self.tooltips: list[str] = []
+        self.selected = -1
+        self.viewport().installEventFilter(self)
+        self.viewport().setMouseTracking(True)
+
+    def clear_tokens(self, prefix: str = "") -> None:
+        """Empty the view; ``prefix`` (e.g. the prompt) is shown plain, not as tokens."""
+        self.clear()
+        self.starts, self.ends, self.tooltips, self.selected = [], [], [], -1
+        if prefix:
+            self._insert(prefix, QTextCharFormat())
+
+    def _insert(self, text: str, fmt: QTextCharFormat) -> tuple[int, int]:
+        cursor = QTextCursor(self.document())
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        start = cursor.position()
+        cursor.insertText(text, fmt)
+        return start, cursor.position()
+
+    def append_token(self, text: str, strength: float, tooltip: str = "") -> int:
+        """Add a token; returns its index. Empty text (an incomplete character) still gets an index."""
+        fmt = QTextCharFormat()
+        fmt.setBackground(shade_color(strength))
+        fmt.setForeground(QColor("black"))
+        start, end = self._insert(text, fmt)
+        self.starts.append(start)
+        self.ends.append(end)
+        self.tooltips.append(tooltip)
+        return len(self.starts) - 1
+
+    def token_at_position(self, pos: int) -> int:
+        """Index of the token covering document position ``pos``, or -1."""
+        i = bisect.bisect_right(self.starts, pos) - 1
+        while i >= 0 and self.starts[i] == self.ends[i]:  # skip empty tokens (incomplete characters)
+            i -= 1
+        return i if i >= 0 and pos < self.ends[i] else -1
+
+    def token_rect_center(self, index: int):
+        """Viewport point in the middle of a token (tests click there)."""
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(self.starts[index])
+        left = self.cursorRect(cursor)
+        cursor.setPosition(self.ends[index])
+        right = self.cursorRect(cursor)
+        return left.center() if right.center().y() != left.center().y() else (left.center() + right.center()) / 2
+
+    def token_at_point(self, point) -> int:
+        """Index of the token under a viewport point, or -1."""
+        cursor = self.cursorForPosition(point)
+        pos = cursor.position()
+        # the cursor lands on the nearest gap between characters: step back when the point is left of it
+        if point.x() < self.cursorRect(cursor).x() and pos > 0:
+            pos -= 1
+        return self.token_at_position(pos)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        kind = event.type()
+        if kind == QEvent.Type.MouseButtonRelease and event.button() == Qt.MouseButton.LeftButton:
+            index = self.token_at_point(event.position().toPoint())
+            if index >= 0:
+                self.selected = index
+                self.token_clicked.emit(index)
+        elif kind == QEvent.Type.ToolTip:
+            index = self.token_at_point(event.pos())
+            if index >= 0 and self.tooltips[index]:
+                QToolTip.showText(event.globalPos(), self.tooltips[index], self)
+            else:
+                QToolTip.hideText()
+            return True
+        return super().eventFilter(obj, event)
+
+
+def legend(text: str = "token background: how unlikely the model found it") -> QWidget:
+    """A small strip: white = expected (p near 1) ... red = surprising (p near 0)."""
+    box = QWidget()
+    row = QHBoxLayout(box)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(QLabel(text + ":"))
+    for p in (1.0, 0.75, 0.5, 0.25, 0.0):
+        swatch = QLabel(f" p={p:g} ")
+        c = shade_color(1.0 - p)
+        swatch.setStyleSheet(f"background: rgb({c.red()},{c.green()},{c.blue()}); color: black;")
+        row.addWidget(swatch)
+    row.addStretch(1)
+    return box

@@ -1,0 +1,148 @@
+"""The Generate tab driven like a person would: real widgets, a real run folder, the session thread."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PySide6.QtCore import Qt
+
+from lmstudio.config import ModelConfig, RunConfig, SampleConfig, TokenizerConfig
+from lmstudio.engine import checkpoint as ckpt
+from lmstudio.engine import sampling
+from lmstudio.engine.models import build_model
+from lmstudio.engine.session import Session
+from lmstudio.engine.tokenizer import train_tokenizer
+from lmstudio.ui.panes.generation import GenerationPane
+from lmstudio.ui.session_controller import SessionController
+from lmstudio.ui.widgets.token_text import shade_color
+
+TEXT = "the quick brown fox jumps over the lazy dog.\nso it goes, and on and on.\n"
+WAIT = 15_000
+
+
+def make_run(root, arch="transformer", step=5, seed=0, name=None):
+    """A run folder as training leaves it: config.json, tokenizer.json, model.safetensors (random weights)."""
+    run_dir = root / (name or f"run-{arch}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer(TokenizerConfig(kind="char"), TEXT)
+    model_cfg = ModelConfig(arch=arch, n_layer=2, n_head=2, n_embd=16, hidden_size=16, block_size=24,
+                            vocab_size=tok.vocab_size)
+    cfg = RunConfig(name=run_dir.name, model=model_cfg)
+    cfg.corpus.source = str(root / "corpus.txt")
+    (root / "corpus.txt").write_text(TEXT * 20, encoding="utf-8")
+    (run_dir / ckpt.CONFIG_FILE).write_text(cfg.to_json(), encoding="utf-8")
+    tok.save(run_dir / ckpt.TOKENIZER_FILE)
+    torch.manual_seed(seed)
+    ckpt.save_weights(build_model(model_cfg), run_dir / ckpt.LATEST_FILE, {"step": step})
+    return run_dir
+
+
+@pytest.fixture
+def controller(qtbot):
+    c = SessionController()
+    yield c
+    c.shutdown()
+
+
+@pytest.fixture
+def pane(qtbot, controller, tmp_path):
+    run_dir = make_run(tmp_path)
+    p = GenerationPane(controller)
+    qtbot.addWidget(p)
+    p.resize(1000, 700)
+    p.show()
+    qtbot.waitExposed(p)
+    with qtbot.waitSignal(controller.session_loaded, timeout=WAIT):
+        controller.set_run(str(run_dir))
+    p.run_dir = run_dir
+    return p
+
+
+def generate(qtbot, pane, prompt="the ", max_tokens=30, seed=11):
+    pane.prompt.setPlainText("")
+    qtbot.keyClicks(pane.prompt, prompt)
+    pane.max_tokens.setValue(max_tokens)
+    pane.seed.setValue(seed)
+    with qtbot.waitSignal(pane.sessions.generation_finished, timeout=WAIT) as finished:
+        qtbot.mouseClick(pane.generate_button, Qt.MouseButton.LeftButton)
+    return finished.args[0]
+
+
+def test_generated_text_streams_in_and_matches_the_engine(qtbot, pane):
+    assert generate(qtbot, pane) == "completed"
+    session = Session.load(pane.run_dir)
+    cfg = SampleConfig(temperature=pane.temperature.value(), top_k=pane.top_k.value(),
+                       top_p=pane.top_p.value(), max_tokens=30, seed=11)
+    expected = [s.text for s in sampling.generate(session, "the ", cfg)]
+    assert len(pane.steps) == 30 and len(pane.output.starts) == 30
+    assert pane.output.toPlainText() == "the " + "".join(expected)
+    # each token's background is shaded by its probability
+    cursor = pane.output.textCursor()
+    for i in (0, 7, 29):
+        cursor.setPosition(pane.output.starts[i] + 1)
+        bg = cursor.charFormat().background().color()
+        assert bg == shade_color(1.0 - pane.steps[i]["prob"])
+    assert pane.generate_button.isEnabled() and not pane.stop_button.isEnabled()
+
+
+def test_clicking_a_token_shows_its_candidates(qtbot, pane):
+    generate(qtbot, pane, max_tokens=12)
+    index = 5
+    point = pane.output.token_rect_center(index)
+    with qtbot.waitSignal(pane.output.token_clicked, timeout=WAIT) as clicked:
+        qtbot.mouseClick(pane.output.viewport(), Qt.MouseButton.LeftButton, pos=point)
+    assert clicked.args[0] == index
+    step = pane.steps[index]
+    assert pane.chart.probs == pytest.approx([p for _, p in step["top"]])
+    assert pane.chart.labels == [t for t, _ in step["top"]]
+
+
+def test_stop_ends_a_long_generation(qtbot, pane):
+    pane.max_tokens.setValue(100000)
+    with qtbot.waitSignal(pane.sessions.tokens_generated, timeout=WAIT):
+        qtbot.mouseClick(pane.generate_button, Qt.MouseButton.LeftButton)
+    assert pane.stop_button.isEnabled()
+    with qtbot.waitSignal(pane.sessions.generation_finished, timeout=WAIT) as finished:
+        qtbot.mouseClick(pane.stop_button, Qt.MouseButton.LeftButton)
+    assert finished.args[0] == "stopped"
+    assert 0 < len(pane.steps) < 100000
+
+
+def test_step_mode_appends_the_token_a_person_picks(qtbot, pane):
+    ready = pane.sessions.step_ready
+    with qtbot.waitSignal(ready, timeout=WAIT):
+        qtbot.mouseClick(pane.step_button, Qt.MouseButton.LeftButton)
+    assert pane.choice_list.count() == 10 and len(pane.chart.probs) == 10
+    wanted = pane.choices[2][0]
+    with qtbot.waitSignal(ready, timeout=WAIT):
+        qtbot.mouseClick(pane.chart.viewport(), Qt.MouseButton.LeftButton, pos=pane.chart.bar_center(2))
+    assert pane.steps[-1]["token_id"] == wanted
+    item = pane.choice_list.item(4)
+    wanted = pane.choices[4][0]
+    with qtbot.waitSignal(ready, timeout=WAIT):
+        qtbot.mouseClick(pane.choice_list.viewport(), Qt.MouseButton.LeftButton,
+                         pos=pane.choice_list.visualItemRect(item).center())
+    assert pane.steps[-1]["token_id"] == wanted
+    with qtbot.waitSignal(ready, timeout=WAIT):
+        qtbot.mouseClick(pane.sample_button, Qt.MouseButton.LeftButton)
+    assert len(pane.steps) == 3 and len(pane.output.starts) == 3
+    assert pane.output.toPlainText().endswith("".join(s["text"] for s in pane.steps))
+
+
+def test_a_new_checkpoint_is_picked_up_before_the_next_generation(qtbot, pane):
+    model_cfg = RunConfig.load(pane.run_dir / ckpt.CONFIG_FILE).model
+    torch.manual_seed(99)
+    ckpt.save_weights(build_model(model_cfg), pane.run_dir / ckpt.LATEST_FILE, {"step": 42})
+    pane.sessions.checkpoint_written(str(pane.run_dir / ckpt.LATEST_FILE))
+    with qtbot.waitSignal(pane.sessions.session_loaded, timeout=WAIT) as loaded:
+        generate(qtbot, pane, max_tokens=5)
+    assert loaded.args[0]["step"] == 42 and "step 42" in pane.status.text()
+
+
+def test_a_folder_that_is_not_a_run_shows_an_error(qtbot, controller, tmp_path):
+    pane = GenerationPane(controller)
+    qtbot.addWidget(pane)
+    with qtbot.waitSignal(controller.error, timeout=WAIT) as err:
+        controller.set_run(str(tmp_path / "nope"))
+    assert "not a run folder" in err.args[0] and err.args[0] in pane.status.text()
+    assert not pane.generate_button.isEnabled()
