@@ -91,8 +91,11 @@ class Controller:
         if cancel.is_set():
             return {}
         progress(0.2)
-        ids = data.encode_to_cache(text, tok, cache_dir(), progress=lambda f: progress(0.2 + 0.8 * f),
-                                   cancel=cancel)
+        try:
+            ids = data.encode_to_cache(text, tok, cache_dir(), progress=lambda f: progress(0.2 + 0.8 * f),
+                                       cancel=cancel)
+        except data.Cancelled:
+            return {}
         ids = np.asarray(ids)
         vocab = tok.vocab()
         tokens = np.empty(len(vocab), dtype=object)

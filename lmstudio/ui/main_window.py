@@ -147,6 +147,7 @@ class MainWindow(QMainWindow):
         self.training.state_changed.connect(self._on_state)
         self.training.error_shown.connect(self.show_error)
         self.training.run_started.connect(self._on_run_started)
+        self.training.device_used.connect(self.device_label.setText)
         self.training.checkpoint_written.connect(self._on_checkpoint)
         self.training.run_finished.connect(self._on_run_finished)
         self.runs.run_selected.connect(self._on_run_chosen)

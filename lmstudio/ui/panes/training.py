@@ -46,6 +46,7 @@ def format_duration(seconds: float) -> str:
 class TrainingPane(QWidget):
     state_changed = Signal(str)        # idle, starting, running, paused, stopping, finished, stopped, failed
     run_started = Signal(str)          # run_dir
+    device_used = Signal(str)          # e.g. "CPU, 2 threads", from the trainer's Started event
     checkpoint_written = Signal(str)   # run_dir
     run_finished = Signal(str, str)    # run_dir, reason ("completed", "stopped", "failed")
     error_shown = Signal(str)
@@ -67,7 +68,7 @@ class TrainingPane(QWidget):
 
         self.start_btn = QPushButton("Start ▶")
         self.start_btn.setObjectName("trainStart")
-        self.pause_btn = QPushButton("Pause ⏸")
+        self.pause_btn = QPushButton("Pause")
         self.pause_btn.setObjectName("trainPause")
         self.stop_btn = QPushButton("Stop ■")
         self.stop_btn.setObjectName("trainStop")
@@ -113,6 +114,7 @@ class TrainingPane(QWidget):
         self.ppl_plot.add_curve("val_ppl", "validation", "#D55E00", symbol="o")
         self.acc_plot = MetricPlot("Next-token accuracy", "fraction right")
         self.acc_plot.add_curve("val_acc", "validation", "#009E73", symbol="o")
+        self.acc_plot.getPlotItem().setLimits(yMin=-0.02, yMax=1.02)  # a fraction: keep the axis readable
         self.lr_plot = MetricPlot("Learning rate", "lr")
         self.lr_plot.add_curve("lr", "lr", "#CC79A7")
         self.speed_plot = MetricPlot("Speed", "tokens / s")
@@ -235,6 +237,7 @@ class TrainingPane(QWidget):
             self.progress.setValue(ev.start_step)
             self._set_state("running")
             self.run_started.emit(ev.run_dir)
+            self.device_used.emit(ev.device)
         elif isinstance(ev, E.Checkpointed):
             self.checkpoint_written.emit(self.run_dir or ev.path)
         elif isinstance(ev, E.StateChanged):
@@ -284,7 +287,7 @@ class TrainingPane(QWidget):
 
     def _set_state(self, state: str) -> None:
         self.state = state
-        self.pause_btn.setText("Resume ▶" if state == "paused" else "Pause ⏸")
+        self.pause_btn.setText("Resume" if state == "paused" else "Pause")
         self._update_buttons()
         self.state_changed.emit(state)
 
