@@ -178,6 +178,10 @@ class Trainer:
             yield from self._run()
             return
         except Exception as e:  # noqa: BLE001 - every fault becomes a Failed event
+            if self.control.stopping and type(e).__name__ == "Cancelled":
+                # stopped while the data was being prepared: nothing to save, nothing went wrong
+                yield Finished(step=self.step, reason="stopped", run_dir=str(self.run_dir), elapsed=0.0)
+                return
             failed = self._classify(e)
         # outside the except block: the traceback (and the tensors its frames hold) is gone by now
         self._free_memory(drop_state=failed.kind == "oom")

@@ -397,3 +397,10 @@ def test_cuda_training_with_mixed_precision_and_compile(tmp_path, precision):
     assert (trainer.scaler is not None) == (trainer.precision.name == "fp16")
     evals = [e for e in events if isinstance(e, EvalMetrics)]
     assert evals[-1].val_loss < evals[0].val_loss
+
+
+def test_stop_while_preparing_data_finishes_quietly(tmp_path):
+    control = TrainControl()
+    control.stop()
+    events = run_all(Trainer(tiny_config(), tmp_path / "run", control=control))
+    assert len(events) == 1 and isinstance(events[0], Finished) and events[0].reason == "stopped"
