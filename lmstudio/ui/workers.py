@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
 
 from lmstudio.engine.errors import UserError
 
@@ -73,7 +73,9 @@ def start_worker(worker: Worker) -> QThread:
     thread.setObjectName(type(worker).__name__)
     worker.moveToThread(thread)
     thread.started.connect(worker.run)
-    worker.finished.connect(thread.quit)
+    # direct: QThread.quit is thread-safe, and a queued call would never run while the GUI thread
+    # blocks in wait() on exit
+    worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
     thread.finished.connect(_reaper.reap)
     _threads[thread] = worker
     thread.start()

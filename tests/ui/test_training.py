@@ -17,6 +17,7 @@ TIMEOUT = 90_000
 
 def click_builtin(qtbot, win, name: str) -> None:
     lst = win.setup.corpus.builtins
+    qtbot.waitUntil(lambda: lst.count() > 0, timeout=TIMEOUT)  # listed by a worker at start-up
     for i in range(lst.count()):
         item = lst.item(i)
         if item.data(Qt.ItemDataRole.UserRole) == name:

@@ -86,17 +86,24 @@ class CorpusPage(QWidget):
         layout.addLayout(body, 1)
 
     def populate_builtins(self) -> None:
+        """Fill the built-in list off the GUI thread (the first look at 2 MB of text takes a second)."""
+        worker = TaskWorker(lambda progress, cancel: self.controller.builtin_corpora())
+        worker.done.connect(self._show_builtins)
+        worker.failed.connect(self._builtins_failed)  # a slot, not a lambda: it must run in the GUI thread
+        self._builtins_worker = worker
+        start_worker(worker)
+
+    def _builtins_failed(self, message: str) -> None:
+        self.show_error(f"The built-in corpora could not be listed: {message}")
+
+    def _show_builtins(self, corpora: list[dict]) -> None:
         self.builtins.clear()
-        try:
-            corpora = self.controller.builtin_corpora()
-        except Exception as exc:  # the list is a convenience; a broken install still lets you open files
-            self.show_error(f"The built-in corpora could not be listed: {exc}")
-            return
         for c in corpora:
             item = QListWidgetItem(f"{c.get('title') or c['name']}  —  {c['chars']:,} characters")
             item.setData(Qt.ItemDataRole.UserRole, c["name"])
             item.setToolTip(str(c.get("source", "")))
             self.builtins.addItem(item)
+        self._select_current()
 
     # ---- choosing ---------------------------------------------------------------------------
     def _on_builtin_clicked(self, item: QListWidgetItem) -> None:
@@ -147,6 +154,9 @@ class CorpusPage(QWidget):
             value = info.get(key, "")
             label.setText(f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
         self.preview.setPlainText(info.get("preview", ""))
+        self._select_current()
+
+    def _select_current(self) -> None:
         for i in range(self.builtins.count()):
             item = self.builtins.item(i)
             item.setSelected(item.data(Qt.ItemDataRole.UserRole) == self.source)
