@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
@@ -112,9 +113,12 @@ def safe_pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
         yield text[start:]
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _scrub(text: str) -> str:
-    """Lone surrogates cannot reach HF (not valid UTF-8); they become U+FFFD instead of raising."""
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    """Lone surrogates cannot reach HF (not valid UTF-8); each becomes U+FFFD instead of raising."""
+    return _SURROGATE.sub(UNK, text)
 
 
 class Tokenizer:
