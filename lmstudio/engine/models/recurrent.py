@@ -57,9 +57,19 @@ class RecurrentLM(LanguageModel):
             if self.head.bias is not None:
                 nn.init.zeros_(self.head.bias)
 
+    def _run(self, x: torch.Tensor, carry=None):
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # oneDNN's CPU LSTM has no bf16 kernel on many CPUs ("could not create a primitive
+            # descriptor"); the recurrence runs in float32 there, the rest of the model stays autocast
+            with torch.autocast("cpu", enabled=False):
+                if carry is not None:
+                    carry = tuple(c.float() for c in carry) if isinstance(carry, tuple) else carry.float()
+                return self.rnn(x.float(), carry)
+        return self.rnn(x, carry)
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         self._check_idx(idx, None)
-        out, _ = self.rnn(self.wte(idx))                                    # (B, T, H)
+        out, _ = self._run(self.wte(idx))                                   # (B, T, H)
         logits = self.head(self.drop(out))                                  # (B, T, V)
         return logits, self.loss_from_logits(logits, targets)
 
@@ -73,7 +83,7 @@ class RecurrentLM(LanguageModel):
     def step(self, idx: torch.Tensor, state: RecurrentState) -> tuple[torch.Tensor, RecurrentState]:
         self._check_idx(idx, None)
         carry = (state.h, state.c) if self.arch == "lstm" else state.h
-        out, carry = self.rnn(self.wte(idx), carry)                         # (B, T_new, H)
+        out, carry = self._run(self.wte(idx), carry)                        # (B, T_new, H)
         h, c = carry if self.arch == "lstm" else (carry, None)
         logits = self.head(self.drop(out))                                  # (B, T_new, V)
         return logits, RecurrentState(h=h, c=c, length=state.length + idx.size(1))

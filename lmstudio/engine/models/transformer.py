@@ -89,6 +89,8 @@ class CausalSelfAttention(nn.Module):
         k_buf[:, :, start:end] = k
         v_buf[:, :, start:end] = v
         keys, values = k_buf[:, :, :end], v_buf[:, :, :end]  # (B, nh, end, hs), views
+        if keys.dtype != q.dtype:  # a cache made under autocast, stepped without it (or the reverse)
+            keys, values = keys.to(q.dtype), values.to(q.dtype)
         if x.size(1) == 1:
             # a single query may see every cached key: no mask needed
             y = F.scaled_dot_product_attention(q, keys, values)
@@ -208,9 +210,12 @@ class GPT(LanguageModel):
 
     def init_state(self, batch_size: int) -> KVCache:
         w = self.lm_head.weight
+        dev = w.device.type
+        # under autocast the keys come out in the autocast dtype: store them so, at half the memory
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else w.dtype
         shape = (batch_size, self.cfg.n_head, self.block_size, self.cfg.n_embd // self.cfg.n_head)
-        return KVCache(k=[torch.zeros(shape, dtype=w.dtype, device=w.device) for _ in self.blocks],
-                       v=[torch.zeros(shape, dtype=w.dtype, device=w.device) for _ in self.blocks])
+        return KVCache(k=[torch.zeros(shape, dtype=dtype, device=w.device) for _ in self.blocks],
+                       v=[torch.zeros(shape, dtype=dtype, device=w.device) for _ in self.blocks])
 
     def step(self, idx: torch.Tensor, state: KVCache) -> tuple[torch.Tensor, KVCache]:
         """Feed new tokens; the cache is updated in place and returned. Positions continue from its length."""
