@@ -42,6 +42,7 @@ class MetricPlot(pg.PlotWidget):
         for side in ("left", "bottom"):
             item.getAxis(side).setPen("#555")
             item.getAxis(side).setTextPen("#333")
+        item.getAxis("left").enableAutoSIPrefix(False)  # "lr (x0.001)" confuses more than it helps
         item.setDownsampling(auto=True, mode="peak")
         item.setClipToView(True)
         item.addLegend(offset=(-5, 5), labelTextSize="8pt")

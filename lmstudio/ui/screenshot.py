@@ -1,0 +1,151 @@
+"""A real-window check: run the app under a display (Xvfb when there is none), drive it, save screenshots.
+
+    python -m lmstudio.ui.screenshot docs/screenshots            # setup, training, runs overlay
+    python -m lmstudio.ui.screenshot /tmp/shots --steps 0        # no training: setup pages only (the test)
+
+Without DISPLAY it starts ``Xvfb`` itself (apt-get install xvfb libxcb-icccm4 libxcb-keysyms1
+libxcb-cursor0) and re-runs under it with the real ``xcb`` platform, so the window is mapped by an X
+server and grabbed from the screen (``QScreen.grabWindow``), not rendered offscreen. It trains an LSTM
+and a Transformer on the 300 Tang Poems into a temporary runs folder, so it never touches ~/.lmstudio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHOTS = ("setup", "tokenizer", "training", "runs")
+
+
+def _run_under_xvfb(argv: list[str]) -> int:
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        print("screenshot: no display and no Xvfb on PATH (apt-get install xvfb)", file=sys.stderr)
+        return 2
+    for display in range(90, 110):
+        if not Path(f"/tmp/.X11-unix/X{display}").exists() and not Path(f"/tmp/.X{display}-lock").exists():
+            break
+    server = subprocess.Popen([xvfb, f":{display}", "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # wait for the server's socket instead of a fixed sleep
+            if Path(f"/tmp/.X11-unix/X{display}").exists():
+                break
+            if server.poll() is not None:
+                print("screenshot: Xvfb did not start", file=sys.stderr)
+                return 2
+            time.sleep(0.05)
+        env = {**os.environ, "DISPLAY": f":{display}", "QT_QPA_PLATFORM": "xcb"}
+        return subprocess.call([sys.executable, "-m", "lmstudio.ui.screenshot", *argv], env=env)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _shoot(out: Path, steps: int) -> int:
+    from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, QTimer
+
+    from lmstudio import config as C
+    from lmstudio.ui.app import make_application
+
+    tmp = Path(tempfile.mkdtemp(prefix="lmstudio-shots-"))
+    os.environ["LMSTUDIO_RUNS"] = str(tmp / "runs")
+    os.environ.setdefault("LMSTUDIO_CACHE", str(tmp / "cache"))
+    app = make_application()
+    QCoreApplication.setOrganizationName("lmstudio-screenshot")
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
+    from lmstudio.ui.main_window import TAB_RUNS, MainWindow
+
+    win = MainWindow()
+    win.resize(1360, 860)
+    win.show()
+
+    def wait(predicate, timeout: float = 300.0) -> None:
+        end = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > end:
+                raise TimeoutError("the window did not get there in time")
+            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+
+    def settle(ms: int = 400) -> None:
+        done = []
+        QTimer.singleShot(ms, lambda: done.append(True))
+        wait(lambda: bool(done))
+
+    def grab(name: str) -> None:
+        settle()
+        screen = win.screen()
+        pixmap = screen.grabWindow(win.winId()) if os.environ.get("QT_QPA_PLATFORM") != "offscreen" else win.grab()
+        if pixmap.isNull():
+            pixmap = win.grab()
+        path = out / f"{name}.png"
+        pixmap.save(str(path))
+        print(f"saved {path} ({pixmap.width()}x{pixmap.height()})")
+
+    out.mkdir(parents=True, exist_ok=True)
+    wait(lambda: win.isExposed() if hasattr(win, "isExposed") else win.windowHandle().isExposed())
+    base = C.RunConfig().override([
+        "corpus.source=tang300", "tokenizer.kind=char", "model.n_layer=1", "model.n_embd=64",
+        "model.hidden_size=64", "model.n_head=2", "model.block_size=32", "train.batch_size=16",
+        f"train.max_steps={steps}", f"train.eval_interval={max(steps // 6, 1)}", "train.eval_iters=4",
+        "train.log_interval=2", "train.warmup_steps=10", "train.lr=3e-3", "train.min_lr=3e-4",
+        f"train.sample_interval={max(steps // 3, 1)}", "train.sample_tokens=48"])
+    win.setup.set_config(base.override(["name=tang-lstm", "model.arch=lstm"]))
+    wait(lambda: win.setup.corpus.builtins.count() > 0 and not win.setup.corpus.is_busy())
+    win.setup.steps.setCurrentRow(0)
+    grab("setup")
+    win.setup.steps.setCurrentRow(1)
+    win.setup.tokenizer.build()
+    wait(lambda: not win.setup.tokenizer.is_busy())
+    win.setup.tokenizer.vocab.search.setText("月")
+    grab("tokenizer")
+    win.setup.tokenizer.vocab.search.clear()
+    if steps <= 0:  # the quick check: no training, just the real window's setup pages
+        win.close()
+        wait(lambda: not win.isVisible())
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
+    runs = []
+    for arch in ("lstm", "transformer"):
+        win.setup.set_config(base.override([f"name=tang-{arch}", f"model.arch={arch}"]))
+        wait(lambda: not win.setup.corpus.is_busy())
+        win.start_training()
+        wait(lambda: win.training.is_running())
+        wait(lambda: not win.training.is_running())
+        runs.append(win.training.run_dir)
+        print(f"trained {arch}: {win.training.state} in {win.training.run_dir}")
+    win.training.log_box.setChecked(True)
+    grab("training")
+    win.tabs.setCurrentIndex(TAB_RUNS)
+    for run_dir in runs:
+        win.runs.set_checked(run_dir, True)
+    win.runs.x_axis.setCurrentIndex(1)
+    win.runs.select_run(runs[-1])
+    grab("runs")
+    win.close()
+    wait(lambda: not win.isVisible())
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m lmstudio.ui.screenshot", description=__doc__.split("\n")[0])
+    parser.add_argument("out", type=Path, help="folder for the PNG files")
+    parser.add_argument("--steps", type=int, default=150, help="training steps per run (default 150; 0: setup pages only)")
+    args = parser.parse_args(argv)
+    from lmstudio.ui.app import has_display
+
+    if not has_display() or (os.environ.get("QT_QPA_PLATFORM") in (None, "") and not os.environ.get("DISPLAY")):
+        return _run_under_xvfb(argv)
+    return _shoot(args.out, args.steps)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
