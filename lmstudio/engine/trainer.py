@@ -373,14 +373,15 @@ class Trainer:
                 val_loss = yield from self._evaluate(run_start)
             if t.sample_interval and self.step % t.sample_interval == 0:
                 yield self._sample()
-            due = (t.checkpoint_interval == 0 and evaluated) or (
-                t.checkpoint_interval and self.step % t.checkpoint_interval == 0) or at_end
+            is_best = evaluated and val_loss == self.best_val
+            # an improvement is always saved (best.safetensors), whatever the checkpoint interval
+            due = at_end or is_best or (evaluated if t.checkpoint_interval == 0
+                                        else self.step % t.checkpoint_interval == 0)
             if due:
                 watch.flush()
-                yield self._save(run_start, best=evaluated and val_loss == self.best_val, val_loss=val_loss)
-            if evaluated or due or at_end:
-                # evaluating, sampling and saving are not training speed: keep them out of tokens/s
-                last_report += time.perf_counter() - aux_start
+                yield self._save(run_start, best=is_best, val_loss=val_loss)
+            # evaluating, sampling and saving are not training speed: keep them out of tokens/s
+            last_report += time.perf_counter() - aux_start
         watch.flush()
         reason = "completed" if self.step >= t.max_steps else "stopped"
         if reason == "stopped":

@@ -404,3 +404,14 @@ def test_stop_while_preparing_data_finishes_quietly(tmp_path):
     control.stop()
     events = run_all(Trainer(tiny_config(), tmp_path / "run", control=control))
     assert len(events) == 1 and isinstance(events[0], Finished) and events[0].reason == "stopped"
+
+
+def test_checkpoint_interval_and_best_weights(tmp_path):
+    events = run_all(Trainer(tiny_config("train.checkpoint_interval=4", "train.eval_interval=10",
+                                         "train.max_steps=20"), tmp_path / "run"))
+    saved = [(e.step, e.best) for e in events if isinstance(e, Checkpointed)]
+    evals = {e.step: e.val_loss for e in events if isinstance(e, EvalMetrics)}
+    assert [s for s, _ in saved] == [4, 8, 10, 12, 16, 20]  # 10: an evaluation that improved
+    assert dict(saved)[10] is True
+    best_step = min(evals, key=evals.get)
+    assert ckpt.weights_metadata(tmp_path / "run" / "best.safetensors")["step"] == best_step
