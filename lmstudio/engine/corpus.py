@@ -78,9 +78,10 @@ _MAGIC: list[tuple[bytes, str]] = [
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"), (b"Rar!\x1a\x07", "a RAR archive"),
     (b"BZh91AY&SY", "a bzip2 archive"), (b"\xfd7zXZ\x00", "an xz archive"), (b"\x7fELF", "a program"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Microsoft Office document"),
-    (b"SQLite format 3\x00", "an SQLite database"), (b"OggS", "an Ogg audio file"),
-    (b"fLaC", "a FLAC audio file"), (b"ID3", "an MP3 audio file"), (b"\x00\x00\x01\x00", "an icon"),
-]
+    (b"SQLite format 3\x00", "an SQLite database"), (b"OggS\x00", "an Ogg audio file"),
+    (b"fLaC\x00", "a FLAC audio file"), (b"ID3\x02\x00", "an MP3 audio file"),
+    (b"ID3\x03\x00", "an MP3 audio file"), (b"ID3\x04\x00", "an MP3 audio file"),
+]  # signatures long enough (or with a NUL) that no real text starts with them
 _ALLOWED_CONTROLS = frozenset("\t\n\r\f\v\x1b")
 
 

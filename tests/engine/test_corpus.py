@@ -86,6 +86,7 @@ def test_user_file_info(tmp_path):
     ("utf-16-be", CHINESE), ("utf-16-le", ENGLISH), ("utf-16-be", ENGLISH), ("utf-16", ENGLISH),
     ("gbk", CHINESE), ("gb18030", CHINESE), ("big5", CHINESE), ("latin-1", LATIN), ("cp1252", LATIN),
     ("gbk", "你好，世界。今天天气很好。\n"),   # unrestricted detection calls this Korean
+    ("utf-32", CHINESE), ("utf-8", "ID3 tags and GIF8 headers are words too.\n"),
 ])
 def test_encodings_are_detected(tmp_path, codec, text):
     p = tmp_path / "t.txt"
