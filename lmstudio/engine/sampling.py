@@ -189,9 +189,12 @@ def generate(session, prompt: str, cfg: SampleConfig, cancel: threading.Event | 
     stops = [s for s in cfg.stop if s]
     longest_stop = max((len(s) for s in stops), default=0)
     tail = ""                       # the end of the generated text, long enough to contain a stop string
-    for _ in range(cfg.max_tokens):
+    token = -1
+    for i in range(cfg.max_tokens):
         if cancel is not None and cancel.is_set():
             return
+        if i:
+            runner.push(token)     # fed only when another token is wanted: no wasted step at the end
         token, prob, top = _pick(runner.logits, cfg, gen, n_top)
         piece = decoder.push(token)
         yield _step(session.tokenizer, token, prob, top, piece)
@@ -199,7 +202,6 @@ def generate(session, prompt: str, cfg: SampleConfig, cancel: threading.Event | 
             tail = (tail + piece)[-(longest_stop + len(piece)):]
             if any(s in tail for s in stops):
                 return
-        runner.push(token)
 
 
 # ---- step mode (teaching) --------------------------------------------------------------------------
