@@ -1,0 +1,61 @@
+"""Shared pieces for the reliability tests: tiny configs (1 layer, context 8) and a finished run to damage."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lmstudio.config import RunConfig
+
+# a model small enough that a 20-step run takes well under a second on 2 CPU cores
+TINY = ["corpus.source=tang300", "tokenizer.kind=char", "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
+        "model.hidden_size=16", "model.block_size=8", "train.batch_size=4", "train.max_steps=20",
+        "train.log_interval=1", "train.eval_interval=10", "train.eval_iters=1", "train.sample_interval=0",
+        "train.warmup_steps=0", "train.min_lr=0", "train.device=cpu", "train.seed=3"]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: these models are tiny, and on a shared 2-core machine two threads spin
+    against other processes (a 20-step run took 40 s with two threads under load, 1 s with one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_config(arch: str = "transformer", *overrides: str) -> RunConfig:
+    return RunConfig(name=f"rel-{arch}").override(TINY + [f"model.arch={arch}", *overrides]).validate()
+
+
+def run_all(trainer, on_event=None) -> list:
+    events = []
+    for event in trainer.run():
+        events.append(event)
+        if on_event is not None:
+            on_event(event)
+    return events
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def finished_runs(tmp_path_factory) -> dict[str, Path]:
+    """One finished tiny run per architecture family, shared read-only (tests damage copies)."""
+    from lmstudio.engine.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("reliability-runs")
+    runs = {}
+    for arch in ("transformer", "lstm"):
+        run = root / arch
+        events = list(Trainer(tiny_config(arch), run, cache_dir=root / "cache").run())
+        assert type(events[-1]).__name__ == "Finished", events[-1]
+        runs[arch] = run
+    return runs
