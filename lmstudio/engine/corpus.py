@@ -262,11 +262,9 @@ def iter_chunks_with_progress(source: str | os.PathLike, chunk_chars: int = 1 <<
     done = 0
     first = True
     for path in files:
-        size = _size(path)
-        if size == 0 and len(files) > 1:
-            continue
         produced = False
-        for piece, nbytes in _stream_file(path, max(1, chunk_chars)):
+        # like read_corpus, a folder skips its blank files; a single file is refused
+        for piece, nbytes in _stream_file(path, max(1, chunk_chars), blank_ok=len(files) > 1):
             if not produced and not first:
                 piece = "\n" + piece     # the separator read_corpus puts between files
             produced = True
@@ -274,7 +272,7 @@ def iter_chunks_with_progress(source: str | os.PathLike, chunk_chars: int = 1 <<
             yield piece, min(1.0, done / total)
         first = first and not produced
     if first:
-        raise CorpusError(f"{source} has no text to learn from. Choose a file with some text.")
+        raise CorpusError(f"All the .txt files in {files[0].parent} are empty. Add some text.")
 
 
 def _size(path: Path) -> int:
@@ -284,8 +282,10 @@ def _size(path: Path) -> int:
         raise CorpusError(f"Cannot read {path}: {e.strerror or e}.") from None
 
 
-def _stream_file(path: Path, chunk_chars: int) -> Iterator[tuple[str, int]]:
-    """(text, bytes consumed) pieces of one file; refuses a blank file before yielding anything."""
+def _stream_file(path: Path, chunk_chars: int, blank_ok: bool = False) -> Iterator[tuple[str, int]]:
+    """(text, bytes consumed) pieces of one file; a blank file yields nothing (``blank_ok``) or is refused."""
+    if blank_ok and _size(path) == 0:
+        return
     codec = detect_encoding(_read_bytes(path, SAMPLE_BYTES), path, complete=_size(path) <= SAMPLE_BYTES)
     decoder = codecs.getincrementaldecoder(codec)(errors="replace")
     held_cr = ""        # a trailing "\r" may be the first half of "\r\n" split between reads
@@ -319,7 +319,7 @@ def _stream_file(path: Path, chunk_chars: int) -> Iterator[tuple[str, int]]:
                 yield text, len(raw)
             if not raw:
                 break
-    if pending is not None:
+    if pending is not None and not blank_ok:
         what = "only whitespace" if seen_any else "empty"
         raise CorpusError(f"{path} is {what}: there is no text to learn from. Choose a file with some text.")
 

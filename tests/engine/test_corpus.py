@@ -119,6 +119,7 @@ def test_folder_is_sorted_and_joined(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.TXT").write_text("C", encoding="utf-8")
     (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    (tmp_path / "blank.txt").write_text(" \n\n", encoding="utf-8")
     (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "x.txt").write_text("hidden", encoding="utf-8")
@@ -180,6 +181,8 @@ def test_folder_without_text_is_refused(tmp_path):
     (tmp_path / "b.txt").write_text("  \n", encoding="utf-8")
     with pytest.raises(CorpusError, match="empty"):
         read_corpus(tmp_path)
+    with pytest.raises(CorpusError, match="empty"):
+        list(iter_corpus_chunks(tmp_path))
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
