@@ -188,3 +188,12 @@ def test_stepper_follows_chosen_tokens_with_the_models_distribution():
     assert step.text == " fox"
     sampled = step.sample()
     assert step.ids[-1] == sampled.token_id and step.text == " fox" + sampled.text
+
+
+def test_n_top_zero_skips_the_alternatives_but_keeps_the_text():
+    s = make_session("gru")
+    cfg = SampleConfig(max_tokens=15, seed=5)
+    bare = list(sampling.generate(s, "the", cfg, n_top=0))
+    full = list(sampling.generate(s, "the", cfg, n_top=3))
+    assert all(st.top == [] for st in bare) and all(len(st.top) == 3 for st in full)
+    assert [st.token_id for st in bare] == [st.token_id for st in full]

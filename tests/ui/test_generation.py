@@ -14,7 +14,7 @@ from lmstudio.engine.session import Session
 from lmstudio.engine.tokenizer import train_tokenizer
 from lmstudio.ui.panes.generation import GenerationPane
 from lmstudio.ui.session_controller import SessionController
-from lmstudio.ui.widgets.token_text import shade_color
+from lmstudio.ui.widgets.token_text import shade_color, strength_from_prob
 
 TEXT = "the quick brown fox jumps over the lazy dog.\nso it goes, and on and on.\n"
 WAIT = 15_000
@@ -81,7 +81,7 @@ def test_generated_text_streams_in_and_matches_the_engine(qtbot, pane):
     for i in (0, 7, 29):
         cursor.setPosition(pane.output.starts[i] + 1)
         bg = cursor.charFormat().background().color()
-        assert bg == shade_color(1.0 - pane.steps[i]["prob"])
+        assert bg == shade_color(strength_from_prob(pane.steps[i]["prob"]))
     assert pane.generate_button.isEnabled() and not pane.stop_button.isEnabled()
 
 
@@ -146,3 +146,9 @@ def test_a_folder_that_is_not_a_run_shows_an_error(qtbot, controller, tmp_path):
         controller.set_run(str(tmp_path / "nope"))
     assert "not a run folder" in err.args[0] and err.args[0] in pane.status.text()
     assert not pane.generate_button.isEnabled()
+
+
+def test_shading_follows_surprise_in_bits():
+    assert shade_color(strength_from_prob(1.0)).name() == "#ffffff"
+    assert strength_from_prob(0.5) == pytest.approx(0.1) and strength_from_prob(1e-6) == 1.0
+    assert shade_color(strength_from_prob(1e-4)).getRgb()[:3] == (230, 70, 40)

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from lmstudio.ui.session_controller import SessionController
-from lmstudio.ui.widgets.token_text import TokenText, legend
+from lmstudio.ui.widgets.token_text import TokenText, legend, strength_from_prob
 
 _BAR = QColor(90, 130, 200)
 _CHOSEN = QColor(230, 70, 40)
@@ -48,6 +48,7 @@ class TopKChart(pg.PlotWidget):
         self.hideButtons()
         self.setMouseEnabled(x=False, y=False)
         self.setLabel("left", "probability")
+        self.getAxis("left").enableAutoSIPrefix(False)
         self.labels: list[str] = []
         self.probs: list[float] = []
         self.bars: pg.BarGraphItem | None = None
@@ -218,7 +219,7 @@ class GenerationPane(QWidget):
     def _append(self, step: dict) -> None:
         self.steps.append(step)
         tip = f"p = {step['prob']:.3f}\n" + "\n".join(f"{_show(t)}  {p:.3f}" for t, p in step["top"][:5])
-        self.output.append_token(step["text"], 1.0 - step["prob"], tip)
+        self.output.append_token(step["text"], strength_from_prob(step["prob"]), tip)
 
     @Slot(list)
     def _on_tokens(self, batch: list) -> None:

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from lmstudio.engine import export  # numpy + zlib only: no torch
 from lmstudio.ui.session_controller import SessionController
 from lmstudio.ui.widgets.heatmap import Heatmap
-from lmstudio.ui.widgets.token_text import TokenText, legend
+from lmstudio.ui.widgets.token_text import TokenText, legend, strength_from_prob
 
 ATTENTION, ACTIVATIONS, LOSS = "Attention", "Hidden states and gates", "Per-token loss"
 ALL_HEADS = "All heads (grid)"
@@ -67,6 +67,8 @@ class InspectorPane(QWidget):
         self.layer_combo = QComboBox()
         self.head_combo = QComboBox()
         self.signal_combo = QComboBox()
+        self.signal_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.signal_combo.setMinimumContentsLength(11)
         self.png_button = QPushButton("Export PNG")
         self.csv_button = QPushButton("Export CSV")
         self.note = QLabel("")
@@ -211,7 +213,7 @@ class InspectorPane(QWidget):
         self.loss_text.clear_tokens(result["first"])
         for r in rows:
             alts = "\n".join(f"  {t}  {p:.3f}" for t, p in r["top"])
-            self.loss_text.append_token(r["token"], 1.0 - r["prob"],
+            self.loss_text.append_token(r["token"], strength_from_prob(r["prob"]),
                                         f"p = {r['prob']:.3f}, loss = {r['loss']:.2f} nats\nlikeliest here:\n{alts}")
         mean = float(np.mean([r["loss"] for r in rows]))
         self.loss_summary.setText(f"{len(rows)} predictions: mean loss {mean:.3f} nats, "

@@ -1,13 +1,15 @@
 """Read-only text made of tokens, each with a background shaded by how surprising it was.
 
-Used by the Generate tab (shade = 1 - probability of each generated token) and by the Inspect tab's
-per-token loss view (shade = 1 - probability of the actual next token). Clicking a token emits its index;
-hovering shows its tooltip.
+Used by the Generate tab (each generated token) and by the Inspect tab's per-token loss view (the actual
+next token). The shade follows the surprise -log2(p) in bits, not 1 - p: a character model spreads its bets,
+so most tokens have p well below 0.5 and a linear scale would paint everything red. Clicking a token emits
+its index; hovering shows its tooltip.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
@@ -15,6 +17,13 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QTextEdit, QToolTip, QWidget
 
 # the strongest shade, for a token the model found very unlikely (probability near 0)
 SURPRISE_RGB = (230, 70, 40)
+# surprise (bits) that gets the strongest shade: p = 1/1024
+FULL_SHADE_BITS = 10.0
+
+
+def strength_from_prob(prob: float) -> float:
+    """0 for p = 1, 0.1 for p = 1/2, 0.33 for p = 0.1, 1 for p <= 1/1024."""
+    return min(1.0, -math.log2(max(float(prob), 1e-30)) / FULL_SHADE_BITS)
 
 
 def shade_color(strength: float) -> QColor:
@@ -106,14 +115,14 @@ class TokenText(QTextEdit):
 
 
 def legend(text: str = "token background: how unlikely the model found it") -> QWidget:
-    """A small strip: white = expected (p near 1) ... red = surprising (p near 0)."""
+    """A small strip: white = expected (p near 1) ... red = surprising (p near 0), on the surprise scale."""
     box = QWidget()
     row = QHBoxLayout(box)
     row.setContentsMargins(0, 0, 0, 0)
     row.addWidget(QLabel(text + ":"))
-    for p in (1.0, 0.75, 0.5, 0.25, 0.0):
+    for p in (1.0, 0.5, 0.1, 0.01, 0.001):
         swatch = QLabel(f" p={p:g} ")
-        c = shade_color(1.0 - p)
+        c = shade_color(strength_from_prob(p))
         swatch.setStyleSheet(f"background: rgb({c.red()},{c.green()},{c.blue()}); color: black;")
         row.addWidget(swatch)
     row.addStretch(1)
