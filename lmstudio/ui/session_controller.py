@@ -9,8 +9,9 @@ How the main window wires it (engineer D):
     training_worker.checkpointed.connect(...) # -> sessions.checkpoint_written(run_dir_or_checkpoint_path)
     window close: sessions.shutdown()         # stops generation, quits and waits for the thread
 
-``checkpoint_written`` only marks the session stale; the next request reloads a fresh Session from disk
-(the latest checkpoint), so generation runs beside training and never touches the live training model.
+``checkpoint_written`` reloads a fresh Session from disk (the latest checkpoint) when idle, or marks it
+stale so the next request reloads first; generation runs beside training and never touches the live model.
+Step mode keeps the weights it started with until it is restarted.
 Every result arrives as a signal carrying plain data (numbers, strings, lists, numpy arrays).
 
 Engine modules (torch) are imported inside the worker, never in the GUI thread's code paths.
@@ -91,8 +92,9 @@ class _Worker(QObject):
 
         self.stale.clear()
         self.session = Session.load(run_dir, device="cpu")
+        if run_dir != self.run_dir:
+            self.stepper = None   # a reload of the same run keeps step mode going on the weights it began with
         self.run_dir = run_dir
-        self.stepper = None
         s = self.session
         m = s.config.model
         self.loaded.emit({
@@ -297,13 +299,23 @@ class SessionController(QObject):
 
     @Slot(str)
     def checkpoint_written(self, path: str) -> None:
-        """A new checkpoint exists: if it belongs to the loaded run, reload before the next request."""
-        if not self.info or not path:
+        """A new checkpoint exists (``path``: the run folder or a file in it).
+
+        For the loaded run: reload now when idle, else mark it stale so the next request reloads first
+        (a generation in progress finishes on the weights it started with). With no run loaded yet (a
+        new training run has no checkpoint until its first save), load this one.
+        """
+        if not path:
             return
         p = Path(path)
         run_dir = p if p.is_dir() else p.parent
-        if run_dir.resolve() == Path(self.info["run_dir"]).resolve():
-            self._stale.set()
+        if self.info is None:
+            self.set_run(str(run_dir))
+        elif run_dir.resolve() == Path(self.info["run_dir"]).resolve():
+            if self.busy:
+                self._stale.set()
+            else:
+                self.set_run(self.info["run_dir"])
 
     def generate(self, prompt: str, settings: dict) -> None:
         """Stream tokens (``tokens_generated``) then ``generation_finished``; settings: SampleConfig fields + n_top."""

@@ -129,14 +129,35 @@ def test_step_mode_appends_the_token_a_person_picks(qtbot, pane):
     assert pane.output.toPlainText().endswith("".join(s["text"] for s in pane.steps))
 
 
-def test_a_new_checkpoint_is_picked_up_before_the_next_generation(qtbot, pane):
-    model_cfg = RunConfig.load(pane.run_dir / ckpt.CONFIG_FILE).model
-    torch.manual_seed(99)
-    ckpt.save_weights(build_model(model_cfg), pane.run_dir / ckpt.LATEST_FILE, {"step": 42})
-    pane.sessions.checkpoint_written(str(pane.run_dir / ckpt.LATEST_FILE))
+def _save_new_checkpoint(run_dir, step):
+    model_cfg = RunConfig.load(run_dir / ckpt.CONFIG_FILE).model
+    torch.manual_seed(step)
+    ckpt.save_weights(build_model(model_cfg), run_dir / ckpt.LATEST_FILE, {"step": step})
+
+
+def test_a_new_checkpoint_is_loaded_at_once_when_idle(qtbot, pane):
+    _save_new_checkpoint(pane.run_dir, 42)
+    with qtbot.waitSignal(pane.sessions.session_loaded, timeout=WAIT) as loaded:
+        pane.sessions.checkpoint_written(str(pane.run_dir / ckpt.LATEST_FILE))
+    assert loaded.args[0]["step"] == 42 and "step 42" in pane.status.text()
+    assert generate(qtbot, pane, max_tokens=5) == "completed"
+    expected = sampling.generate(Session.load(pane.run_dir), "the ", SampleConfig(
+        temperature=pane.temperature.value(), max_tokens=5, seed=11))
+    assert pane.output.toPlainText() == "the " + "".join(s.text for s in expected)
+
+
+def test_a_checkpoint_written_during_generation_is_loaded_before_the_next(qtbot, pane):
+    pane.max_tokens.setValue(100000)
+    with qtbot.waitSignal(pane.sessions.tokens_generated, timeout=WAIT):
+        qtbot.mouseClick(pane.generate_button, Qt.MouseButton.LeftButton)
+    _save_new_checkpoint(pane.run_dir, 43)
+    pane.sessions.checkpoint_written(str(pane.run_dir))
+    with qtbot.waitSignal(pane.sessions.generation_finished, timeout=WAIT):
+        qtbot.mouseClick(pane.stop_button, Qt.MouseButton.LeftButton)
+    assert "step 5" in pane.status.text()
     with qtbot.waitSignal(pane.sessions.session_loaded, timeout=WAIT) as loaded:
         generate(qtbot, pane, max_tokens=5)
-    assert loaded.args[0]["step"] == 42 and "step 42" in pane.status.text()
+    assert loaded.args[0]["step"] == 43
 
 
 def test_a_folder_that_is_not_a_run_shows_an_error(qtbot, controller, tmp_path):
@@ -146,6 +167,11 @@ def test_a_folder_that_is_not_a_run_shows_an_error(qtbot, controller, tmp_path):
         controller.set_run(str(tmp_path / "nope"))
     assert "not a run folder" in err.args[0] and err.args[0] in pane.status.text()
     assert not pane.generate_button.isEnabled()
+    # training's first checkpoint loads the run when none is loaded yet
+    run_dir = make_run(tmp_path, "rnn")
+    with qtbot.waitSignal(controller.session_loaded, timeout=WAIT):
+        controller.checkpoint_written(str(run_dir))
+    assert pane.generate_button.isEnabled() and "rnn" in pane.status.text()
 
 
 def test_shading_follows_surprise_in_bits():
