@@ -283,6 +283,9 @@ def list_runs(root: str | Path | None = None) -> list[RunSummary]:
         try:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
             model, train = cfg.get("model", {}), cfg.get("train", {})
+            if not all(isinstance(s, dict) for s in (model, train, cfg.get("corpus", {}),
+                                                     cfg.get("tokenizer", {}))):
+                raise ValueError("a section is not a table")
         except (OSError, ValueError, AttributeError):
             continue
         latest = folder / LATEST_FILE
@@ -293,10 +296,19 @@ def list_runs(root: str | Path | None = None) -> list[RunSummary]:
             path=str(folder), name=cfg.get("name") or folder.name, arch=str(model.get("arch", "?")),
             corpus=str(cfg.get("corpus", {}).get("source", "?")),
             tokenizer=str(cfg.get("tokenizer", {}).get("kind", "?")),
-            steps=int(meta.get("step") or 0), max_steps=int(train.get("max_steps", 0)),
-            best_val_loss=meta.get("best_val"), created=created, updated=updated,
+            steps=_whole(meta.get("step")), max_steps=_whole(train.get("max_steps")),
+            best_val_loss=_number(meta.get("best_val")), created=created, updated=updated,
         ))
     return sorted(runs, key=lambda r: r.updated, reverse=True)
+
+
+def _whole(value: Any) -> int:
+    # a hand-edited or foreign file may hold anything here; the list shows 0 rather than failing
+    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _require(path: Path, what: str) -> None:
