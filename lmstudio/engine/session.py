@@ -40,7 +40,7 @@ class Session:
         if not config_path.is_file():
             raise ckpt.CheckpointError(f"{config_path} is missing: {run_dir} is not a run folder")
         try:
-            config = RunConfig.load(config_path)
+            config = RunConfig.load(config_path).validate()
         except ConfigError as e:
             raise ckpt.CheckpointError(f"{config_path} is damaged: {e}") from None
         tok_path = run_dir / ckpt.TOKENIZER_FILE
