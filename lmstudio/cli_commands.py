@@ -26,7 +26,7 @@ from lmstudio.cli import (
 
 # ---- train -------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from lmstudio.config import RunConfig, load_preset
+    from lmstudio.config import ConfigError, RunConfig, load_preset
     from lmstudio.engine import checkpoint as ckpt
     from lmstudio.engine.trainer import TrainControl, Trainer
 
@@ -40,7 +40,15 @@ def cmd_train(args) -> int:
                       ("device", "train.device")):
         if getattr(args, flag):
             overrides.append(f"{key}={getattr(args, flag)}")
-    cfg = cfg.override(overrides).validate()
+    try:
+        cfg = cfg.override(overrides).validate()
+    except ConfigError as e:
+        if not args.resume:
+            raise
+        # a bad value the user did not just type comes from the run's config.json: say so
+        typed = {o.partition("=")[0].strip() for o in overrides}
+        raise ConfigError({(k if k in typed else f"{run_dir / ckpt.CONFIG_FILE}: {k}"): v
+                           for k, v in e.errors.items()}) from None
     if not args.resume:
         if args.out:
             run_dir = Path(args.out)
