@@ -152,6 +152,7 @@ class MainWindow(QMainWindow):
         self.training.run_finished.connect(self._on_run_finished)
         self.runs.run_selected.connect(self._on_run_chosen)
         self.runs.open_config.connect(self._load_run_settings)
+        self.runs.continue_requested.connect(self.continue_run)
         self.runs.error_shown.connect(self.show_error)
         self.tabs.currentChanged.connect(self._on_tab)
 
@@ -190,6 +191,23 @@ class MainWindow(QMainWindow):
         self._save_settings()
         self.tabs.setCurrentIndex(TAB_TRAINING)
         self.training.start(cfg)
+
+    def continue_run(self, run_dir: str) -> None:
+        """Resume ``run_dir`` from its last checkpoint; a finished run gets as many steps again."""
+        if self.training.is_running():
+            self.statusBar().showMessage("A run is already training; stop it first (Ctrl+.).", 5000)
+            return
+        try:
+            cfg = self.controller.run_config(run_dir)
+        except Exception as exc:
+            self.show_error(describe_error(exc))
+            return
+        done = int(self.runs.run_summary(run_dir).get("steps") or 0)
+        if done >= cfg.train.max_steps:
+            cfg.train.max_steps = done + cfg.train.max_steps
+            self.statusBar().showMessage(f"The run had finished; continuing to step {cfg.train.max_steps:,}.", 8000)
+        self.tabs.setCurrentIndex(TAB_TRAINING)
+        self.training.start(cfg, resume_dir=run_dir)
 
     def _open_corpus_file(self) -> None:
         self.tabs.setCurrentIndex(TAB_SETUP)

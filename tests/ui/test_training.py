@@ -188,3 +188,27 @@ def test_training_events_reach_the_plots_through_the_worker_signal(qtbot, window
     assert pane.ppl_plot.series("val_ppl").y[0] == np.float64(np.exp(3.1))
     assert pane.progress.value() == 100 and "ETA 0:00" in pane.timing.text()
     assert window.device_label.text() == "CPU, 2 threads"
+
+
+def test_continue_a_stopped_run_from_its_checkpoint(qtbot, window, errors):
+    win = window
+    start_long_run(qtbot, win)
+    wait_step(qtbot, win, 3)
+    with qtbot.waitSignal(win.training.run_finished, timeout=TIMEOUT) as finished:
+        win.training.stop()
+    run_dir = finished.args[0]
+    qtbot.waitUntil(lambda: not win.training.is_running(), timeout=TIMEOUT)
+    stopped_at = win.training.last_step
+    win.tabs.setCurrentIndex(TAB_RUNS)
+    win.runs.select_run(run_dir)
+    started = []
+    win.training.run_started.connect(started.append)
+    with qtbot.waitSignal(win.training.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "running"):
+        qtbot.mouseClick(win.runs.continue_btn, Qt.MouseButton.LeftButton)
+    assert started == [run_dir]  # the same folder, not a new run
+    wait_step(qtbot, win, stopped_at + 1)
+    first_new = win.training.loss_plot.series("loss").x[0]
+    assert first_new > stopped_at  # it picked up after the checkpoint's step
+    win.training.stop()
+    qtbot.waitUntil(lambda: not win.training.is_running(), timeout=TIMEOUT)
+    assert errors.calls == []

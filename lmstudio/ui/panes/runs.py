@@ -43,6 +43,7 @@ METRICS = {
 class RunsPane(QWidget):
     run_selected = Signal(str)       # run_dir: the run Generate and Inspect should use
     open_config = Signal(str)        # run_dir: load this run's settings into Setup
+    continue_requested = Signal(str)  # run_dir: resume training from its last checkpoint
     error_shown = Signal(str)
 
     def __init__(self, controller: Controller, parent: QWidget | None = None):
@@ -69,10 +70,14 @@ class RunsPane(QWidget):
         self.use_btn.clicked.connect(self._use_current)
         self.setup_btn = QPushButton("Load its settings")
         self.setup_btn.clicked.connect(lambda: self.current_run() and self.open_config.emit(self.current_run()))
+        self.continue_btn = QPushButton("Continue training")
+        self.continue_btn.setObjectName("continueRun")
+        self.continue_btn.setToolTip("Resume from the last checkpoint (a finished run trains as long again)")
+        self.continue_btn.clicked.connect(self._continue_current)
         self.folder_label = QLabel()
         self.folder_label.setWordWrap(True)
         buttons = QHBoxLayout()
-        for b in (self.refresh_btn, self.use_btn, self.setup_btn):
+        for b in (self.refresh_btn, self.use_btn, self.setup_btn, self.continue_btn):
             buttons.addWidget(b)
         buttons.addStretch(1)
 
@@ -197,6 +202,14 @@ class RunsPane(QWidget):
                                                       for s in reversed(samples)))
         except Exception as exc:
             self.samples_text.setPlainText(describe_error(exc))
+
+    def _continue_current(self) -> None:
+        path = self.current_run()
+        if path:
+            self.continue_requested.emit(path)
+
+    def run_summary(self, run_dir: str) -> dict:
+        return next((r for r in self.runs if str(r.get("path")) == run_dir), {})
 
     def _use_current(self) -> None:
         path = self.current_run()
