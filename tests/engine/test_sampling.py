@@ -197,3 +197,26 @@ def test_n_top_zero_skips_the_alternatives_but_keeps_the_text():
     full = list(sampling.generate(s, "the", cfg, n_top=3))
     assert all(st.top == [] for st in bare) and all(len(st.top) == 3 for st in full)
     assert [st.token_id for st in bare] == [st.token_id for st in full]
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_streamed_pieces_rebuild_the_decoded_text(kind):
+    from lmstudio.config import TokenizerConfig
+    from lmstudio.engine.corpus import read_corpus
+    from lmstudio.engine.tokenizer import train_tokenizer
+
+    text = read_corpus("tang300")[:4000] + TEXT * 3
+    tok = train_tokenizer(TokenizerConfig(kind=kind, vocab_size=300), text)
+    mcfg = ModelConfig(arch="gru", n_layer=1, n_embd=16, hidden_size=16, block_size=16, vocab_size=tok.vocab_size)
+    torch.manual_seed(0)
+    s = SimpleNamespace(config=RunConfig(model=mcfg), tokenizer=tok, model=build_model(mcfg).eval())
+    prompt = "the fox \u6625\u6c5f"
+    steps = list(sampling.generate(s, prompt, SampleConfig(max_tokens=60, seed=0, temperature=1.0)))
+    ids = sampling.prompt_ids(s, prompt)
+    whole = tok.decode(ids + [st.token_id for st in steps])
+    expected = whole[len(tok.decode(ids)):]
+    joined = "".join(st.text for st in steps)
+    if whole.endswith("\ufffd"):   # the last character is still incomplete: held back, not garbled
+        assert expected.startswith(joined) and len(expected) - len(joined) <= sampling._MAX_PENDING
+    else:
+        assert joined == expected
