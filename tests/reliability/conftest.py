@@ -47,15 +47,19 @@ def copy_run(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def finished_runs(tmp_path_factory) -> dict[str, Path]:
-    """One finished tiny run per architecture family, shared read-only (tests damage copies)."""
-    from lmstudio.engine.trainer import Trainer
-
+def finished_runs(tmp_path_factory):
+    """A finished tiny run per architecture, trained on first use and shared read-only (tests damage copies):
+    ``finished_runs["lstm"]``."""
     root = tmp_path_factory.mktemp("reliability-runs")
-    runs = {}
-    for arch in ("transformer", "lstm"):
-        run = root / arch
-        events = list(Trainer(tiny_config(arch), run, cache_dir=root / "cache").run())
-        assert type(events[-1]).__name__ == "Finished", events[-1]
-        runs[arch] = run
-    return runs
+
+    class Runs(dict):
+        def __missing__(self, arch: str) -> Path:
+            from lmstudio.engine.trainer import Trainer
+
+            run = root / arch
+            events = list(Trainer(tiny_config(arch), run, cache_dir=root / "cache").run())
+            assert type(events[-1]).__name__ == "Finished", events[-1]
+            self[arch] = run
+            return run
+
+    return Runs()
