@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gc
 import math
-import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -43,118 +42,16 @@ from lmstudio.engine.events import (
     StepMetrics,
 )
 from lmstudio.engine.schedule import build_optimizer, lr_at
+from lmstudio.engine.train_control import FiniteWatch, NonFiniteLoss, TrainControl, is_oom
 from lmstudio.engine.train_eval import estimate_losses, training_sample
+
+__all__ = ["TrainControl", "Trainer", "is_oom"]
 
 STATE_VERSION = 1
 
 
-class TrainControl:
-    """Requests from another thread (the UI), each honoured within one optimizer step.
-
-    ``stop`` also wakes a paused loop; ``pause`` after ``stop`` is ignored so a stop is never lost.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running = threading.Event()
-        self._running.set()
-        self._stop = threading.Event()
-        self._lr: float | None = None
-
-    def pause(self) -> None:
-        with self._lock:
-            if not self._stop.is_set():
-                self._running.clear()
-
-    def resume(self) -> None:
-        self._running.set()
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stop.set()
-            self._running.set()
-
-    def set_lr(self, lr: float) -> None:
-        """A new peak learning rate; the schedule keeps its shape from the current step on."""
-        lr = float(lr)
-        if not math.isfinite(lr) or lr <= 0:
-            raise ConfigError({"train.lr": f"must be a positive number, got {lr:g}"})
-        with self._lock:
-            self._lr = lr
-
-    def take_lr(self) -> float | None:
-        with self._lock:
-            lr, self._lr = self._lr, None
-        return lr
-
-    @property
-    def paused(self) -> bool:
-        return not self._running.is_set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    @property
-    def stop_event(self) -> threading.Event:
-        return self._stop
-
-    def wait_while_paused(self, timeout: float | None = None) -> bool:
-        """Block (no busy loop) until resumed or stopped; True when running again."""
-        return self._running.wait(timeout)
-
-
-class _NonFinite(Exception):
-    pass
-
-
 class _DiskError(Exception):
     pass
-
-
-def is_oom(e: BaseException) -> bool:
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom_type is not None and isinstance(e, oom_type)) or (
-        isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
-
-
-class _FiniteWatch:
-    """Notices a non-finite loss without stalling the GPU every step.
-
-    On the CPU (and MPS) reading a scalar costs nothing, so each step is checked before the optimizer
-    uses its gradients. On CUDA the flag is copied to pinned memory without blocking and read one step
-    later, when the GPU has long finished it: detection is at most one step late.
-    """
-
-    def __init__(self, device: torch.device):
-        self.lazy = device.type == "cuda"
-        if self.lazy:
-            self.flags = torch.ones(2, dtype=torch.bool).pin_memory()
-            self.events = [torch.cuda.Event(), torch.cuda.Event()]
-            self.pending = [False, False]
-
-    def check(self, step: int, loss: torch.Tensor) -> None:
-        if not self.lazy:
-            if not math.isfinite(loss.item()):
-                raise _NonFinite
-            return
-        slot, other = step % 2, (step + 1) % 2
-        self.flags[slot].copy_(torch.isfinite(loss), non_blocking=True)
-        self.events[slot].record()
-        self.pending[slot] = True
-        self._read(other)
-
-    def flush(self) -> None:
-        if self.lazy:
-            self._read(0)
-            self._read(1)
-
-    def _read(self, slot: int) -> None:
-        if self.pending[slot]:
-            self.events[slot].synchronize()
-            self.pending[slot] = False
-            if not bool(self.flags[slot]):
-                raise _NonFinite
 
 
 class Trainer:
@@ -188,7 +85,7 @@ class Trainer:
         yield failed
 
     def _classify(self, e: Exception) -> Failed:
-        if isinstance(e, _NonFinite):
+        if isinstance(e, NonFiniteLoss):
             return self._failed("nan", f"the loss became NaN or infinite near step {self.step + 1}: training "
                                        "diverged. Try a lower learning rate (or stronger gradient clipping); "
                                        "the last good checkpoint is kept.")
@@ -313,7 +210,7 @@ class Trainer:
         yield from self._pop_notices()
         control = self.control
         tokens_per_step = t.batch_size * cfg.model.block_size * t.grad_accum
-        watch = _FiniteWatch(self.device)
+        watch = FiniteWatch(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         last_report, last_report_step = time.perf_counter(), self.step
         run_start = last_report - self.elapsed
@@ -434,7 +331,7 @@ class Trainer:
             fwd, self.data, self.config, self.device, self.precision))
         val_loss = losses["val_loss"]
         if not math.isfinite(val_loss):
-            raise _NonFinite
+            raise NonFiniteLoss
         self.best_val = min(self.best_val, val_loss)
         event = EvalMetrics(step=self.step, train_loss=losses["train_loss"], val_loss=val_loss,
                             val_ppl=math.exp(min(val_loss, 700.0)), val_acc=losses["val_acc"],
