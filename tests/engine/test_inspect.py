@@ -19,7 +19,6 @@ from lmstudio.engine import inspect as lm_inspect
 from lmstudio.engine.errors import UserError
 
 
-
 def test_attention_rows_sum_to_one_and_never_look_ahead():
     s = make_session("transformer", block_size=32)
     tokens, att = lm_inspect.attention(s, "the lazy dog jumps")
@@ -122,17 +121,32 @@ def _read_png(path):
 def test_png_export_is_readable_by_qt_and_colours_match(tmp_path):
     QtGui = pytest.importorskip("PySide6.QtGui")
     m = np.array([[0.0, np.nan], [0.5, 1.0]])
-    path = export.save_matrix_png(m, tmp_path / "m.png", ["a", "\u4e2d"], ["x", "y"], cell=4)
+    path = export.save_matrix_png(m, tmp_path / "m.png", cell=4)     # no labels: the matrix sits at (4, 4)
     img = QtGui.QImage(str(path))
-    assert not img.isNull() and img.height() == 8 and img.width() > 8
-    rgb, chunks = _read_png(path)
-    assert tuple(rgb[0, 0]) == tuple(export.VIRIDIS[0].astype(int))
-    assert tuple(rgb[7, 7]) == tuple(export.VIRIDIS[-1].astype(int))
-    assert tuple(rgb[0, 7]) == export.NAN_RGB
-    c = QtGui.QColor(img.pixel(0, 0))
-    assert (c.red(), c.green(), c.blue()) == tuple(rgb[0, 0])
+    rgb, _ = _read_png(path)
+    assert not img.isNull() and (img.height(), img.width()) == rgb.shape[:2]
+    cells = rgb[4:12, 4:12]
+    assert tuple(cells[0, 0]) == tuple(export.VIRIDIS[0].astype(int))
+    assert tuple(cells[7, 7]) == tuple(export.VIRIDIS[-1].astype(int))
+    assert tuple(cells[0, 7]) == export.NAN_RGB
+    c = QtGui.QColor(img.pixel(4, 4))
+    assert (c.red(), c.green(), c.blue()) == tuple(cells[0, 0])
+
+
+def test_png_export_draws_labels_and_keeps_them_as_text_chunks(tmp_path):
+    m = np.eye(3)
+    plain, _ = _read_png(export.save_matrix_png(m, tmp_path / "plain.png", cell=12))
+    labelled, chunks = _read_png(export.save_matrix_png(m, tmp_path / "l.png", ["ab", "\u4e2d", "c"],
+                                                        ["x", "y", "z"], cell=12, caption="weights"))
+    assert labelled.shape[0] > plain.shape[0] and labelled.shape[1] > plain.shape[1]
+    dark = (labelled.sum(-1) == 0)
+    assert dark[:14].any()                        # the caption along the top
+    assert dark[:, :16].any()                     # row labels on the left
+    glyph_a = export.text_bitmap("A")
+    assert glyph_a.shape == (10, 6) and glyph_a.any() and export.text_bitmap("AB", vertical=True).shape == (12, 10)
+    assert (export.text_bitmap("\u4e2d") == export.text_bitmap("?")).all()
     texts = {b.split(b"\0", 1)[0]: b.split(b"\0", 1)[1][4:].decode() for b in chunks[b"iTXt"]}
-    assert json.loads(texts[b"rows"]) == ["a", "\u4e2d"]
+    assert json.loads(texts[b"rows"]) == ["ab", "\u4e2d", "c"] and texts[b"vmax"] == "1"
 
 
 def test_tile_lays_heads_out_in_a_grid_with_gaps():
