@@ -162,7 +162,9 @@ class Tokenizer:
         try:
             if len(text) <= PIECE_CHARS:
                 return np.asarray(self._hf.encode(text, add_special_tokens=False).ids, dtype=np.int64)
-            encodings = self._hf.encode_batch(list(safe_pieces(text)), add_special_tokens=False)
+            # encode_batch_fast (tokenizers >= 0.20) skips offsets: ~20% faster, same ids
+            batch = getattr(self._hf, "encode_batch_fast", self._hf.encode_batch)
+            encodings = batch(list(safe_pieces(text)), add_special_tokens=False)
         except (UnicodeEncodeError, TypeError):
             if isinstance(text, str) and _scrub(text) != text:
                 return self.encode_array(_scrub(text))
