@@ -40,12 +40,16 @@ class Controller:
         self._tokenizer_key: tuple | None = None
         self._lock = threading.Lock()
         self._estimates: dict[tuple, tuple[int, dict]] = {}
+        # set once warm_up has imported the engine: until then the GUI thread must not import torch
+        # itself (seconds of a frozen window at start-up)
+        self.ready = False
 
     # ---- start-up ---------------------------------------------------------------------------
     def warm_up(self, progress: Progress | None = None, cancel: threading.Event | None = None) -> str:
         """*worker*: import the engine (torch) once and describe the device for the status bar."""
         from lmstudio.engine import checkpoint, corpus, data, device, models, tokenizer, trainer  # noqa: F401
 
+        self.ready = True
         return self.describe_device()
 
     def describe_device(self) -> str:

@@ -168,6 +168,7 @@ class MainWindow(QMainWindow):
         self.setup.revalidate()
 
     def _on_warm_up_failed(self, message: str) -> None:
+        self.controller.ready = True  # let the size estimate try (and say what is wrong) on its own
         self.device_label.setText("Device: unknown")
         self.device_label.setToolTip(message)
 

@@ -156,6 +156,9 @@ class SetupPane(QWidget):
         if any(k.startswith(("model.", "train.")) for k in errors):
             self.model.show_size(None, None, error="fix the settings to see the size")
             return
+        if not self.controller.ready:
+            self.model.show_size(None, None, error="loading the engine…")
+            return
         vocab, note = self._vocab_size(cfg)
         model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab)
         try:
