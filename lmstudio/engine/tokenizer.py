@@ -133,7 +133,11 @@ class Tokenizer:
             self._tokens[i] = token
         if kind == "bpe":
             to_byte = unicode_to_byte()
-            self._bytes = [bytes(to_byte[c] for c in t) for t in self._tokens]
+            try:
+                self._bytes = [bytes(to_byte[c] for c in t) for t in self._tokens]
+            except KeyError:
+                raise TokenizerError("This BPE tokenizer is not byte-level (its tokens are not GPT-2 byte "
+                                     "symbols); lmstudio reads the byte-level BPE it trains.") from None
             self._text = [b.decode("utf-8", "replace") for b in self._bytes]
         else:
             self._bytes = [t.encode("utf-8") for t in self._tokens]

@@ -174,6 +174,11 @@ def test_load_refuses_bad_files(tmp_path):
         Tokenizer.load(bad)
     with pytest.raises(TokenizerError, match="Cannot read"):
         Tokenizer.load(tmp_path / "missing.json")
+    from tokenizers import models
+
+    foreign = HFTokenizer(models.BPE(vocab={"▁the": 0, "a": 1}, merges=[]))
+    with pytest.raises(TokenizerError, match="not byte-level"):
+        Tokenizer.from_str(foreign.to_str())
 
 
 # ---- training options -----------------------------------------------------------------------------
