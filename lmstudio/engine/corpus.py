@@ -283,7 +283,9 @@ def check_length(n_tokens: int, block_size: int, val_fraction: float) -> None:
     """Raise CorpusError unless the corpus is long enough for the context and the validation share."""
     need = min_tokens(block_size, val_fraction)
     if n_tokens < need:
+        # enough text for two windows: it is the validation share that is too small to hold one
+        fix = ("a larger validation share (corpus.val_fraction)" if n_tokens >= 2 * (block_size + 1)
+               else "a longer text or a shorter context (model.block_size)")
         raise CorpusError(
             f"The corpus is too short: it has {n_tokens:,} tokens, but a context of {block_size} tokens with "
-            f"{val_fraction:.0%} held out for validation needs at least {need:,}. Use a longer text or a "
-            "shorter context (model.block_size).")
+            f"{val_fraction * 100:g}% held out for validation needs at least {need:,}. Use {fix}.")
