@@ -415,3 +415,34 @@ def test_checkpoint_interval_and_best_weights(tmp_path):
     assert dict(saved)[10] is True
     best_step = min(evals, key=evals.get)
     assert ckpt.weights_metadata(tmp_path / "run" / "best.safetensors")["step"] == best_step
+
+
+def test_losses_equal_a_hand_written_loop(tmp_path):
+    """The trainer's per-step losses are those of a plain PyTorch loop with the same seed and batches."""
+    from lmstudio.engine.data import Batcher, prepare_data
+    from lmstudio.engine.device import seed_everything
+
+    cfg = tiny_config("train.max_steps=12", "train.eval_interval=5", "train.grad_clip=0.5")
+    got = step_losses(run_all(Trainer(cfg, tmp_path / "run", cache_dir=tmp_path / "cache")))
+    t = cfg.train
+    seed_everything(t.seed)
+    tokenizer, data = prepare_data(cfg, cache_dir=tmp_path / "cache")
+    cfg.model.vocab_size = tokenizer.vocab_size
+    model = models_module.build_model(cfg.model)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=(t.beta1, t.beta2))
+    batches = Batcher(data, t.batch_size, cfg.model.block_size, t.seed)
+    expected = {}
+    for step in range(t.max_steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, t)
+        x, y = batches.get("train")
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        expected[step + 1] = loss.item()
+    assert got == expected
