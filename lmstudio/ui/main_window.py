@@ -166,6 +166,19 @@ class MainWindow(QMainWindow):
     def _on_device(self, text: str) -> None:
         self.device_label.setText(text)
         self.setup.revalidate()
+        self._open_latest_run()
+
+    def _open_latest_run(self) -> None:
+        """Give Generate and Inspect the newest saved run, so they work straight away after a restart."""
+        if self.training.is_running() or self.run_label.text():
+            return
+        try:
+            runs = self.controller.list_runs()
+        except Exception:  # an unreadable runs folder is reported when the Runs tab opens
+            return
+        finished = [r for r in runs if int(r.get("steps") or 0) > 0]
+        if finished:
+            self.use_run(str(finished[0]["path"]))
 
     def _on_warm_up_failed(self, message: str) -> None:
         self.controller.ready = True  # let the size estimate try (and say what is wrong) on its own

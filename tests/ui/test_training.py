@@ -212,3 +212,21 @@ def test_continue_a_stopped_run_from_its_checkpoint(qtbot, window, errors):
     win.training.stop()
     qtbot.waitUntil(lambda: not win.training.is_running(), timeout=TIMEOUT)
     assert errors.calls == []
+
+
+def test_a_restarted_window_offers_the_newest_run_to_generate_and_inspect(qtbot, window, monkeypatch):
+    from lmstudio.ui.main_window import MainWindow
+
+    win = window
+    win.setup.set_config(tiny_config("gru", extra=["train.max_steps=5", "train.eval_interval=5"]))
+    qtbot.waitUntil(lambda: not win.setup.corpus.is_busy(), timeout=TIMEOUT)
+    with qtbot.waitSignal(win.training.run_finished, timeout=TIMEOUT) as finished:
+        win.start_training()
+    run_dir = finished.args[0]
+    qtbot.waitUntil(lambda: not win.training.is_running(), timeout=TIMEOUT)
+    chosen = []
+    monkeypatch.setattr(MainWindow, "use_run", lambda self, path: chosen.append(path))
+    again = MainWindow()
+    qtbot.addWidget(again)
+    qtbot.waitUntil(lambda: chosen == [run_dir], timeout=TIMEOUT)
+    again.close()
