@@ -125,7 +125,7 @@ class Trainer:
         if self.resume:
             self.state = ckpt.load_train_state(self.run_dir)
             tokenizer = Tokenizer.load(self.run_dir / ckpt.TOKENIZER_FILE)
-            self._check_same_run(cfg)
+            self._check_same_run(cfg, tokenizer)
         elif (self.run_dir / ckpt.CONFIG_FILE).exists():
             raise ConfigError({"run": f"{self.run_dir} already holds a run; resume it or choose a new folder"})
         self.tokenizer, self.data = prepare_data(cfg, tokenizer=tokenizer, cache_dir=self.cache_dir,
@@ -158,8 +158,12 @@ class Trainer:
             except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
                 self._compile_failed(e)
 
-    def _check_same_run(self, cfg: RunConfig) -> None:
+    def _check_same_run(self, cfg: RunConfig, tokenizer) -> None:
         saved = RunConfig.load(self.run_dir / ckpt.CONFIG_FILE)
+        if saved.model.vocab_size and tokenizer.vocab_size != saved.model.vocab_size:
+            raise ckpt.CheckpointError(f"{self.run_dir / ckpt.TOKENIZER_FILE} has {tokenizer.vocab_size} tokens "
+                                       f"but config.json expects {saved.model.vocab_size}: the files come from "
+                                       "different runs")
         for section in ("model", "tokenizer"):
             a, b = getattr(saved, section), getattr(cfg, section)
             if section == "model":
@@ -367,6 +371,9 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "batcher": self.batcher.state_dict(), "rng": dev.rng_state(),
         }
+        # gradients that overflow behind a finite loss leave NaN weights after the step: never save those
+        if not torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all():
+            raise NonFiniteLoss
         try:
             path = ckpt.save_checkpoint(self.run_dir, self.model, state, best=best)
         except OSError as e:
