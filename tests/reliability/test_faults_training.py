@@ -17,7 +17,7 @@ import torch
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import data as data_module
 from lmstudio.engine import models as models_module
-from lmstudio.engine.events import Failed, Finished, StepMetrics
+from lmstudio.engine.events import Checkpointed, Failed, Finished, StepMetrics
 from lmstudio.engine.session import Session
 from lmstudio.engine.trainer import TrainControl, Trainer
 from tests.reliability.conftest import run_all, tiny_config
@@ -137,6 +137,32 @@ def test_an_absurd_learning_rate_is_caught_within_a_step_and_never_saved(tmp_pat
     assert _all_finite(run) and _all_finite(run, "best")
     assert Session.load(run).step <= failed.step
     assert not _leftovers(run)
+
+
+def test_gradients_that_overflow_while_the_loss_is_finite_are_not_saved(tmp_path, monkeypatch):
+    """Inf gradients with a finite loss turn the weights into NaN at the optimizer step; the checkpoint
+    written right after that step must not contain them."""
+    real_build = models_module.build_model
+
+    def build(cfg):
+        model = real_build(cfg)
+        calls = {"n": 0}
+
+        def poison(grad):
+            calls["n"] += 1
+            return grad * float("inf") if calls["n"] == 13 else grad
+
+        next(model.parameters()).register_hook(poison)
+        return model
+
+    monkeypatch.setattr(models_module, "build_model", build)
+    run = tmp_path / "run"
+    events = run_all(Trainer(tiny_config("transformer", "train.checkpoint_interval=1"), run))
+    assert isinstance(events[-1], Failed) and events[-1].kind == "nan", events[-1]
+    saved = [e.step for e in events if isinstance(e, Checkpointed)]
+    assert saved and max(saved) <= 12
+    assert ckpt.weights_metadata(run / ckpt.LATEST_FILE)["step"] == max(saved)
+    assert _all_finite(run)
 
 
 # ---- a full or read-only disk -------------------------------------------------------------------------
