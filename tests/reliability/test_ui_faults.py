@@ -1,0 +1,147 @@
+"""Faults as the app shows them: an OOM ends the run with a message and Start works again; closing the
+window mid-run saves a loadable checkpoint; damaged runs in the runs list and the Generate pane are messages.
+
+Dialogs are replaced by recorders (tests/ui/conftest.py); everything waits on signals, never sleeps.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PySide6.QtCore import Qt
+
+from lmstudio.engine import models as models_module
+from lmstudio.engine.session import Session
+from lmstudio.ui import dialogs, workers
+from lmstudio.ui.controller import Controller
+from lmstudio.ui.panes.generation import GenerationPane
+from lmstudio.ui.panes.runs import RunsPane
+from lmstudio.ui.session_controller import SessionController
+from tests.reliability.conftest import copy_run
+from tests.ui.conftest import Recorder, errors, tiny_config, window  # noqa: F401 - fixtures used by name
+
+TIMEOUT = 120_000
+
+
+def _oom_from_call(monkeypatch, at_call: int, spy: dict):
+    real_build = models_module.build_model
+
+    def build(cfg):
+        model = real_build(cfg)
+        forward = model.forward
+        calls = {"n": 0}
+
+        def patched(idx, targets=None):
+            if model.training:
+                calls["n"] += 1
+                if calls["n"] >= at_call:
+                    # from here the process looks like it has a GPU: the clean-up must empty its cache
+                    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+                    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+                    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: spy.__setitem__("n", spy["n"] + 1))
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+            return forward(idx, targets)
+
+        model.forward = patched
+        return model
+
+    monkeypatch.setattr(models_module, "build_model", build)
+
+
+def test_out_of_memory_in_the_app_shows_advice_and_start_works_again(qtbot, window, errors, monkeypatch):  # noqa: F811
+    win = window
+    spy = {"n": 0}
+    _oom_from_call(monkeypatch, 13, spy)
+    win.setup.set_config(tiny_config("transformer", name="oom"))
+    qtbot.waitUntil(lambda: not win.setup.corpus.is_busy(), timeout=TIMEOUT)
+    with qtbot.waitSignal(win.training.run_finished, timeout=TIMEOUT) as finished:
+        win.start_training()
+    qtbot.waitUntil(lambda: not win.training.is_running(), timeout=TIMEOUT)
+    monkeypatch.undo()
+    assert finished.args[1] == "failed"
+    assert spy["n"] >= 1, "the GPU cache was not emptied"
+    assert len(errors.calls) == 1, errors.texts
+    message = errors.texts[0]
+    assert "out of memory" in message and "smaller batch" in message and "Traceback" not in message
+    assert win.state_label.text() == "Failed"
+    failed_run = finished.args[0]
+    assert Session.load(failed_run).step == 10  # the checkpoint before the OOM is intact
+    # Start works again at once, through the button, and this time the run completes
+    assert win.setup.start_btn.isEnabled()
+    with qtbot.waitSignal(win.training.run_finished, timeout=TIMEOUT) as again:
+        qtbot.mouseClick(win.setup.start_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not win.training.is_running(), timeout=TIMEOUT)
+    assert again.args[1] == "completed", errors.texts
+    assert Session.load(again.args[0]).step == 20
+    assert workers.live_threads() == []
+
+
+def test_closing_the_window_mid_run_saves_a_loadable_checkpoint_within_seconds(qtbot, window, monkeypatch):  # noqa: F811
+    win = window
+    cfg = tiny_config("lstm", name="closing", extra=["train.max_steps=1000000", "train.log_interval=1",
+                                                     "train.eval_interval=1000000", "train.sample_interval=0"])
+    win.setup.set_config(cfg)
+    qtbot.waitUntil(lambda: not win.setup.corpus.is_busy(), timeout=TIMEOUT)
+    win.start_training()
+    qtbot.waitUntil(lambda: win.training.last_step >= 3, timeout=TIMEOUT)
+    run_dir = win.training.run_dir
+    monkeypatch.setattr(dialogs, "ask_yes_no", Recorder(answer=True))
+    started = time.monotonic()
+    with qtbot.waitSignal(win.closed, timeout=TIMEOUT):
+        win.close()
+    took = time.monotonic() - started
+    assert took < 15, f"closing took {took:.1f} s"
+    assert not win.training.is_running() and workers.live_threads() == []
+    session = Session.load(run_dir)
+    assert session.step >= 3
+    assert all(bool(torch.isfinite(p).all()) for p in session.model.parameters())
+
+
+@pytest.fixture
+def damaged_runs(finished_runs, tmp_path):
+    from tests.reliability.test_hostile_files import DAMAGE
+
+    root = Path(tmp_path / "runs")  # $LMSTUDIO_RUNS for this test (tests/conftest.py)
+    good = copy_run(finished_runs["transformer"], root / "good")
+    for name in ("weights-truncated-in-data", "weights-garbage", "config-wrong-type", "config-future-version",
+                 "tokenizer-other-vocab-size", "config-section-not-a-table"):
+        DAMAGE[name][0](copy_run(finished_runs["transformer"], root / name))
+    return root, good
+
+
+def test_the_runs_list_survives_damaged_runs(qtbot, damaged_runs):
+    root, good = damaged_runs
+    pane = RunsPane(Controller())
+    qtbot.addWidget(pane)
+    shown = []
+    pane.error_shown.connect(shown.append)
+    pane.refresh()
+    assert shown == []
+    paths = set(pane.run_paths())
+    assert str(good) in paths and str(root / "weights-garbage") in paths
+    # selecting a run whose config cannot be read shows why in place of its settings
+    pane.select_run(str(root / "config-wrong-type"))
+    assert "config.json" in pane.config_text.toPlainText() or "n_embd" in pane.config_text.toPlainText()
+
+
+@pytest.mark.parametrize("name, file", [("weights-truncated-in-data", "model.safetensors"),
+                                        ("config-future-version", "config.json"),
+                                        ("tokenizer-other-vocab-size", "tokenizer.json")])
+def test_the_generate_pane_names_the_damaged_file_and_recovers(qtbot, damaged_runs, name, file):
+    root, good = damaged_runs
+    sessions = SessionController()
+    try:
+        pane = GenerationPane(sessions)
+        qtbot.addWidget(pane)
+        with qtbot.waitSignal(sessions.error, timeout=TIMEOUT) as err:
+            sessions.set_run(str(root / name))
+        assert file in err.args[0] and "Traceback" not in err.args[0]
+        assert err.args[0] in pane.status.text() and not pane.generate_button.isEnabled()
+        with qtbot.waitSignal(sessions.session_loaded, timeout=TIMEOUT):
+            sessions.set_run(str(good))
+        assert pane.generate_button.isEnabled()
+    finally:
+        sessions.shutdown()
