@@ -174,6 +174,9 @@ class RunConfig:
         m, t = self.model, self.train
         if m.arch == "transformer" and m.n_head >= 1 and m.n_embd % m.n_head:
             errs.setdefault("model.n_head", f"{m.n_head} heads do not divide the embedding width {m.n_embd}")
+        tok = self.tokenizer
+        if tok.kind == "bpe" and isinstance(tok.vocab_size, int) and 64 <= tok.vocab_size < 256:
+            errs.setdefault("tokenizer.vocab_size", "byte-level BPE needs at least 256 tokens (one per byte)")
         if t.min_lr > t.lr:
             errs.setdefault("train.min_lr", f"the floor {t.min_lr:g} is above the learning rate {t.lr:g}")
         return errs

@@ -76,3 +76,9 @@ def test_override_never_crashes_on_arbitrary_text(value, key):
         return
     errs = cfg.errors()
     assert not errs or key in errs
+
+
+def test_bpe_vocabulary_below_the_byte_alphabet_is_refused():
+    errs = RunConfig().override(["tokenizer.kind=bpe", "tokenizer.vocab_size=100"]).errors()
+    assert "256" in errs["tokenizer.vocab_size"]
+    assert RunConfig().override(["tokenizer.kind=word", "tokenizer.vocab_size=100"]).errors() == {}
