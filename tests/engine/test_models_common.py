@@ -181,3 +181,21 @@ def test_bf16_autocast_on_cpu_trains_and_decodes(arch):
             pieces.append(logits)
     torch.testing.assert_close(full.float(), reference, atol=0.05, rtol=0.05)
     torch.testing.assert_close(torch.cat(pieces, 1).float(), full.float(), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cuda_forward_step_and_introspect_agree(arch):
+    model = make(arch).cuda()
+    idx = torch.randint(0, V, (2, 16), device="cuda")
+    with torch.no_grad():
+        full, _ = model(idx)
+        state = model.init_state(2)
+        pieces = []
+        for t in range(16):
+            logits, state = model.step(idx[:, t:t + 1], state)
+            pieces.append(logits)
+    torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-4, rtol=1e-4)
+    out = model.introspect(idx[:1])
+    torch.testing.assert_close(out["logits"], full[0].cpu(), atol=1e-4, rtol=1e-4)

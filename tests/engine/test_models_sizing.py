@@ -69,6 +69,15 @@ def test_param_count_is_fast_and_cached():
     assert again < first / 10   # served from the cache
 
 
+def test_param_count_allocates_nothing():
+    # 48 layers of width 8192: ~39 billion parameters, 155 GB in float32, far beyond this machine
+    huge = ModelConfig(arch="transformer", n_layer=48, n_head=64, n_embd=8192, block_size=8192, vocab_size=65536)
+    C = 8192
+    expected = 65536 * C + 8192 * C + 48 * (12 * C * C + 13 * C) + 2 * C
+    assert param_count(huge) == expected
+    assert memory_estimate(huge, TrainConfig())["total"] > 16 * expected
+
+
 def test_param_count_refuses_an_unbuildable_config():
     with pytest.raises(ConfigError):
         param_count(ModelConfig(vocab_size=0))
