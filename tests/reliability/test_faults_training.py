@@ -111,6 +111,23 @@ def test_out_of_memory_while_building_the_model_is_reported_too(tmp_path, monkey
     assert isinstance(events[-1], Failed) and events[-1].kind == "oom" and "smaller" in events[-1].message
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_real_cuda_out_of_memory_releases_the_memory_and_a_smaller_run_then_works(tmp_path):
+    """Activations of batch 4096 x context 8192 x width 1024 need ~137 GB: more than any single GPU."""
+    huge = tiny_config("transformer", "corpus.source=tiny_shakespeare", "model.block_size=8192",
+                       "model.n_embd=1024", "model.n_head=8", "train.batch_size=4096", "train.device=cuda",
+                       "train.compile=off")
+    events = run_all(Trainer(huge, tmp_path / "huge"))
+    assert isinstance(events[-1], Failed) and events[-1].kind == "oom", events[-1]
+    del events
+    gc.collect()
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() < 256 << 20, "memory still held after the OOM"
+    small = run_all(Trainer(tiny_config("transformer", "train.device=cuda", "train.compile=off"), tmp_path / "small"))
+    assert isinstance(small[-1], Finished), small[-1]
+
+
 # ---- a diverging loss ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ["transformer", "lstm"])
 def test_an_absurd_learning_rate_is_caught_within_a_step_and_never_saved(tmp_path, arch):
