@@ -285,6 +285,24 @@ def test_a_full_disk_while_logging_metrics_is_a_disk_failure(tmp_path, monkeypat
     assert isinstance(events[-1], Failed) and events[-1].kind == "disk" and "No space" in events[-1].message
 
 
+def test_a_full_disk_while_caching_the_encoded_corpus_is_a_clear_data_failure(tmp_path, monkeypatch):
+    real_fsync = data_module.os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(data_module.os, "fsync", full)
+    cache = tmp_path / "cache"
+    events = run_all(Trainer(tiny_config(), tmp_path / "run", cache_dir=cache))
+    failed = events[-1]
+    assert isinstance(failed, Failed) and failed.kind == "data", failed
+    assert "No space left" in failed.message and "LMSTUDIO_CACHE" in failed.message
+    assert not _leftovers(cache) and not list(cache.glob("*.bin"))
+    monkeypatch.setattr(data_module.os, "fsync", real_fsync)
+    assert isinstance(run_all(Trainer(tiny_config("transformer", "train.max_steps=2"), tmp_path / "run2",
+                                      cache_dir=cache))[-1], Finished)
+
+
 # ---- the token cache ----------------------------------------------------------------------------------
 def _cache_files(cache):
     bins = sorted(cache.glob("*.bin"))
