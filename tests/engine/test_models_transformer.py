@@ -11,7 +11,7 @@ from torch import nn
 
 from lmstudio.config import ModelConfig
 from lmstudio.engine.models import GPT, build_model
-from lmstudio.engine.models.transformer import CausalSelfAttention, sinusoidal_encoding
+from lmstudio.engine.models.transformer import SINUSOID_SCALE, CausalSelfAttention, sinusoidal_encoding
 
 
 @pytest.fixture(autouse=True)
@@ -109,8 +109,11 @@ def test_sinusoidal_positions_are_added_to_the_token_embeddings():
     model.blocks[0].register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
     with torch.no_grad():
         model(idx)
-        expected = model.wte(idx) + sinusoidal_encoding(12, 24)[:7]
+        expected = model.wte(idx) + SINUSOID_SCALE * sinusoidal_encoding(12, 24)[:7]
     torch.testing.assert_close(seen["x"], expected)
+    # scaled to the spread of a fresh learned table, so tokens are not drowned at the start
+    rms = (SINUSOID_SCALE * sinusoidal_encoding(12, 24)).square().mean().sqrt().item()
+    assert rms == pytest.approx(0.02, rel=1e-5)  # each sin/cos pair has sin^2 + cos^2 = 1
 
 
 def test_weight_tying_shares_one_tensor():

@@ -21,6 +21,11 @@ from torch import nn
 from lmstudio.config import ModelConfig
 from lmstudio.engine.models.base import LanguageModel, as_plain
 
+# The sinusoids enter at the size of a freshly initialised learned table (root-mean-square 0.02; a sin/cos
+# pair has 1/sqrt(2)). At full amplitude they drown token embeddings that start at std 0.02: on tiny Shakespeare
+# (4L/128, 200 steps) val loss 3.36 against 2.35 for learned positions; scaled, 2.33.
+SINUSOID_SCALE = 0.02 * math.sqrt(2)
+
 
 @dataclass
 class KVCache:
@@ -146,7 +151,8 @@ class GPT(LanguageModel):
         else:
             self.wpe = None
             # fixed, so kept out of the checkpoint and rebuilt from the formula
-            self.register_buffer("pe", sinusoidal_encoding(cfg.block_size, cfg.n_embd), persistent=False)
+            pe = sinusoidal_encoding(cfg.block_size, cfg.n_embd) * SINUSOID_SCALE
+            self.register_buffer("pe", pe, persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
