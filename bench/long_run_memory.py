@@ -67,9 +67,13 @@ def main() -> int:
     counts = {"steps": 0, "evals": 0, "events": 0}
     speeds: list[float] = []
 
+    stalls: list[tuple[int, float]] = []  # (step, ms) of each tick more than 200 ms late
+
     def tick():
         now = clock.nsecsElapsed()
         gaps.append((now - last[0]) / 1e6)
+        if gaps[-1] > 210:
+            stalls.append((win.training.last_step, gaps[-1] - 10))
         last[0] = now
 
     def sample_memory():
@@ -125,6 +129,7 @@ def main() -> int:
           f"p99 {late[int(0.99 * (len(late) - 1))]:.1f} ms, max {late[-1]:.1f} ms")
     print(f"curves: {loss_points} of {steps} step points, {val_points} of {-(-steps // eval_every)} validation points; "
           f"events seen: {counts['steps']} StepMetrics, {counts['evals']} EvalMetrics")
+    print(f"stalls over 200 ms: {len(stalls)}", " ".join(f"step {s}: {ms:.0f} ms" for s, ms in stalls[:10]))
     print("rss samples (step, MB):", " ".join(f"{s}:{m:.0f}" for s, m in rss[:: max(1, len(rss) // 12)]))
     return 0
 
