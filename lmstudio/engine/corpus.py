@@ -284,8 +284,8 @@ def check_length(n_tokens: int, block_size: int, val_fraction: float) -> None:
     need = min_tokens(block_size, val_fraction)
     if n_tokens < need:
         # enough text for two windows: it is the validation share that is too small to hold one
-        fix = ("a larger validation share (corpus.val_fraction)" if n_tokens >= 2 * (block_size + 1)
-               else "a longer text or a shorter context (model.block_size)")
+        fix = ("a larger validation share (corpus.val_fraction) or a shorter context (model.block_size)"
+               if n_tokens >= 2 * (block_size + 1) else "a longer text or a shorter context (model.block_size)")
         raise CorpusError(
             f"The corpus is too short: it has {n_tokens:,} tokens, but a context of {block_size} tokens with "
             f"{val_fraction * 100:g}% held out for validation needs at least {need:,}. Use {fix}.")
