@@ -281,6 +281,8 @@ class MainWindow(QMainWindow):
 
     def _on_checkpoint(self, run_dir: str) -> None:
         self.runs.invalidate(run_dir)
+        if run_dir in self.runs.checked_runs():  # a live run ticked in the overlay grows with it
+            self.runs.redraw_overlay()
         self.checkpoint_written.emit(run_dir)
         if self.session_controller is not None and hasattr(self.session_controller, "checkpoint_written"):
             self.session_controller.checkpoint_written(run_dir)

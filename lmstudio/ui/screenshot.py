@@ -98,6 +98,7 @@ def _shoot(out: Path, steps: int) -> int:
         f"train.sample_interval={max(steps // 3, 1)}", "train.sample_tokens=48"])
     win.setup.set_config(base.override(["name=tang-lstm", "model.arch=lstm"]))
     wait(lambda: win.setup.corpus.builtins.count() > 0 and not win.setup.corpus.is_busy())
+    wait(lambda: not win.device_label.text().startswith("Device: detecting"))  # the engine has loaded
     win.setup.steps.setCurrentRow(0)
     grab("setup")
     win.setup.steps.setCurrentRow(1)
