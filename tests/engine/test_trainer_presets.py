@@ -29,7 +29,9 @@ def test_presets_match_the_nanogpt_configs():
     baby = load_preset("baby_shakespeare")
     m, t = baby.model, baby.train
     assert (m.n_layer, m.n_head, m.n_embd, m.block_size, m.dropout) == (4, 4, 128, 64, 0.0)
-    assert (t.batch_size, t.max_steps, t.lr, t.min_lr, t.warmup_steps, t.beta2) == (12, 2000, 1e-3, 1e-4, 100, 0.99)
+    assert (t.batch_size, t.max_steps, t.warmup_steps, t.beta2) == (12, 2000, 100, 0.99)
+    # the one deliberate change from nanoGPT: twice the learning rate (1.91 -> 1.80 val, docs/benchmarks.md)
+    assert (t.lr, t.min_lr) == (2e-3, 2e-4)
     gpt = load_preset("gpt_shakespeare")
     assert (gpt.model.n_layer, gpt.model.n_head, gpt.model.n_embd, gpt.model.block_size) == (6, 6, 384, 256)
     assert (gpt.train.batch_size, gpt.train.max_steps, gpt.model.dropout) == (64, 5000, 0.2)
