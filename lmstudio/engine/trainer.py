@@ -58,12 +58,15 @@ class Trainer:
     """Trains ``config`` into ``run_dir`` (``resume=True`` continues the checkpoint found there)."""
 
     def __init__(self, config: RunConfig, run_dir: str | Path, *, control: TrainControl | None = None,
-                 resume: bool = False, cache_dir: str | Path | None = None):
+                 resume: bool = False, cache_dir: str | Path | None = None, tokenizer=None):
+        """``tokenizer``: one already trained for this config (e.g. by the setup screen), so the trainer
+        need not train it again; ignored when resuming (the run's own tokenizer.json is used)."""
         self.config = config
         self.run_dir = Path(run_dir)
         self.control = control or TrainControl()
         self.resume = resume
         self.cache_dir = Path(cache_dir) if cache_dir is not None else ckpt.default_cache_dir()
+        self.given_tokenizer = tokenizer
         self.step = 0
         self.model = None          # the plain module (weights are saved from it)
         self.forward = None        # what the loop calls: the compiled module, or the plain one
@@ -121,7 +124,7 @@ class Trainer:
         dev.configure_backends(self.device)
         dev.seed_everything(cfg.train.seed)
         self.state: dict = {}
-        tokenizer = None
+        tokenizer = self.given_tokenizer
         if self.resume:
             self.state = ckpt.load_train_state(self.run_dir)
             tokenizer = Tokenizer.load(self.run_dir / ckpt.TOKENIZER_FILE)

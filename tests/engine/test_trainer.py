@@ -447,3 +447,14 @@ def test_losses_equal_a_hand_written_loop(tmp_path):
         opt.zero_grad(set_to_none=True)
         expected[step + 1] = loss.item()
     assert got == expected
+
+
+def test_a_given_tokenizer_is_used_as_is(tmp_path):
+    from lmstudio.engine.tokenizer import Tokenizer, train_tokenizer
+
+    cfg = tiny_config("train.max_steps=2")
+    tokenizer = train_tokenizer(cfg.tokenizer, "春眠不覺曉處處聞啼鳥" * 3)  # a deliberately different vocabulary
+    events = run_all(Trainer(cfg, tmp_path / "run", tokenizer=tokenizer))
+    assert isinstance(events[-1], Finished)
+    saved = Tokenizer.load(tmp_path / "run" / "tokenizer.json")
+    assert saved.vocab() == tokenizer.vocab() and events[0].config["model"]["vocab_size"] == tokenizer.vocab_size
