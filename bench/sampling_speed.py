@@ -14,6 +14,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from types import SimpleNamespace
 
@@ -67,7 +68,10 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=list(MODELS), help="subset of: " + "; ".join(MODELS))
     ap.add_argument("--no-uncached", action="store_true", help="skip the slow reference on small models")
     ap.add_argument("--append", help="append the table to this markdown file")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     tokenizer = train_tokenizer(TokenizerConfig(kind="char"), read_corpus("tiny_shakespeare"))
     lines = [f"Generating {args.tokens} tokens from an empty prompt, batch 1, fp32, "
@@ -80,10 +84,12 @@ def main() -> None:
         s = session_for(MODELS[name], tokenizer)
         tokens_per_s(s, 20, True)  # warm-up: first-touch memory, lazy kernels
         cached, full = [], []
-        for _ in range(args.repeats):
+        for r in range(args.repeats):
             cached.append(tokens_per_s(s, args.tokens, True))
             if not args.no_uncached:
                 full.append(tokens_per_s(s, args.tokens, False))
+            print(f"  {name} run {r + 1}: cached {cached[-1]:.1f} tok/s, recompute "
+                  f"{full[-1] if full else float('nan'):.1f} tok/s", file=sys.stderr, flush=True)
         a = statistics.median(cached)
         b = statistics.median(full) if full else float("nan")
         rebuilds = count_rebuilds(getattr(s.model, "state_capacity", None), args.tokens)
