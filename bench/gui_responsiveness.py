@@ -85,6 +85,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--app-threads", type=int, default=0,
+                        help="torch threads for training in the app (0: torch's default, as headless)")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="lmstudio-bench-")
     os.environ["LMSTUDIO_RUNS"] = os.path.join(tmp, "runs")
@@ -97,6 +99,16 @@ def main() -> int:
     QCoreApplication.setOrganizationName("lmstudio-bench")
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, os.path.join(tmp, "settings"))
     run_headless(10, os.environ["LMSTUDIO_RUNS"])  # encode the corpus into the cache once, outside timing
+    from lmstudio.ui.controller import Controller
+
+    Controller().warm_up()  # import torch now, as the app does in a worker at start-up, not during timing
+    if args.app_threads:
+        import torch
+
+        torch.set_num_threads(args.app_threads)
+    import torch
+
+    print(f"app trains with {torch.get_num_threads()} torch thread(s); headless with torch's default", flush=True)
     app_speeds, cli_speeds, p99s, p50s = [], [], [], []
     for pair in range(args.pairs):
         order = ("app", "cli") if pair % 2 == 0 else ("cli", "app")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QGridLayout,
@@ -134,7 +134,7 @@ class TrainingPane(QWidget):
         sample_box = QGroupBox("Latest sample")
         QVBoxLayout(sample_box).addWidget(self.sample_text)
         split = QSplitter()
-        split.setOrientation(split.orientation().Vertical)
+        split.setOrientation(Qt.Orientation.Vertical)
         split.addWidget(grid_host)
         split.addWidget(sample_box)
         split.setSizes([500, 140])
