@@ -193,6 +193,7 @@ def _plant(run, kind, marker):
         torch.save({"version": 1, "evil": _Payload(marker)}, path, _use_new_zipfile_serialization=False)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # the raw pickle is protocol 4
 @pytest.mark.parametrize("kind", ["torch-save-zip", "raw-pickle-os-system", "legacy-torch-format"])
 def test_a_training_state_that_would_run_code_is_refused_and_never_executed(finished_runs, tmp_path, kind,
                                                                                capsys):
