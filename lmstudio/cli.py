@@ -25,8 +25,16 @@ class CliError(UserError):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit 2), like every other error here."""
+
+    def error(self, message: str):
+        print(f"lmstudio: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lmstudio", description="Train and explore small language models. "
+    p = _Parser(prog="lmstudio", description="Train and explore small language models. "
                                 "Run without a command to open the app.")
     p.add_argument("--version", action="version", version=f"lmstudio {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

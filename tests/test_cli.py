@@ -118,6 +118,13 @@ def test_user_errors_are_one_line_and_exit_1(argv, words, capsys):
     assert words in one_error_line(capsys)
 
 
+@pytest.mark.parametrize("argv", [["train", "--arch", "cnn"], ["nosuchcommand"], ["generate"],
+                                  ["eval", "x", "--iters", "many"]])
+def test_usage_mistakes_are_one_line_and_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "--help" in one_error_line(capsys)
+
+
 def test_a_failed_run_exits_1_with_its_message(tmp_path, capsys):
     code = main(["train", "--preset", "tiny_tang", "--corpus", str(tmp_path / "missing.txt"), "--out",
                  str(tmp_path / "r")])
