@@ -1,6 +1,6 @@
 """Is the window responsive while it trains, and does training in the app run as fast as headless?
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/gui_responsiveness.py [--steps 150] [--pairs 3]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/gui_responsiveness.py [--steps 150] [--pairs 3] [--threads 1]
 
 For each pair it runs, alternately:
   A. the app: a MainWindow trains the baby preset (4L/4H/128, ctx 64, batch 12, tiny Shakespeare) through
@@ -85,8 +85,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--app-threads", type=int, default=0,
-                        help="torch threads for training in the app (0: torch's default, as headless)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for both sides (app: torch.set_num_threads, headless: "
+                             "OMP_NUM_THREADS); 0: torch's default")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="lmstudio-bench-")
     os.environ["LMSTUDIO_RUNS"] = os.path.join(tmp, "runs")
@@ -102,13 +103,12 @@ def main() -> int:
     from lmstudio.ui.controller import Controller
 
     Controller().warm_up()  # import torch now, as the app does in a worker at start-up, not during timing
-    if args.app_threads:
-        import torch
-
-        torch.set_num_threads(args.app_threads)
     import torch
 
-    print(f"app trains with {torch.get_num_threads()} torch thread(s); headless with torch's default", flush=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the headless subprocess
+    print(f"torch threads: {torch.get_num_threads()} (app and headless alike)", flush=True)
     app_speeds, cli_speeds, p99s, p50s = [], [], [], []
     for pair in range(args.pairs):
         order = ("app", "cli") if pair % 2 == 0 else ("cli", "app")
