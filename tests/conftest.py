@@ -19,6 +19,18 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread for the whole suite: its models are tiny and gain nothing from a second thread,
+    and on a busy 2-core machine two OpenMP threads spinning at barriers were measured up to 25x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("LMSTUDIO_RUNS", str(tmp_path / "runs"))

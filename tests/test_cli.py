@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from lmstudio import __version__
 from lmstudio.cli import main
@@ -20,22 +19,6 @@ TINY = ["--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.
         "train.eval_interval=6", "--set", "train.eval_iters=2", "--set", "train.log_interval=3", "--set",
         "train.sample_interval=6", "--set", "train.sample_tokens=8", "--device", "cpu"]
 REPO = Path(__file__).resolve().parents[1]
-
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine two OpenMP threads waiting
-    for each other make every small op slow (a 1-layer GRU step: 1.3 s instead of 20 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-@pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMSTUDIO_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("LMSTUDIO_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")

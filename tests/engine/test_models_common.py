@@ -11,15 +11,6 @@ from lmstudio.engine.models import LanguageModel, build_model
 
 V = 11
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models gain nothing from a second thread, and two OpenMP threads on a busy 2-core machine
-    # were measured up to 25x slower than one (spinning at barriers)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(arch: str, **kw) -> ModelConfig:
     base = dict(arch=arch, n_layer=2, n_embd=16, n_head=2, hidden_size=24, block_size=16, vocab_size=V,

@@ -10,15 +10,6 @@ from lmstudio.engine.models import RecurrentLM, build_model
 
 V = 9
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models gain nothing from a second thread, and two OpenMP threads on a busy 2-core machine
-    # were measured up to 25x slower than one (spinning at barriers)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def rnn_model(arch: str, seed: int = 0, **kw) -> RecurrentLM:
     base = dict(arch=arch, n_layer=2, n_embd=10, hidden_size=14, block_size=16, vocab_size=V, dropout=0.0)

@@ -12,16 +12,6 @@ from lmstudio.config import ARCHS, ConfigError, ModelConfig, TrainConfig
 from lmstudio.engine.models import build_model, memory_estimate, param_count
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models gain nothing from a second thread, and two OpenMP threads on a busy 2-core machine
-    # were measured up to 25x slower than one (spinning at barriers)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def unique_numel(model: torch.nn.Module) -> int:
     # by storage address, independent of how the model counts itself
     seen = {}

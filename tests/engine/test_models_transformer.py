@@ -14,16 +14,6 @@ from lmstudio.engine.models import GPT, build_model
 from lmstudio.engine.models.transformer import SINUSOID_SCALE, CausalSelfAttention, sinusoidal_encoding
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models gain nothing from a second thread, and two OpenMP threads on a busy 2-core machine
-    # were measured up to 25x slower than one (spinning at barriers)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def cfg(**kw) -> ModelConfig:
     base = dict(arch="transformer", n_layer=2, n_embd=24, n_head=3, block_size=12, vocab_size=13, dropout=0.0)
     base.update(kw)

@@ -27,21 +27,6 @@ from lmstudio.engine.schedule import build_optimizer, lr_at, param_groups
 from lmstudio.engine.trainer import TrainControl, Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine two OpenMP threads waiting
-    for each other make every small op slow (a 1-layer GRU step: 1.3 s instead of 20 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-@pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMSTUDIO_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("LMSTUDIO_CACHE", str(tmp_path / "cache"))
-
-
 def tiny_config(*overrides: str) -> RunConfig:
     base = ["corpus.source=tang300", "tokenizer.kind=char", "model.arch=transformer", "model.n_layer=1",
             "model.n_head=2", "model.n_embd=32", "model.block_size=16", "train.batch_size=8",

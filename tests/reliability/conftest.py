@@ -16,18 +16,6 @@ TINY = ["corpus.source=tang300", "tokenizer.kind=char", "model.n_layer=1", "mode
         "train.warmup_steps=0", "train.min_lr=0", "train.device=cpu", "train.seed=3"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: these models are tiny, and on a shared 2-core machine two threads spin
-    against other processes (a 20-step run took 40 s with two threads under load, 1 s with one)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_config(arch: str = "transformer", *overrides: str) -> RunConfig:
     return RunConfig(name=f"rel-{arch}").override(TINY + [f"model.arch={arch}", *overrides]).validate()
 
