@@ -126,6 +126,14 @@ class Controller:
     def tokenizer_key(self) -> tuple | None:
         return self._tokenizer_key
 
+    def built_tokenizer_for(self, cfg: C.RunConfig):
+        """The tokenizer Setup built, if it was built for this corpus and these tokenizer settings: the
+        trainer reuses it (the vocabulary the user browsed) instead of training it again."""
+        with self._lock:
+            if self._tokenizer_key == (cfg.corpus.source, dataclasses.astuple(cfg.tokenizer)):
+                return self._tokenizer
+        return None
+
     def split(self, text: str) -> list[tuple[str, int]]:
         """How the last built tokenizer splits ``text``: pieces (display form) with their ids."""
         with self._lock:
@@ -180,7 +188,8 @@ class Controller:
             run_dir, resume = Path(resume_dir), True
         else:
             run_dir, resume = checkpoint.new_run_dir(self.runs_dir(), cfg.name or cfg.model.arch), False
-        trainer = Trainer(cfg, run_dir, control=control, resume=resume, cache_dir=cache_dir())
+        trainer = Trainer(cfg, run_dir, control=control, resume=resume, cache_dir=cache_dir(),
+                          tokenizer=None if resume else self.built_tokenizer_for(cfg))
         yield from trainer.run()
 
     # ---- runs -------------------------------------------------------------------------------
