@@ -32,6 +32,16 @@ def _one_torch_thread():
 
 
 @pytest.fixture(autouse=True)
+def _collect_garbage_on_the_gui_thread():
+    """Widgets a test dropped are finalized here, on the main thread, not later by a collection that
+    happens to run on some worker thread (PySide deadlocks when Qt objects die off their thread)."""
+    yield
+    import gc
+
+    gc.collect()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("LMSTUDIO_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("LMSTUDIO_CACHE", str(tmp_path / "cache"))

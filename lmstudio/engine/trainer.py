@@ -402,6 +402,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         if drop_state:
             self.optimizer = self.model = self.forward = self.scaler = None
-        gc.collect()
+        # A full collection only where cycles can pin accelerator memory. On the CPU refcounting frees the
+        # tensors, and a collection on this (worker) thread could finalize a GUI's Qt objects off the GUI
+        # thread, which deadlocks PySide (seen in the app's tests).
+        if getattr(self, "device", None) is not None and self.device.type != "cpu":
+            gc.collect()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
