@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import weakref
 from pathlib import Path
 
 import pytest
 
 from lmstudio.config import RunConfig
+from lmstudio.engine import models as models_module
 
 # a model small enough that a 20-step run takes well under a second on 2 CPU cores
 TINY = ["corpus.source=tang300", "tokenizer.kind=char", "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
@@ -51,3 +53,28 @@ def finished_runs(tmp_path_factory):
             return run
 
     return Runs()
+
+
+def fault_in_forward(monkeypatch, at_call: int, fault):
+    """Call ``fault()`` inside the model's training forward from its ``at_call``-th call on."""
+    real_build = models_module.build_model
+    built = []
+
+    def build(cfg):
+        model = real_build(cfg)
+        forward = model.forward
+        calls = {"n": 0}
+
+        def patched(idx, targets=None):
+            if model.training:
+                calls["n"] += 1
+                if calls["n"] >= at_call:
+                    fault()
+            return forward(idx, targets)
+
+        model.forward = patched
+        built.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(models_module, "build_model", build)
+    return built

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import gc
 import os
-import weakref
 
 import pytest
 import torch
@@ -20,32 +19,8 @@ from lmstudio.engine import models as models_module
 from lmstudio.engine.events import Checkpointed, Failed, Finished, StepMetrics
 from lmstudio.engine.session import Session
 from lmstudio.engine.trainer import TrainControl, Trainer
+from tests.reliability.conftest import fault_in_forward as _fault_in_forward
 from tests.reliability.conftest import run_all, tiny_config
-
-
-def _fault_in_forward(monkeypatch, at_call: int, fault):
-    """Call ``fault()`` inside the model's training forward from its ``at_call``-th call on."""
-    real_build = models_module.build_model
-    built = []
-
-    def build(cfg):
-        model = real_build(cfg)
-        forward = model.forward
-        calls = {"n": 0}
-
-        def patched(idx, targets=None):
-            if model.training:
-                calls["n"] += 1
-                if calls["n"] >= at_call:
-                    fault()
-            return forward(idx, targets)
-
-        model.forward = patched
-        built.append(weakref.ref(model))
-        return model
-
-    monkeypatch.setattr(models_module, "build_model", build)
-    return built
 
 
 def _all_finite(run, which="latest") -> bool:

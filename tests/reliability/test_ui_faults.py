@@ -13,42 +13,27 @@ import pytest
 import torch
 from PySide6.QtCore import Qt
 
-from lmstudio.engine import models as models_module
 from lmstudio.engine.session import Session
 from lmstudio.ui import dialogs, workers
 from lmstudio.ui.controller import Controller
 from lmstudio.ui.panes.generation import GenerationPane
 from lmstudio.ui.panes.runs import RunsPane
 from lmstudio.ui.session_controller import SessionController
-from tests.reliability.conftest import copy_run
+from tests.reliability.conftest import copy_run, fault_in_forward
 from tests.ui.conftest import Recorder, errors, tiny_config, window  # noqa: F401 - fixtures used by name
 
 TIMEOUT = 120_000
 
 
 def _oom_from_call(monkeypatch, at_call: int, spy: dict):
-    real_build = models_module.build_model
+    def oom():
+        # from here the process looks like it has a GPU: the clean-up must empty its cache
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.cuda, "empty_cache", lambda: spy.__setitem__("n", spy["n"] + 1))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
 
-    def build(cfg):
-        model = real_build(cfg)
-        forward = model.forward
-        calls = {"n": 0}
-
-        def patched(idx, targets=None):
-            if model.training:
-                calls["n"] += 1
-                if calls["n"] >= at_call:
-                    # from here the process looks like it has a GPU: the clean-up must empty its cache
-                    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-                    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-                    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: spy.__setitem__("n", spy["n"] + 1))
-                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
-            return forward(idx, targets)
-
-        model.forward = patched
-        return model
-
-    monkeypatch.setattr(models_module, "build_model", build)
+    fault_in_forward(monkeypatch, at_call, oom)
 
 
 def test_out_of_memory_in_the_app_shows_advice_and_start_works_again(qtbot, window, errors, monkeypatch):  # noqa: F811
