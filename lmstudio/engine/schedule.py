@@ -12,7 +12,6 @@ from torch import nn
 
 from lmstudio.config import TrainConfig
 
-
 # device types with fused AdamW kernels in the torch this app pins (torch.utils._foreach_utils lists them)
 FUSED_ADAMW_DEVICES = ("cuda", "cpu", "mps")
 
