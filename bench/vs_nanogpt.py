@@ -9,12 +9,13 @@ here), the learning rate set every iteration, forward, the next batch fetched be
 allocator settings. The model is lmstudio's GPT, which is nanoGPT's architecture (pre-LN, fused QKV, SDPA,
 GELU MLP, no biases, tied embeddings), so the two differ only in the loop and its runtime settings.
 
-Each contender runs in its own process (lmstudio's allocator setting is process-wide), one after the other,
-alternating ``lmstudio, nanogpt, nanogpt, lmstudio, ...``; each process trains a warm-up chunk, then
-``--chunks`` chunks of ``--chunk`` steps, and reports its median ms/step. Printed: the median over processes
-and the ratio of the medians, plus the ratio of each back-to-back pair.
+Each contender runs in its own process (lmstudio's allocator setting is process-wide), kept warm; the
+processes take turns, one chunk of ``--chunk`` steps each (order flipping every round), so a machine whose
+speed drifts (it does here, by tens of percent within a minute) slows both alike. ``--processes`` fresh sets
+of workers are started one after another, since one process can be luckier than another in where its memory
+lands. Printed: medians over all chunks, their ratio, and the median ratio of back-to-back chunk pairs.
 
-    .venv/bin/python bench/vs_nanogpt.py                        # 4 processes of each
+    .venv/bin/python bench/vs_nanogpt.py                        # 3 sets of 8 chunks
     .venv/bin/python bench/vs_nanogpt.py --also lmstudio-defaults   # + the trainer without host_memory
 """
 
@@ -111,37 +112,91 @@ def nanogpt_chunks(cache: str, run_dir: str, chunk: int):
 
 
 def worker(args) -> None:
+    """Serve the parent: a warm-up chunk, then one timed chunk per "chunk" line on stdin, one JSON line back."""
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     chunks = (nanogpt_chunks if args.worker == "nanogpt" else lmstudio_chunks)(args.cache, args.run, args.chunk)
     next(chunks)  # warm-up: first-touch memory, allocator, thread pool
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    ms = [next(chunks) / args.chunk * 1000 for _ in range(args.chunks)]
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (args.chunk * args.chunks)
+    print(json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "chunk":
+            break
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        seconds = next(chunks)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"ms": seconds / args.chunk * 1000, "faults_per_step": faults / args.chunk,
+                          "peak_rss_mb": peak_mb}), flush=True)
     chunks.close()
-    print(json.dumps({"worker": args.worker, "threads": torch.get_num_threads(), "faults_per_step": faults,
-                      "median_ms": statistics.median(ms), "all_ms": [round(m, 1) for m in ms]}))
 
 
-def run_one(name: str, args, cache: str, tmp: str, i: int) -> dict:
-    env = dict(os.environ)
-    if name == "lmstudio-defaults":
-        env["LMSTUDIO_KEEP_FREED_MEMORY"] = "0"
-    cmd = [sys.executable, __file__, "--worker", "nanogpt" if name == "nanogpt" else "lmstudio",
-           "--cache", cache, "--run", f"{tmp}/{name}-{i}", "--chunk", str(args.chunk), "--chunks", str(args.chunks)]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def matmul_floor(cache: str) -> dict:
+    """The step's FLOPs and this machine's sgemm rate at the model's shapes: the floor under any loop."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lmstudio.engine.models import build_model
+
+    cfg, _ = _config(cache)
+    model = build_model(cfg.model)
+    x = torch.randint(0, cfg.model.vocab_size, (cfg.train.batch_size, cfg.model.block_size))
+    with FlopCounterMode(display=False) as counter:
+        model(x, x)[1].backward()
+    tokens, width = x.numel(), cfg.model.n_embd
+    a, b = torch.randn(tokens, width), torch.randn(width, 4 * width)  # the MLP's first matmul
+    for _ in range(20):
+        a @ b
+    best = min(_timed(lambda: a @ b, 100) for _ in range(5))
+    return {"gflop_per_step": counter.get_total_flops() / 1e9, "sgemm_gflops": 2 * tokens * width * 4 * width / best / 1e9}
+
+
+def _timed(fn, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n
+
+
+class Contender:
+    """One worker process, kept warm and asked for one chunk at a time."""
+
+    def __init__(self, name: str, args, cache: str, run_dir: str):
+        env = dict(os.environ)
+        if name == "lmstudio-defaults":
+            env["LMSTUDIO_KEEP_FREED_MEMORY"] = "0"
+        cmd = [sys.executable, __file__, "--worker", "nanogpt" if name == "nanogpt" else "lmstudio",
+               "--cache", cache, "--run", run_dir, "--chunk", str(args.chunk)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.threads = self._reply()["threads"]
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.name} worker died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def chunk(self) -> dict:
+        self.proc.stdin.write("chunk\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main() -> None:
+    import torch
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--processes", type=int, default=4, help="processes of each contender")
+    p.add_argument("--processes", type=int, default=3, help="fresh sets of worker processes, one after another")
     p.add_argument("--chunk", type=int, default=20, help="steps per timed chunk")
-    p.add_argument("--chunks", type=int, default=6, help="timed chunks per process, after one warm-up chunk")
+    p.add_argument("--chunks", type=int, default=8, help="timed chunks per process, after one warm-up chunk")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--also", choices=CONTENDERS[2:], action="append", default=[], help="a third contender")
     p.add_argument("--json", action="store_true")
@@ -154,33 +209,47 @@ def main() -> None:
         return
     names = ["lmstudio", "nanogpt", *args.also]
     results: dict[str, list[dict]] = {n: [] for n in names}
+    threads = 0
     with tempfile.TemporaryDirectory() as tmp:
         cache = f"{tmp}/cache"
-        _config(cache)  # build the token cache once, outside the timings
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        floor = matmul_floor(cache)  # also builds the token cache once, outside the timings
         for i in range(args.processes):
-            order = names if i % 2 == 0 else names[::-1]  # a drifting load favours neither side
-            for name in order:
-                results[name].append(run_one(name, args, cache, tmp, i))
-    med = {n: statistics.median(r["median_ms"] for r in results[n]) for n in names}
-    pairs = [a["median_ms"] / b["median_ms"] for a, b in zip(results["lmstudio"], results["nanogpt"], strict=True)]
-    summary = {"threads": results["lmstudio"][0]["threads"], "processes": args.processes,
-               "chunk": args.chunk, "chunks": args.chunks,
+            # a fresh set of warm processes; one chunk each in turn, the order flipping every round
+            team = [Contender(n, args, cache, f"{tmp}/{n}-{i}") for n in names]
+            threads = team[0].threads
+            for r in range(args.chunks):
+                for c in (team if r % 2 == 0 else team[::-1]):
+                    results[c.name].append(c.chunk())
+            for c in team:
+                c.close()
+    med = {n: statistics.median(r["ms"] for r in results[n]) for n in names}
+    # lmstudio's and nanogpt's chunks of one round ran back to back, under about the same load
+    pairs = [a["ms"] / b["ms"] for a, b in zip(results["lmstudio"], results["nanogpt"], strict=True)]
+    floor["matmul_floor_ms"] = floor["gflop_per_step"] / floor["sgemm_gflops"] * 1000
+    summary = {"threads": threads, **{k: round(v, 2) for k, v in floor.items()}, "processes": args.processes, "chunk": args.chunk, "chunks": args.chunks,
                "median_ms": {n: round(v, 1) for n, v in med.items()},
-               "per_process_ms": {n: [round(r["median_ms"], 1) for r in results[n]] for n in names},
+               "all_ms": {n: [round(r["ms"], 1) for r in results[n]] for n in names},
                "page_faults_per_step": {n: round(statistics.median(r["faults_per_step"] for r in results[n]))
                                         for n in names},
+               "peak_rss_mb": {n: round(max(r["peak_rss_mb"] for r in results[n])) for n in names},
                "ratio_lmstudio_over_nanogpt": round(med["lmstudio"] / med["nanogpt"], 3),
-               "pair_ratios": [round(x, 3) for x in pairs]}
+               "median_pair_ratio": round(statistics.median(pairs), 3),
+               "pairs_lmstudio_faster": sum(x < 1 for x in pairs), "pairs": len(pairs)}
     if args.json:
         print(json.dumps(summary))
         return
-    print(f"baby GPT, {summary['threads']} threads, {args.processes} processes of each, "
-          f"{args.chunks} chunks of {args.chunk} steps per process (medians)")
+    print(f"baby GPT, {threads} threads, {args.processes} sets of processes, {args.chunks} alternating chunks "
+          f"of {args.chunk} steps each (medians over all chunks)")
     for n in names:
-        print(f"  {n:18s} {med[n]:6.1f} ms/step   per process {summary['per_process_ms'][n]}   "
-              f"{summary['page_faults_per_step'][n]} page faults/step")
-    print(f"  lmstudio / nanogpt = {summary['ratio_lmstudio_over_nanogpt']:.3f}   "
-          f"back-to-back pairs {summary['pair_ratios']}")
+        print(f"  {n:18s} {med[n]:6.1f} ms/step   {summary['page_faults_per_step'][n]:5d} page faults/step   "
+              f"peak RSS {summary['peak_rss_mb'][n]} MB   {summary['all_ms'][n]}")
+    print(f"  floor: {floor['gflop_per_step']:.2f} GFLOP per step at {floor['sgemm_gflops']:.0f} GFLOP/s (sgemm, "
+          f"{threads} threads, the MLP's shape) = {floor['matmul_floor_ms']:.1f} ms/step of matrix multiplies")
+    print(f"  lmstudio / nanogpt = {summary['ratio_lmstudio_over_nanogpt']:.3f} (medians), "
+          f"{summary['median_pair_ratio']:.3f} (median of back-to-back pairs; lmstudio faster in "
+          f"{summary['pairs_lmstudio_faster']} of {summary['pairs']})")
     if "lmstudio-defaults" in med:
         print(f"  lmstudio / lmstudio-defaults = {med['lmstudio'] / med['lmstudio-defaults']:.3f}")
 
