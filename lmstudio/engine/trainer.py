@@ -77,8 +77,7 @@ class Trainer:
     def run(self) -> Iterator[Event]:
         """Train, yielding events; ends with ``Finished`` or ``Failed`` and never raises for faults."""
         try:
-            with host_memory.freed_memory_kept():
-                yield from self._run()
+            yield from self._run()
             return
         except Exception as e:  # noqa: BLE001 - every fault becomes a Failed event
             if self.control.stopping and type(e).__name__ == "Cancelled":
@@ -214,6 +213,11 @@ class Trainer:
     # ---- the loop ---------------------------------------------------------------------------
     def _run(self) -> Iterator[Event]:
         self._setup()
+        # the step loop only: data preparation and tokenizer training give their memory back as usual
+        with host_memory.freed_memory_kept():
+            yield from self._loop()
+
+    def _loop(self) -> Iterator[Event]:
         cfg, t = self.config, self.config.train
         yield Started(run_dir=str(self.run_dir), device=self.device_label, n_params=self.model.num_params(),
                       start_step=self.step, max_steps=t.max_steps, config=cfg.to_dict())
