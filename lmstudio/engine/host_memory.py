@@ -3,8 +3,8 @@
 A training step allocates its activations and frees them again after the backward pass. With its default
 settings glibc hands large freed blocks straight back to the kernel (big ones are ``munmap``-ed, the top of
 the heap is trimmed), and the next step pays a page fault and a page of zeroing for every 4 KiB it allocates
-again. For nanoGPT's baby GPT on two CPU cores that is about 2,000 faults per step, and the step runs about
-12% faster without them, at the same peak memory (bench/vs_nanogpt.py, docs/benchmarks.md).
+again. For nanoGPT's baby GPT on two CPU cores that is 1,100-1,600 faults per step, and the step runs 2-5%
+faster without them, at the same peak memory (bench/vs_nanogpt.py, docs/benchmarks.md).
 
 ``freed_memory_kept()`` raises glibc's mmap and trim thresholds for as long as a training run lasts, then
 puts glibc's documented defaults back and returns what is free (``malloc_trim``), so a finished run leaves no
