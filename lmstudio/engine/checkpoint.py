@@ -87,6 +87,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def remove_stale_temp_files(folder: str | Path) -> list[str]:
+    """Delete the half-written temporary files (``.<name>.*.tmp``) a killed process left in a run folder.
+
+    Only for a folder this process is about to write to (a resumed run): nothing else writes there then, and a
+    weights-sized leftover would otherwise sit there hidden for good. Returns the names removed.
+    """
+    removed = []
+    for leftover in Path(folder).glob(".*.tmp"):
+        with _suppress_oserror():
+            leftover.unlink()
+            removed.append(leftover.name)
+    return removed
+
+
 def _fsync_dir(folder: Path) -> None:
     # makes the rename itself durable; not possible on Windows, where it is not needed either
     if os.name != "posix":

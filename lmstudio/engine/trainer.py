@@ -128,6 +128,7 @@ class Trainer:
         self.state: dict = {}
         tokenizer = self.given_tokenizer
         if self.resume:
+            ckpt.remove_stale_temp_files(self.run_dir)  # a killed run's half-written files, never read
             self.state = ckpt.load_train_state(self.run_dir)
             tokenizer = Tokenizer.load(self.run_dir / ckpt.TOKENIZER_FILE)
             self._check_same_run(cfg, tokenizer)

@@ -189,3 +189,14 @@ def test_stopping_before_the_first_step_still_leaves_a_resumable_run(tmp_path):
     assert [type(e).__name__ for e in rest] == ["Checkpointed", "Finished"] and rest[-1].step == 0
     resumed = list(Trainer(tiny(), run, resume=True).run())
     assert [e.step for e in resumed if isinstance(e, StepMetrics)] == [2, 4, 6]
+
+
+def test_stale_temp_files_are_removed_and_nothing_else(tmp_path):
+    (tmp_path / ".model.safetensors.ab12cd.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".train_state.pt.x.tmp").write_bytes(b"")
+    keep = ["model.safetensors", "notes.tmp", ".hidden", "config.json"]
+    for name in keep:
+        (tmp_path / name).write_text("x")
+    removed = ckpt.remove_stale_temp_files(tmp_path)
+    assert sorted(removed) == [".model.safetensors.ab12cd.tmp", ".train_state.pt.x.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)

@@ -114,6 +114,8 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(
             proc.kill()
         proc.communicate(timeout=WAIT)
     assert proc.returncode == -signal.SIGKILL
+    leftovers = [p.name for p in run.glob(".*.tmp")]
+    assert leftovers  # the killed write's temporary file: hidden, never read...
     session = Session.load(run)  # the app and `lmstudio generate` open runs this way
     expected = 10 if where == "weights" else 20  # the state rename never happened, the weights one did
     assert session.step == expected
@@ -123,6 +125,7 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(
     # resuming works from the intact pair, or says plainly that the pair does not match
     events = run_all(Trainer(tiny_config("transformer", "train.eval_interval=10", "train.max_steps=30"), run,
                              resume=True))
+    assert not list(run.glob(".*.tmp"))  # ...and removed by the next process that writes to the run
     if where == "weights":
         assert isinstance(events[-1], Finished) and events[-1].step == 30, events[-1]
     else:
