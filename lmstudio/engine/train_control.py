@@ -23,9 +23,15 @@ class TrainControl:
     """Requests from another thread (the UI), each honoured within one optimizer step.
 
     ``stop`` also wakes a paused loop; ``pause`` after ``stop`` is ignored so a stop is never lost.
+
+    ``pause_on_disk_error``: when a checkpoint cannot be written (disk full, read-only, no permission) the
+    trainer pauses itself and tries again on ``resume`` instead of failing, so a person who frees some space
+    loses no steps; ``stop`` then ends the run as a disk failure, the last saved checkpoint intact. For someone
+    at the controls (the app); headless runs keep the default and fail at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pause_on_disk_error: bool = False) -> None:
+        self.pause_on_disk_error = pause_on_disk_error
         self._lock = threading.Lock()
         self._running = threading.Event()
         self._running.set()

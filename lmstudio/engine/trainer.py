@@ -291,7 +291,7 @@ class Trainer:
                                         else self.step % t.checkpoint_interval == 0)
             if due:
                 watch.flush()
-                yield self._save(run_start, best=is_best, val_loss=val_loss)
+                run_start += yield from self._save_or_pause(run_start, best=is_best, val_loss=val_loss)
             # evaluating, sampling and saving are not training speed: keep them out of tokens/s
             last_report += time.perf_counter() - aux_start
         watch.flush()
@@ -390,6 +390,32 @@ class Trainer:
         except OSError as e:
             raise _DiskError from e
         return Checkpointed(step=self.step, path=str(path), best=best)
+
+    def _save_or_pause(self, run_start: float, *, best: bool, val_loss: float | None) -> Iterator[Event]:
+        """Save; if the disk refuses and ``control.pause_on_disk_error``, pause and try again on resume.
+
+        Returns the seconds spent waiting, which do not count as training time.
+        """
+        control, waited = self.control, 0.0
+        while True:
+            try:
+                yield self._save(run_start + waited, best=best, val_loss=val_loss)
+                return waited
+            except _DiskError as e:
+                if not control.pause_on_disk_error or control.stopping:
+                    raise
+                control.pause()
+                yield Notice(step=self.step, message=(
+                    f"Could not save the checkpoint at step {self.step} in {self.run_dir} ({e.__cause__}). Training "
+                    "is paused and nothing is lost: free disk space (or fix the folder's permissions), then press "
+                    "Resume to save again. Stop ends the run with the last checkpoint that was saved."))
+                yield StateChanged("paused", self.step)
+                paused_at = time.perf_counter()
+                control.wait_while_paused()
+                waited += time.perf_counter() - paused_at
+                if control.stopping:
+                    raise
+                yield StateChanged("running", self.step)
 
     def _append(self, name: str, event: Event) -> None:
         try:

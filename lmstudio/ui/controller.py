@@ -174,10 +174,12 @@ class Controller:
         return Path(checkpoint.default_runs_dir())
 
     def new_control(self):
-        """The engine's thread-safe TrainControl (pause/resume/stop/set_lr are safe from any thread)."""
+        """The engine's thread-safe TrainControl (pause/resume/stop/set_lr are safe from any thread).
+
+        Someone is at the controls: a checkpoint the disk refuses pauses the run (Resume saves again)."""
         from lmstudio.engine.trainer import TrainControl
 
-        return TrainControl()
+        return TrainControl(pause_on_disk_error=True)
 
     def training_events(self, cfg: C.RunConfig, control, resume_dir: str | None = None) -> Iterator[Any]:
         """*worker*: create the run folder and iterate the trainer's events (frozen dataclasses)."""

@@ -71,6 +71,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.inspect_pane, "Inspect")
         self.setCentralWidget(self.tabs)
         self._make_menus()
+        self._notice = ""  # the trainer's last Notice, while the status bar shows it
         self._make_status_bar()
         self._connect()
         self.setup.model.set_presets(self.controller.presets())
@@ -146,6 +147,7 @@ class MainWindow(QMainWindow):
         self.training.start_clicked.connect(self.start_training)
         self.training.state_changed.connect(self._on_state)
         self.training.error_shown.connect(self.show_error)
+        self.training.notice_shown.connect(self._on_notice)
         self.training.run_started.connect(self._on_run_started)
         self.training.device_used.connect(self.device_label.setText)
         self.training.checkpoint_written.connect(self._on_checkpoint)
@@ -270,11 +272,18 @@ class MainWindow(QMainWindow):
 
     # ---- reactions ----------------------------------------------------------------------------
     def _on_state(self, state: str) -> None:
+        if state != "paused" and self._notice and self._notice == self.statusBar().currentMessage():
+            self.statusBar().clearMessage()  # e.g. resumed after a failed save: the notice is done with
         text = STATE_TEXT.get(state, state)
         if state in ("running", "paused") and self.training.last_step:
             text += f" · step {self.training.last_step:,}"
         self.state_label.setText(text)
         self.act_pause.setText("&Resume training" if state == "paused" else "&Pause training")
+
+    def _on_notice(self, message: str) -> None:
+        # seen from any tab, for a minute or until the run changes state (a paused run waits for the user)
+        self._notice = message
+        self.statusBar().showMessage(message, 60_000)
 
     def _on_run_started(self, run_dir: str) -> None:
         self.run_label.setText(f"Run: {run_dir}")

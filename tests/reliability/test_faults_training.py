@@ -16,7 +16,7 @@ import torch
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import data as data_module
 from lmstudio.engine import models as models_module
-from lmstudio.engine.events import Checkpointed, Failed, Finished, StepMetrics
+from lmstudio.engine.events import Checkpointed, Failed, Finished, Notice, StateChanged, StepMetrics
 from lmstudio.engine.session import Session
 from lmstudio.engine.trainer import TrainControl, Trainer
 from tests.reliability.conftest import fault_in_forward as _fault_in_forward
@@ -200,6 +200,44 @@ def test_a_disk_that_refuses_writes_fails_cleanly_and_keeps_the_previous_checkpo
     assert trainer.step == 20 and trainer.model is not None
     again = run_all(Trainer(tiny_config(), run, resume=True))
     assert isinstance(again[-1], Finished) and again[-1].step == 20
+
+
+def test_with_someone_at_the_controls_a_full_disk_pauses_and_resume_saves_again(tmp_path, monkeypatch):
+    """The app's control: the failed save pauses the run; space freed, Resume saves those very steps."""
+    run = tmp_path / "run"
+    _fail_writes_after(monkeypatch, 3, DISK_ERRORS["disk-full"])  # the save at step 20 fails
+    control = TrainControl(pause_on_disk_error=True)
+    seen = []
+
+    def on_event(event):
+        seen.append(type(event).__name__)
+        if isinstance(event, StateChanged) and event.state == "paused":
+            assert control.paused and ckpt.weights_metadata(run / ckpt.LATEST_FILE)["step"] == 10
+            monkeypatch.undo()  # the user frees some space...
+            control.resume()    # ...and presses Resume
+
+    events = run_all(Trainer(tiny_config("transformer", "train.max_steps=30"), run, control=control), on_event)
+    notice = next(e for e in events if isinstance(e, Notice))
+    assert notice.step == 20 and "No space left on device" in notice.message and "Resume" in notice.message
+    assert seen.index("Notice") < seen.index("StateChanged") < seen.index("Checkpointed", seen.index("Notice"))
+    assert [e.step for e in events if isinstance(e, Checkpointed)].count(20) == 1  # saved once it could be
+    assert isinstance(events[-1], Finished) and events[-1].reason == "completed" and events[-1].step == 30
+    assert ckpt.load_train_state(run)["step"] == 30 and not _leftovers(run)
+
+
+def test_stop_while_paused_on_a_full_disk_ends_as_a_disk_failure_with_the_last_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    _fail_writes_after(monkeypatch, 3, DISK_ERRORS["read-only"])
+    control = TrainControl(pause_on_disk_error=True)
+
+    def on_event(event):
+        if isinstance(event, StateChanged) and event.state == "paused":
+            control.stop()  # the user gives up instead
+
+    events = run_all(Trainer(tiny_config(), run, control=control), on_event)
+    assert isinstance(events[-1], Failed) and events[-1].kind == "disk", events[-1]
+    assert "previous checkpoint is intact" in events[-1].message
+    assert ckpt.weights_metadata(run / ckpt.LATEST_FILE)["step"] == 10 and not _leftovers(run)
 
 
 def test_a_full_disk_while_writing_the_file_itself_leaves_no_half_file(tmp_path, monkeypatch):

@@ -230,3 +230,37 @@ def test_a_restarted_window_offers_the_newest_run_to_generate_and_inspect(qtbot,
     qtbot.addWidget(again)
     qtbot.waitUntil(lambda: chosen == [run_dir], timeout=TIMEOUT)
     again.close()
+
+
+def test_a_full_disk_pauses_the_run_and_resume_saves_it(qtbot, window, errors, monkeypatch):
+    """A checkpoint the disk refuses: the app pauses and says so; space freed, Resume saves and finishes."""
+    import errno
+    import os
+
+    from lmstudio.engine import checkpoint as ckpt
+
+    real_replace, disk_full = os.replace, [True]
+
+    def replace(src, dst, *args, **kwargs):
+        if disk_full[0] and str(dst).endswith((".safetensors", ".pt")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+    win, pane = window, window.training
+    win.setup.set_config(tiny_config("gru", extra=["train.max_steps=10", "train.eval_interval=5",
+                                                   "train.log_interval=1", "train.sample_interval=0"]))
+    qtbot.waitUntil(lambda: not win.setup.corpus.is_busy(), timeout=TIMEOUT)
+    with qtbot.waitSignal(pane.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "paused"):
+        win.start_training()
+    assert "Could not save the checkpoint at step 5" in pane.timing.text()
+    assert "No space left on device" in win.statusBar().currentMessage()
+    assert pane.pause_btn.text() == "Resume" and win.state_label.text().startswith("Paused")
+    disk_full[0] = False  # the user frees some space
+    with qtbot.waitSignal(pane.run_finished, timeout=TIMEOUT) as finished:
+        qtbot.mouseClick(pane.pause_btn, Qt.MouseButton.LeftButton)
+    run_dir, reason = finished.args
+    qtbot.waitUntil(lambda: not pane.is_running(), timeout=TIMEOUT)
+    assert reason == "completed" and ckpt.load_train_state(run_dir)["step"] == 10
+    assert "No space" not in win.statusBar().currentMessage()
+    assert errors.calls == []

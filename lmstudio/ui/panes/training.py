@@ -50,6 +50,7 @@ class TrainingPane(QWidget):
     checkpoint_written = Signal(str)   # run_dir
     run_finished = Signal(str, str)    # run_dir, reason ("completed", "stopped", "failed")
     error_shown = Signal(str)
+    notice_shown = Signal(str)         # the trainer's Notice: worth telling, training goes on (or waits)
     start_clicked = Signal()
 
     def __init__(self, controller: Controller, parent: QWidget | None = None):
@@ -242,6 +243,9 @@ class TrainingPane(QWidget):
             self.checkpoint_written.emit(self.run_dir or ev.path)
         elif isinstance(ev, E.StateChanged):
             self._set_state(ev.state)
+        elif isinstance(ev, E.Notice):
+            self.timing.setText(ev.message)
+            self.notice_shown.emit(ev.message)
         elif isinstance(ev, E.Finished):
             self.run_dir = ev.run_dir or self.run_dir
             self.progress.setValue(ev.step)
