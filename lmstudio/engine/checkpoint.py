@@ -68,19 +68,33 @@ def new_run_dir(root: str | Path, name: str) -> Path:
 # ---- atomic writes ------------------------------------------------------------------------------
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)``, fsync, then rename over ``path``; on any failure the old file stays."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    atomic_write_all([(path, write)])
+
+
+def atomic_write_all(files: list[tuple[str | Path, Callable[[str], None]]]) -> None:
+    """Write every file to a temporary file first, and rename them into place (in order) only when all are
+    written: a full disk while writing any of them leaves every old file as it was."""
+    written: list[tuple[str, Path]] = []
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for path, write in files:
+            path = Path(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            written.append((tmp, path))
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        while written:
+            tmp, path = written[0]
+            os.replace(tmp, path)
+            written.pop(0)
     except BaseException:
-        with _suppress_oserror():
-            os.unlink(tmp)
+        for tmp, _ in written:
+            with _suppress_oserror():
+                os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    for folder in {Path(path).parent for path, _ in files}:
+        _fsync_dir(folder)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -128,8 +142,12 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] | 
     ``save_model`` (not ``save_file``) because safetensors refuses tensors that share memory, and tied
     embeddings do: it stores one copy and ``load_model`` restores the tie.
     """
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    meta = _string_metadata(metadata or {})
     atomic_write(path, lambda tmp: save_model(model, tmp, metadata=meta))
+
+
+def _string_metadata(metadata: dict[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v) for k, v in metadata.items()}  # safetensors metadata holds strings only
 
 
 def weights_path(run_dir: str | Path, which: str = "latest") -> Path:
@@ -204,15 +222,21 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict[str, Any]
                     best: bool = False) -> Path:
     """Write latest weights (and best weights when ``best``) and the resume state; returns the weights path.
 
-    The weights go first: if the state write then fails, the old state still matches the old step
-    stored in the weights' metadata, and a resume notices the mismatch instead of mixing them.
+    All three files are written in full before any is renamed into place, so a full disk while writing
+    (the state, holding the optimizer's moments, is the biggest) leaves the previous checkpoint whole. Only a
+    crash between the renames can leave new weights beside the old state; the weights go first, their metadata
+    holds their step, and a resume notices the mismatch instead of mixing them.
     """
     run_dir = Path(run_dir)
     meta = {"step": state["step"], "best_val": state.get("best_val"), "val_loss": state.get("val_loss")}
-    save_weights(model, run_dir / LATEST_FILE, meta)
+    def weights(tmp: str) -> None:
+        save_model(model, tmp, metadata=_string_metadata(meta))
+
+    files = [(run_dir / LATEST_FILE, weights)]
     if best:
-        save_weights(model, run_dir / BEST_FILE, meta)
-    save_train_state(run_dir, state)
+        files.append((run_dir / BEST_FILE, weights))
+    files.append((run_dir / STATE_FILE, lambda tmp: torch.save(state, tmp)))
+    atomic_write_all(files)
     return run_dir / LATEST_FILE
 
 

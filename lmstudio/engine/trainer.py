@@ -70,6 +70,7 @@ class Trainer:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else ckpt.default_cache_dir()
         self.given_tokenizer = tokenizer
         self.step = 0
+        self.saved_step: int | None = None  # the step of the last checkpoint this trainer wrote
         self.model = None          # the plain module (weights are saved from it)
         self.forward = None        # what the loop calls: the compiled module, or the plain one
 
@@ -296,7 +297,7 @@ class Trainer:
             last_report += time.perf_counter() - aux_start
         watch.flush()
         reason = "completed" if self.step >= t.max_steps else "stopped"
-        if reason == "stopped":
+        if reason == "stopped" and self.saved_step != self.step:
             yield self._save(run_start, best=False, val_loss=None)
         self.elapsed = time.perf_counter() - run_start
         yield Finished(step=self.step, reason=reason, run_dir=str(self.run_dir), elapsed=self.elapsed)
@@ -389,6 +390,7 @@ class Trainer:
             path = ckpt.save_checkpoint(self.run_dir, self.model, state, best=best)
         except OSError as e:
             raise _DiskError from e
+        self.saved_step = self.step
         return Checkpointed(step=self.step, path=str(path), best=best)
 
     def _save_or_pause(self, run_start: float, *, best: bool, val_loss: float | None) -> Iterator[Event]:
@@ -405,17 +407,19 @@ class Trainer:
                 if not control.pause_on_disk_error or control.stopping:
                     raise
                 control.pause()
+                if control.stopping:  # a Stop that arrived just now: the pause was refused
+                    raise
                 yield Notice(step=self.step, message=(
                     f"Could not save the checkpoint at step {self.step} in {self.run_dir} ({e.__cause__}). Training "
                     "is paused and nothing is lost: free disk space (or fix the folder's permissions), then press "
-                    "Resume to save again. Stop ends the run with the last checkpoint that was saved."))
+                    "Resume to save again. Stop tries once more, then ends the run with the last checkpoint saved."))
                 yield StateChanged("paused", self.step)
                 paused_at = time.perf_counter()
                 control.wait_while_paused()
                 waited += time.perf_counter() - paused_at
-                if control.stopping:
-                    raise
-                yield StateChanged("running", self.step)
+                if not control.stopping:
+                    yield StateChanged("running", self.step)
+                # resumed or stopped, save again: the space may have been freed before Stop was pressed
 
     def _append(self, name: str, event: Event) -> None:
         try:

@@ -240,6 +240,23 @@ def test_stop_while_paused_on_a_full_disk_ends_as_a_disk_failure_with_the_last_c
     assert ckpt.weights_metadata(run / ckpt.LATEST_FILE)["step"] == 10 and not _leftovers(run)
 
 
+def test_stop_after_freeing_space_saves_the_waiting_checkpoint(tmp_path, monkeypatch):
+    """Space freed, then Stop rather than Resume: the stop still saves the steps that were waiting."""
+    run = tmp_path / "run"
+    _fail_writes_after(monkeypatch, 3, DISK_ERRORS["disk-full"])
+    control = TrainControl(pause_on_disk_error=True)
+
+    def on_event(event):
+        if isinstance(event, StateChanged) and event.state == "paused":
+            monkeypatch.undo()
+            control.stop()
+
+    events = run_all(Trainer(tiny_config("transformer", "train.max_steps=30"), run, control=control), on_event)
+    assert isinstance(events[-1], Finished) and events[-1].reason == "stopped" and events[-1].step == 20
+    assert [e.step for e in events if isinstance(e, Checkpointed)] == [10, 20]  # once, not again at the stop
+    assert ckpt.load_train_state(run)["step"] == 20 and not _leftovers(run)
+
+
 def test_a_full_disk_while_writing_the_file_itself_leaves_no_half_file(tmp_path, monkeypatch):
     """ENOSPC in the middle of writing the bytes (not at the rename)."""
     run = tmp_path / "run"
@@ -257,15 +274,13 @@ def test_a_full_disk_while_writing_the_file_itself_leaves_no_half_file(tmp_path,
     monkeypatch.setattr(ckpt.torch, "save", full_save)
     events = run_all(Trainer(tiny_config(), run))
     assert isinstance(events[-1], Failed) and events[-1].kind == "disk"
-    state = ckpt.load_train_state(run)
-    assert state["step"] == 10
-    # the weights of step 20 were written before the state failed: a resume must notice, not mix them
-    meta_step = ckpt.weights_metadata(run / ckpt.LATEST_FILE)["step"]
-    if meta_step != state["step"]:
-        again = run_all(Trainer(tiny_config(), run, resume=True))
-        assert isinstance(again[-1], Failed) and again[-1].kind == "checkpoint"
-        assert "do not match" in again[-1].message
+    assert ckpt.load_train_state(run)["step"] == 10
+    # step 20's weights were written too, but every file is renamed only once all are written: none was
+    assert ckpt.weights_metadata(run / ckpt.LATEST_FILE)["step"] == 10
     assert not _leftovers(run)
+    monkeypatch.undo()
+    again = run_all(Trainer(tiny_config(), run, resume=True))  # so the run resumes from step 10
+    assert isinstance(again[-1], Finished) and again[-1].step == 20
 
 
 def test_a_read_only_runs_folder_at_the_start_is_a_disk_failure(tmp_path, monkeypatch):
