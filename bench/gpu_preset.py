@@ -3,7 +3,9 @@
 Trains ``gpt_shakespeare`` (nanoGPT's GPU config) once per variant, one after another in this process, and
 prints for each: median training tokens/s (steps after ``--skip`` only, so compilation is not counted), the
 wall-clock time (evaluations included, as nanoGPT's would be) until the first evaluation at or below
-``--target``, the seconds before the first step report (model build + compilation), and the last validation loss.
+``--target``, the training seconds at the first step report (compilation happens in the first steps; data and
+model building come before the clock starts), and the last validation loss. Variants share one process, so
+later ones may reuse torch.compile's caches: run one variant per process for cold compile times.
 
     .venv/bin/python bench/gpu_preset.py                                   # every variant, 5000 steps each
     .venv/bin/python bench/gpu_preset.py --variants all-on no-compile --max-steps 2000

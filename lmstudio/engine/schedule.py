@@ -55,7 +55,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     """AdamW or SGD with momentum ``beta1``; the lr is set each step by the trainer.
 
     AdamW uses torch's fused kernels wherever torch has them (CUDA, CPU, MPS): one pass over each parameter
-    instead of a chain of foreach ops; on two CPU cores that is ~3 ms of a ~55 ms baby-GPT step.
+    instead of a chain of foreach ops. Measured on the CPU only (part of the trainer's lead in
+    bench/vs_nanogpt.py); CUDA is nanoGPT's choice; MPS is untested here.
     """
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "sgd":
