@@ -225,16 +225,23 @@ def test_with_someone_at_the_controls_a_full_disk_pauses_and_resume_saves_again(
     assert ckpt.load_train_state(run)["step"] == 30 and not _leftovers(run)
 
 
-def test_stop_while_paused_on_a_full_disk_ends_as_a_disk_failure_with_the_last_checkpoint(tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    _fail_writes_after(monkeypatch, 3, DISK_ERRORS["read-only"])
+def _run_and_stop_when_paused(run, monkeypatch, error: OSError, free_space_first: bool) -> list:
+    """Saves fail from step 20 on; at the pause the user (maybe after freeing space) presses Stop."""
+    _fail_writes_after(monkeypatch, 3, error)
     control = TrainControl(pause_on_disk_error=True)
 
     def on_event(event):
         if isinstance(event, StateChanged) and event.state == "paused":
-            control.stop()  # the user gives up instead
+            if free_space_first:
+                monkeypatch.undo()
+            control.stop()
 
-    events = run_all(Trainer(tiny_config(), run, control=control), on_event)
+    return run_all(Trainer(tiny_config("transformer", "train.max_steps=30"), run, control=control), on_event)
+
+
+def test_stop_while_paused_on_a_full_disk_ends_as_a_disk_failure_with_the_last_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    events = _run_and_stop_when_paused(run, monkeypatch, DISK_ERRORS["read-only"], free_space_first=False)
     assert isinstance(events[-1], Failed) and events[-1].kind == "disk", events[-1]
     assert "previous checkpoint is intact" in events[-1].message
     assert ckpt.weights_metadata(run / ckpt.LATEST_FILE)["step"] == 10 and not _leftovers(run)
@@ -243,15 +250,7 @@ def test_stop_while_paused_on_a_full_disk_ends_as_a_disk_failure_with_the_last_c
 def test_stop_after_freeing_space_saves_the_waiting_checkpoint(tmp_path, monkeypatch):
     """Space freed, then Stop rather than Resume: the stop still saves the steps that were waiting."""
     run = tmp_path / "run"
-    _fail_writes_after(monkeypatch, 3, DISK_ERRORS["disk-full"])
-    control = TrainControl(pause_on_disk_error=True)
-
-    def on_event(event):
-        if isinstance(event, StateChanged) and event.state == "paused":
-            monkeypatch.undo()
-            control.stop()
-
-    events = run_all(Trainer(tiny_config("transformer", "train.max_steps=30"), run, control=control), on_event)
+    events = _run_and_stop_when_paused(run, monkeypatch, DISK_ERRORS["disk-full"], free_space_first=True)
     assert isinstance(events[-1], Finished) and events[-1].reason == "stopped" and events[-1].step == 20
     assert [e.step for e in events if isinstance(e, Checkpointed)] == [10, 20]  # once, not again at the stop
     assert ckpt.load_train_state(run)["step"] == 20 and not _leftovers(run)
