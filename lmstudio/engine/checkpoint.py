@@ -142,12 +142,12 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] | 
     ``save_model`` (not ``save_file``) because safetensors refuses tensors that share memory, and tied
     embeddings do: it stores one copy and ``load_model`` restores the tie.
     """
-    meta = _string_metadata(metadata or {})
-    atomic_write(path, lambda tmp: save_model(model, tmp, metadata=meta))
+    atomic_write(path, _weights_writer(model, metadata or {}))
 
 
-def _string_metadata(metadata: dict[str, Any]) -> dict[str, str]:
-    return {k: json.dumps(v) for k, v in metadata.items()}  # safetensors metadata holds strings only
+def _weights_writer(model: nn.Module, metadata: dict[str, Any]) -> Callable[[str], None]:
+    meta = {k: json.dumps(v) for k, v in metadata.items()}  # safetensors metadata holds strings only
+    return lambda tmp: save_model(model, tmp, metadata=meta)
 
 
 def weights_path(run_dir: str | Path, which: str = "latest") -> Path:
@@ -205,7 +205,11 @@ def weights_metadata(path: str | Path) -> dict[str, Any]:
 
 # ---- resume state ------------------------------------------------------------------------------
 def save_train_state(run_dir: str | Path, state: dict[str, Any]) -> None:
-    atomic_write(Path(run_dir) / STATE_FILE, lambda tmp: torch.save(state, tmp))
+    atomic_write(Path(run_dir) / STATE_FILE, _state_writer(state))
+
+
+def _state_writer(state: dict[str, Any]) -> Callable[[str], None]:
+    return lambda tmp: torch.save(state, tmp)
 
 
 def load_train_state(run_dir: str | Path) -> dict[str, Any]:
@@ -229,13 +233,11 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict[str, Any]
     """
     run_dir = Path(run_dir)
     meta = {"step": state["step"], "best_val": state.get("best_val"), "val_loss": state.get("val_loss")}
-    def weights(tmp: str) -> None:
-        save_model(model, tmp, metadata=_string_metadata(meta))
-
+    weights = _weights_writer(model, meta)
     files = [(run_dir / LATEST_FILE, weights)]
     if best:
         files.append((run_dir / BEST_FILE, weights))
-    files.append((run_dir / STATE_FILE, lambda tmp: torch.save(state, tmp)))
+    files.append((run_dir / STATE_FILE, _state_writer(state)))
     atomic_write_all(files)
     return run_dir / LATEST_FILE
 
