@@ -49,8 +49,11 @@ def main() -> None:
                 print(f"{args.preset}: {event.n_params / 1e6:.2f}M parameters on {event.device}", flush=True)
             elif isinstance(event, EvalMetrics):
                 evals.append(event)
-                print(f"  step {event.step:5d}  train {event.train_loss:.4f}  val {event.val_loss:.4f}  "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+                print(
+                    f"  step {event.step:5d}  train {event.train_loss:.4f}  val {event.val_loss:.4f}  "
+                    f"({time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
             elif isinstance(event, Failed):
                 raise SystemExit(f"failed: {event.message}")
             elif isinstance(event, Finished):
@@ -59,12 +62,19 @@ def main() -> None:
         cfg_final = session.config
         cfg_final.train.eval_iters = args.final_iters
         _, data = prepare_data(cfg_final, tokenizer=session.tokenizer, cache_dir=cache)
-        final = estimate_losses(session.model, data, cfg_final, session.device, dev.choose_precision(session.device))
-    result = {"preset": args.preset, "steps": cfg.train.max_steps, "threads": torch.get_num_threads(),
-              "wall_s": round(wall, 1), "ms_per_step": round(1000 * wall / cfg.train.max_steps, 1),
-              "val_loss_in_run": round(evals[-1].val_loss, 4),
-              f"val_loss_{args.final_iters}_batches": round(final["val_loss"], 4),
-              f"train_loss_{args.final_iters}_batches": round(final["train_loss"], 4)}
+        final = estimate_losses(
+            session.model, data, cfg_final, session.device, dev.choose_precision(session.device)
+        )
+    result = {
+        "preset": args.preset,
+        "steps": cfg.train.max_steps,
+        "threads": torch.get_num_threads(),
+        "wall_s": round(wall, 1),
+        "ms_per_step": round(1000 * wall / cfg.train.max_steps, 1),
+        "val_loss_in_run": round(evals[-1].val_loss, 4),
+        f"val_loss_{args.final_iters}_batches": round(final["val_loss"], 4),
+        f"train_loss_{args.final_iters}_batches": round(final["train_loss"], 4),
+    }
     print(json.dumps(result))
 
 

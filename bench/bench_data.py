@@ -43,16 +43,21 @@ def alternate(named: dict, repeats: int) -> dict[str, float]:
 
 def nanogpt_get(arr: np.ndarray, batch_size: int, block_size: int, gen: torch.Generator):
     ix = torch.randint(len(arr) - block_size, (batch_size,), generator=gen)
-    x = torch.stack([torch.from_numpy(arr[i:i + block_size].astype(np.int64)) for i in ix.tolist()])
-    y = torch.stack([torch.from_numpy(arr[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
+    x = torch.stack([torch.from_numpy(arr[i : i + block_size].astype(np.int64)) for i in ix.tolist()])
+    y = torch.stack([torch.from_numpy(arr[i + 1 : i + 1 + block_size].astype(np.int64)) for i in ix.tolist()])
     return x, y
 
 
 def batch_timings(data: TokenData, b: int, t: int, repeats: int, n: int) -> dict[str, float]:
     batcher = Batcher(data, b, t, seed=0)
     gen = torch.Generator().manual_seed(0)
-    med = alternate({"numpy gather (ours)": lambda: [batcher.get() for _ in range(n)],
-                     "nanoGPT stack": lambda: [nanogpt_get(data.train, b, t, gen) for _ in range(n)]}, repeats)
+    med = alternate(
+        {
+            "numpy gather (ours)": lambda: [batcher.get() for _ in range(n)],
+            "nanoGPT stack": lambda: [nanogpt_get(data.train, b, t, gen) for _ in range(n)],
+        },
+        repeats,
+    )
     return {k: v / n for k, v in med.items()}
 
 
@@ -76,8 +81,16 @@ def big_file_child(path: str, cache: str) -> None:
     dt = time.perf_counter() - t
     done.set()
     watcher.join()
-    print(json.dumps({"tokens": int(len(ids)), "seconds": dt, "base_rss_mb": base / 2**20,
-                      "peak_rss_mb": peak[0] / 2**20}))
+    print(
+        json.dumps(
+            {
+                "tokens": int(len(ids)),
+                "seconds": dt,
+                "base_rss_mb": base / 2**20,
+                "peak_rss_mb": peak[0] / 2**20,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -91,24 +104,41 @@ def main() -> None:
         return
     r = args.repeats
     text = read_corpus("tiny_shakespeare")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; tiny_shakespeare {len(text):,} chars")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; tiny_shakespeare {len(text):,} chars"
+    )
 
-    med = alternate({"bpe1000": lambda: train_tokenizer(TokenizerConfig(kind="bpe", vocab_size=1000), text),
-                     "word": lambda: train_tokenizer(TokenizerConfig(kind="word", vocab_size=65536), text),
-                     "char": lambda: train_tokenizer(TokenizerConfig(kind="char"), text)}, r)
+    med = alternate(
+        {
+            "bpe1000": lambda: train_tokenizer(TokenizerConfig(kind="bpe", vocab_size=1000), text),
+            "word": lambda: train_tokenizer(TokenizerConfig(kind="word", vocab_size=65536), text),
+            "char": lambda: train_tokenizer(TokenizerConfig(kind="char"), text),
+        },
+        r,
+    )
     print("train tokenizer (s): " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
 
     char = train_tokenizer(TokenizerConfig(kind="char"), text)
     stoi = {c: i for i, c in enumerate(char._tokens)}
-    med = alternate({"numpy lookup (ours)": lambda: char.encode_array(text),
-                     "python dict": lambda: [stoi.get(c, 0) for c in text],
-                     "HF WordLevel file": lambda: char._hf.encode(text)}, r)
+    med = alternate(
+        {
+            "numpy lookup (ours)": lambda: char.encode_array(text),
+            "python dict": lambda: [stoi.get(c, 0) for c in text],
+            "HF WordLevel file": lambda: char._hf.encode(text),
+        },
+        r,
+    )
     print("char encode (s): " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
 
     for kind in ("bpe", "word"):
         tok = train_tokenizer(TokenizerConfig(kind=kind, vocab_size=1000 if kind == "bpe" else 65536), text)
-        med = alternate({"pieces+encode_batch (ours)": lambda tok=tok: tok.encode_array(text),
-                         "one HF encode": lambda tok=tok: tok._hf.encode(text)}, r)
+        med = alternate(
+            {
+                "pieces+encode_batch (ours)": lambda tok=tok: tok.encode_array(text),
+                "one HF encode": lambda tok=tok: tok._hf.encode(text),
+            },
+            r,
+        )
         print(f"{kind} encode (s): " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
 
     ids = char.encode_array(text).astype(np.uint16)
@@ -124,11 +154,17 @@ def main() -> None:
                 for _ in range(max(1, args.big_mb * (1 << 20) // len(text.encode()))):
                     f.write(text)
             size_mb = path.stat().st_size / (1 << 20)
-            out = subprocess.run([sys.executable, __file__, "--child", str(path), str(Path(tmp) / "cache")],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(path), str(Path(tmp) / "cache")],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             res = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"stream-encode a {size_mb:.0f} MB file (char): {res['seconds']:.1f} s, "
-                  f"{res['tokens']:,} tokens, RSS {res['base_rss_mb']:.0f} MB before, peak {res['peak_rss_mb']:.0f} MB")
+            print(
+                f"stream-encode a {size_mb:.0f} MB file (char): {res['seconds']:.1f} s, "
+                f"{res['tokens']:,} tokens, RSS {res['base_rss_mb']:.0f} MB before, peak {res['peak_rss_mb']:.0f} MB"
+            )
 
 
 if __name__ == "__main__":

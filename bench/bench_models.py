@@ -37,12 +37,12 @@ def decode_tok_per_s(model, n_tokens: int, cached: bool) -> float:
         state = model.init_state(1)
         for t in range(n_tokens):
             if model.state_capacity is not None and model.state_len(state) >= model.state_capacity:
-                state = model.init_state(1)                        # refill from the last half window
-                _, state = model.step(ids[:, t - ctx // 2:t], state)
-            _, state = model.step(ids[:, t:t + 1], state)
+                state = model.init_state(1)  # refill from the last half window
+                _, state = model.step(ids[:, t - ctx // 2 : t], state)
+            _, state = model.step(ids[:, t : t + 1], state)
     else:
         for t in range(n_tokens):
-            model(ids[:, max(0, t + 1 - ctx):t + 1])                # the whole window every token
+            model(ids[:, max(0, t + 1 - ctx) : t + 1])  # the whole window every token
     return n_tokens / (time.perf_counter() - start)
 
 
@@ -57,10 +57,18 @@ def main() -> None:
     # training: nanoGPT's CPU baby size for the Transformer, a 2x256 LSTM-sized stack for the others
     B, T, V = 12, 64, 65
     cfgs = {
-        "transformer 4L/4H/128": ModelConfig(arch="transformer", n_layer=4, n_head=4, n_embd=128, block_size=T, vocab_size=V),
-        "lstm 2x256": ModelConfig(arch="lstm", n_layer=2, n_embd=128, hidden_size=256, block_size=T, vocab_size=V),
-        "gru 2x256": ModelConfig(arch="gru", n_layer=2, n_embd=128, hidden_size=256, block_size=T, vocab_size=V),
-        "rnn 2x256": ModelConfig(arch="rnn", n_layer=2, n_embd=128, hidden_size=256, block_size=T, vocab_size=V),
+        "transformer 4L/4H/128": ModelConfig(
+            arch="transformer", n_layer=4, n_head=4, n_embd=128, block_size=T, vocab_size=V
+        ),
+        "lstm 2x256": ModelConfig(
+            arch="lstm", n_layer=2, n_embd=128, hidden_size=256, block_size=T, vocab_size=V
+        ),
+        "gru 2x256": ModelConfig(
+            arch="gru", n_layer=2, n_embd=128, hidden_size=256, block_size=T, vocab_size=V
+        ),
+        "rnn 2x256": ModelConfig(
+            arch="rnn", n_layer=2, n_embd=128, hidden_size=256, block_size=T, vocab_size=V
+        ),
     }
     models = {k: build_model(c).train() for k, c in cfgs.items()}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
@@ -79,10 +87,16 @@ def main() -> None:
 
     # decoding: the 6L/384/ctx-256 model of DESIGN.md, with and without the KV cache; and an LSTM
     n = 100 if args.quick else 300
-    gpt = build_model(ModelConfig(arch="transformer", n_layer=6, n_head=6, n_embd=384, block_size=256,
-                                  vocab_size=V)).eval()
+    gpt = build_model(
+        ModelConfig(arch="transformer", n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=V)
+    ).eval()
     lstm = models["lstm 2x256"].eval()
-    rates: dict[str, list[float]] = {"gpt cache": [], "gpt no cache": [], "lstm state": [], "lstm no state": []}
+    rates: dict[str, list[float]] = {
+        "gpt cache": [],
+        "gpt no cache": [],
+        "lstm state": [],
+        "lstm no state": [],
+    }
     for _ in range(reps):
         rates["gpt cache"].append(decode_tok_per_s(gpt, n, cached=True))
         rates["gpt no cache"].append(decode_tok_per_s(gpt, n, cached=False))

@@ -19,7 +19,7 @@ train, val = data[:n], data[n:]
 
 def batch(d, g, B=32, T=64):
     ix = torch.randint(len(d) - T - 1, (B,), generator=g)
-    return torch.stack([d[i:i + T] for i in ix]), torch.stack([d[i + 1:i + T + 1] for i in ix])
+    return torch.stack([d[i : i + T] for i in ix]), torch.stack([d[i + 1 : i + T + 1] for i in ix])
 
 
 def train_and_validate(model: nn.Module, lr: float, steps: int) -> tuple[float, float, float]:

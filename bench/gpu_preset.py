@@ -62,12 +62,18 @@ def run_variant(name: str, args, tmp: str) -> dict:
         elif isinstance(event, Failed):
             return {"variant": name, "failed": event.message}
         elif isinstance(event, Finished):
-            return {"variant": name, "device": device, "steps": event.step, "elapsed_s": round(event.elapsed, 1),
-                    "tokens_per_s": round(statistics.median(rates)) if rates else None,
-                    "first_report_s": round(first_report or 0.0, 1),
-                    "target": args.target, "step_at_target": reached[0] if reached else None,
-                    "s_to_target": round(reached[1], 1) if reached else None,
-                    "last_val_loss": None if last_val is None else round(last_val, 4)}
+            return {
+                "variant": name,
+                "device": device,
+                "steps": event.step,
+                "elapsed_s": round(event.elapsed, 1),
+                "tokens_per_s": round(statistics.median(rates)) if rates else None,
+                "first_report_s": round(first_report or 0.0, 1),
+                "target": args.target,
+                "step_at_target": reached[0] if reached else None,
+                "s_to_target": round(reached[1], 1) if reached else None,
+                "last_val_loss": None if last_val is None else round(last_val, 4),
+            }
     return {"variant": name, "failed": "the run ended without a Finished event"}
 
 
@@ -78,7 +84,9 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--max-steps", type=int, help="instead of the preset's")
     p.add_argument("--target", type=float, default=1.50, help="validation loss to time")
-    p.add_argument("--skip", type=int, default=100, help="steps left out of the tokens/s median (compilation)")
+    p.add_argument(
+        "--skip", type=int, default=100, help="steps left out of the tokens/s median (compilation)"
+    )
     p.add_argument("--set", action="append", default=[], help="extra key=value overrides")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -94,10 +102,16 @@ def main() -> None:
 def _line(r: dict) -> str:
     if "failed" in r:
         return f"{r['variant']:11s} failed: {r['failed']}"
-    target = f"{r['s_to_target']} s (step {r['step_at_target']})" if r["s_to_target"] is not None else "not reached"
-    return (f"{r['variant']:11s} {r['device']}: {r['tokens_per_s']} tokens/s, val {r['target']} after {target}, "
-            f"first report after {r['first_report_s']} s, {r['steps']} steps in {r['elapsed_s']} s, "
-            f"last val {r['last_val_loss']}")
+    target = (
+        f"{r['s_to_target']} s (step {r['step_at_target']})"
+        if r["s_to_target"] is not None
+        else "not reached"
+    )
+    return (
+        f"{r['variant']:11s} {r['device']}: {r['tokens_per_s']} tokens/s, val {r['target']} after {target}, "
+        f"first report after {r['first_report_s']} s, {r['steps']} steps in {r['elapsed_s']} s, "
+        f"last val {r['last_val_loss']}"
+    )
 
 
 if __name__ == "__main__":

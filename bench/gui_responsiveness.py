@@ -25,13 +25,28 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 def overrides(steps: int) -> list[str]:
-    return [f"train.max_steps={steps}", f"train.eval_interval={steps}", "train.eval_iters=1",
-            "train.sample_interval=0", "train.log_interval=10", "train.warmup_steps=10"]
+    return [
+        f"train.max_steps={steps}",
+        f"train.eval_interval={steps}",
+        "train.eval_iters=1",
+        "train.sample_interval=0",
+        "train.log_interval=10",
+        "train.warmup_steps=10",
+    ]
 
 
 def run_headless(steps: int, runs: str) -> list[float]:
-    cmd = [sys.executable, "-m", "lmstudio", "train", "--preset", "baby_shakespeare", "--json",
-           "--out", os.path.join(runs, f"headless-{time.monotonic_ns()}")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmstudio",
+        "train",
+        "--preset",
+        "baby_shakespeare",
+        "--json",
+        "--out",
+        os.path.join(runs, f"headless-{time.monotonic_ns()}"),
+    ]
     for o in overrides(steps):
         cmd += ["--set", o]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -85,9 +100,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads for both sides (app: torch.set_num_threads, headless: "
-                             "OMP_NUM_THREADS); 0: torch's default")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads for both sides (app: torch.set_num_threads, headless: "
+        "OMP_NUM_THREADS); 0: torch's default",
+    )
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="lmstudio-bench-")
     os.environ["LMSTUDIO_RUNS"] = os.path.join(tmp, "runs")
@@ -121,16 +140,21 @@ def main() -> int:
                 p50s.append(p50)
                 p99s.append(p99)
                 app_speeds.append(statistics.median(speeds[1:]))
-                print(f"pair {pair} app: {app_speeds[-1]:8.0f} tokens/s; 10 ms timer lateness p50 {p50:5.1f} ms, "
-                      f"p99 {p99:5.1f} ms, max {late[-1]:5.1f} ms over {len(gaps)} ticks", flush=True)
+                print(
+                    f"pair {pair} app: {app_speeds[-1]:8.0f} tokens/s; 10 ms timer lateness p50 {p50:5.1f} ms, "
+                    f"p99 {p99:5.1f} ms, max {late[-1]:5.1f} ms over {len(gaps)} ticks",
+                    flush=True,
+                )
             else:
                 speeds = run_headless(args.steps, os.environ["LMSTUDIO_RUNS"])
                 cli_speeds.append(statistics.median(speeds[1:]))
                 print(f"pair {pair} cli: {cli_speeds[-1]:8.0f} tokens/s", flush=True)
     a, c = statistics.median(app_speeds), statistics.median(cli_speeds)
     print(f"\nmedian tokens/s: app {a:.0f}, headless {c:.0f}, app/headless = {a / c:.3f}")
-    print(f"median of per-run 10 ms timer lateness: p50 {statistics.median(p50s):.1f} ms, "
-          f"p99 {statistics.median(p99s):.1f} ms (worst run p99 {max(p99s):.1f} ms)")
+    print(
+        f"median of per-run 10 ms timer lateness: p50 {statistics.median(p50s):.1f} ms, "
+        f"p99 {statistics.median(p99s):.1f} ms (worst run p99 {max(p99s):.1f} ms)"
+    )
     return 0
 
 

@@ -28,8 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_corpus(path: Path, size_mb: int) -> None:
     corpora = REPO / "resources" / "corpora"
-    block = ((corpora / "tiny_shakespeare.txt").read_text(encoding="utf-8")[:2_000_000]
-             + (corpora / "tang_poems.txt").read_text(encoding="utf-8")[:700_000]).encode("utf-8")
+    block = (
+        (corpora / "tiny_shakespeare.txt").read_text(encoding="utf-8")[:2_000_000]
+        + (corpora / "tang_poems.txt").read_text(encoding="utf-8")[:700_000]
+    ).encode("utf-8")
     target = size_mb << 20
     with open(path, "wb") as f:
         written = 0
@@ -68,16 +70,31 @@ def child(corpus: str, cache: str, runs: str) -> None:
         peak["rss"] = proc.memory_info().rss
         t = time.perf_counter()
         out = fn()
-        results[name] = {"seconds": round(time.perf_counter() - t, 1),
-                         "peak_above_baseline_mb": round((peak["rss"] - base) / 2**20, 1)}
+        results[name] = {
+            "seconds": round(time.perf_counter() - t, 1),
+            "peak_above_baseline_mb": round((peak["rss"] - base) / 2**20, 1),
+        }
         return out
 
     info = phase("corpus_info", lambda: corpus_info(corpus))
     results["chars"] = info.chars
-    cfg = RunConfig(name="big").override([
-        f"corpus.source={corpus}", "tokenizer.kind=char", "model.arch=transformer", "model.n_layer=1",
-        "model.n_head=2", "model.n_embd=32", "model.block_size=32", "train.batch_size=8", "train.max_steps=20",
-        "train.eval_interval=20", "train.eval_iters=2", "train.sample_interval=0", "train.device=cpu"])
+    cfg = RunConfig(name="big").override(
+        [
+            f"corpus.source={corpus}",
+            "tokenizer.kind=char",
+            "model.arch=transformer",
+            "model.n_layer=1",
+            "model.n_head=2",
+            "model.n_embd=32",
+            "model.block_size=32",
+            "train.batch_size=8",
+            "train.max_steps=20",
+            "train.eval_interval=20",
+            "train.eval_iters=2",
+            "train.sample_interval=0",
+            "train.device=cpu",
+        ]
+    )
     tok, data = phase("prepare_data", lambda: prepare_data(cfg, cache_dir=cache))
     results["tokens"] = int(len(data.train) + len(data.val))
     results["vocab"] = tok.vocab_size
@@ -103,11 +120,19 @@ def main() -> None:
     corpus = work / f"big-{args.size_mb}mb.txt"
     t = time.perf_counter()
     make_corpus(corpus, args.size_mb)
-    print(f"wrote {corpus} ({corpus.stat().st_size / 2**20:.0f} MB) in {time.perf_counter() - t:.1f} s", flush=True)
+    print(
+        f"wrote {corpus} ({corpus.stat().st_size / 2**20:.0f} MB) in {time.perf_counter() - t:.1f} s",
+        flush=True,
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
     try:
-        done = subprocess.run([sys.executable, __file__, "--child", str(corpus), str(work / "cache"),
-                               str(work / "runs")], capture_output=True, text=True, env=env, cwd=REPO)
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", str(corpus), str(work / "cache"), str(work / "runs")],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
             sys.exit(done.returncode)

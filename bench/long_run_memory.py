@@ -48,12 +48,28 @@ def main() -> int:
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, os.path.join(tmp, "settings"))
     Controller().warm_up()
     steps, eval_every = args.steps, 500
-    cfg = RunConfig(name="long").override([
-        "corpus.source=tang300", "tokenizer.kind=char", f"model.arch={args.arch}", "model.n_layer=1",
-        "model.n_embd=32", "model.hidden_size=32", "model.n_head=2", "model.block_size=8", "train.batch_size=4",
-        f"train.max_steps={steps}", "train.log_interval=1", f"train.eval_interval={eval_every}",
-        "train.eval_iters=2", "train.sample_interval=2000", "train.sample_tokens=32", "train.warmup_steps=50",
-        "train.device=cpu", "train.compile=off"])
+    cfg = RunConfig(name="long").override(
+        [
+            "corpus.source=tang300",
+            "tokenizer.kind=char",
+            f"model.arch={args.arch}",
+            "model.n_layer=1",
+            "model.n_embd=32",
+            "model.hidden_size=32",
+            "model.n_head=2",
+            "model.block_size=8",
+            "train.batch_size=4",
+            f"train.max_steps={steps}",
+            "train.log_interval=1",
+            f"train.eval_interval={eval_every}",
+            "train.eval_iters=2",
+            "train.sample_interval=2000",
+            "train.sample_tokens=32",
+            "train.warmup_steps=50",
+            "train.device=cpu",
+            "train.compile=off",
+        ]
+    )
 
     win = MainWindow(warm_up=False)
     win.resize(1280, 800)
@@ -121,14 +137,22 @@ def main() -> int:
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
         denom = sum((x - mx) ** 2 for x in xs) or 1.0
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / denom * 1000
-    print(f"{args.arch}, {steps} steps in {wall:.0f} s ({steps / wall:.0f} steps/s, median "
-          f"{statistics.median(speeds):.0f} tokens/s), {counts['events']} events")
-    print(f"RSS: start {rss[0][1]:.0f} MB, at 10% {warm[0]:.0f} MB, peak {max(m for _, m in rss):.0f} MB, "
-          f"end {rss[-1][1]:.0f} MB; growth over the second half {slope:+.2f} MB per 1,000 steps")
-    print(f"10 ms timer lateness over {len(gaps)} ticks: p50 {statistics.median(late):.1f} ms, "
-          f"p99 {late[int(0.99 * (len(late) - 1))]:.1f} ms, max {late[-1]:.1f} ms")
-    print(f"curves: {loss_points} of {steps} step points, {val_points} of {-(-steps // eval_every)} validation points; "
-          f"events seen: {counts['steps']} StepMetrics, {counts['evals']} EvalMetrics")
+    print(
+        f"{args.arch}, {steps} steps in {wall:.0f} s ({steps / wall:.0f} steps/s, median "
+        f"{statistics.median(speeds):.0f} tokens/s), {counts['events']} events"
+    )
+    print(
+        f"RSS: start {rss[0][1]:.0f} MB, at 10% {warm[0]:.0f} MB, peak {max(m for _, m in rss):.0f} MB, "
+        f"end {rss[-1][1]:.0f} MB; growth over the second half {slope:+.2f} MB per 1,000 steps"
+    )
+    print(
+        f"10 ms timer lateness over {len(gaps)} ticks: p50 {statistics.median(late):.1f} ms, "
+        f"p99 {late[int(0.99 * (len(late) - 1))]:.1f} ms, max {late[-1]:.1f} ms"
+    )
+    print(
+        f"curves: {loss_points} of {steps} step points, {val_points} of {-(-steps // eval_every)} validation points; "
+        f"events seen: {counts['steps']} StepMetrics, {counts['evals']} EvalMetrics"
+    )
     print(f"stalls over 200 ms: {len(stalls)}", " ".join(f"step {s}: {ms:.0f} ms" for s, ms in stalls[:10]))
     print("rss samples (step, MB):", " ".join(f"{s}:{m:.0f}" for s, m in rss[:: max(1, len(rss) // 12)]))
     return 0

@@ -20,10 +20,23 @@ variant = sys.argv[1]
 if variant == "sinusoidal-full":
     transformer.SINUSOID_SCALE = 1.0
 torch.manual_seed(0)
-cfg = ModelConfig(arch="transformer", n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=len(chars),
-                  pos_encoding="learned" if variant == "learned" else "sinusoidal")
+cfg = ModelConfig(
+    arch="transformer",
+    n_layer=4,
+    n_head=4,
+    n_embd=128,
+    block_size=64,
+    vocab_size=len(chars),
+    pos_encoding="learned" if variant == "learned" else "sinusoidal",
+)
 model = build_model(cfg)
 if variant != "learned":
-    print("sinusoid RMS", round(model.pe.square().mean().sqrt().item(), 4), "(sin/cos at full size:", round(1 / math.sqrt(2), 4), ")")
+    print(
+        "sinusoid RMS",
+        round(model.pe.square().mean().sqrt().item(), 4),
+        "(sin/cos at full size:",
+        round(1 / math.sqrt(2), 4),
+        ")",
+    )
 tl, vl, secs = train_and_validate(model, 1e-3, int(os.environ.get("STEPS", 200)))
 print(f"{variant}: train {tl:.3f} val {vl:.3f} {secs:.0f}s")

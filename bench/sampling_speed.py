@@ -74,12 +74,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     tokenizer = train_tokenizer(TokenizerConfig(kind="char"), read_corpus("tiny_shakespeare"))
-    lines = [f"Generating {args.tokens} tokens from an empty prompt, batch 1, fp32, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
-             f"median of {args.repeats} alternating runs each.", "",
-             "| model | cached tok/s | recompute tok/s | speed-up | cache rebuilds |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"Generating {args.tokens} tokens from an empty prompt, batch 1, fp32, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
+        f"median of {args.repeats} alternating runs each.",
+        "",
+        "| model | cached tok/s | recompute tok/s | speed-up | cache rebuilds |",
+        "|---|---|---|---|---|",
+    ]
     for name in args.models:
         s = session_for(MODELS[name], tokenizer)
         tokens_per_s(s, 20, True)  # warm-up: first-touch memory, lazy kernels
@@ -88,8 +91,12 @@ def main() -> None:
             cached.append(tokens_per_s(s, args.tokens, True))
             if not args.no_uncached:
                 full.append(tokens_per_s(s, args.tokens, False))
-            print(f"  {name} run {r + 1}: cached {cached[-1]:.1f} tok/s, recompute "
-                  f"{full[-1] if full else float('nan'):.1f} tok/s", file=sys.stderr, flush=True)
+            print(
+                f"  {name} run {r + 1}: cached {cached[-1]:.1f} tok/s, recompute "
+                f"{full[-1] if full else float('nan'):.1f} tok/s",
+                file=sys.stderr,
+                flush=True,
+            )
         a = statistics.median(cached)
         b = statistics.median(full) if full else float("nan")
         rebuilds = count_rebuilds(getattr(s.model, "state_capacity", None), args.tokens)

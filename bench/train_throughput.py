@@ -44,8 +44,8 @@ def plain_loop(cfg, data, steps_per_chunk: int):
 
     def get_batch():
         ix = torch.randint(len(train) - block, (batch,))
-        x = torch.stack([torch.from_numpy(train[i:i + block]) for i in ix])
-        y = torch.stack([torch.from_numpy(train[i + 1:i + 1 + block]) for i in ix])
+        x = torch.stack([torch.from_numpy(train[i : i + block]) for i in ix])
+        y = torch.stack([torch.from_numpy(train[i + 1 : i + 1 + block]) for i in ix])
         return x, y
 
     step = 0
@@ -67,9 +67,17 @@ def plain_loop(cfg, data, steps_per_chunk: int):
 
 
 def trainer_loop(cfg, run_dir: str, cache_dir: str, steps_per_chunk: int):
-    cfg = cfg.override([f"train.log_interval={steps_per_chunk}", "train.eval_interval=10000000",
-                        "train.sample_interval=0", "train.checkpoint_interval=10000000",
-                        "train.max_steps=10000000", "train.device=cpu", "train.compile=off"])
+    cfg = cfg.override(
+        [
+            f"train.log_interval={steps_per_chunk}",
+            "train.eval_interval=10000000",
+            "train.sample_interval=0",
+            "train.checkpoint_interval=10000000",
+            "train.max_steps=10000000",
+            "train.device=cpu",
+            "train.compile=off",
+        ]
+    )
     events = Trainer(cfg, run_dir, cache_dir=cache_dir).run()
     while True:
         start, cpu = time.perf_counter(), time.process_time()
@@ -108,33 +116,49 @@ def main() -> None:
         turns = ((a, wall_a, cpu_a), (b, wall_b, cpu_b))
         for r in range(args.rounds):
             # A B, B A, A B...: a load that rises or falls during the run favours neither side
-            for gen, wall, cpu in (turns if r % 2 == 0 else turns[::-1]):
+            for gen, wall, cpu in turns if r % 2 == 0 else turns[::-1]:
                 w, c = next(gen)
                 wall.append(w / args.chunk * 1000)
                 cpu.append(c / args.chunk * 1000)
         a.close()
     med = statistics.median
-    result = {"preset": args.preset, "arch": cfg.model.arch, "threads": torch.get_num_threads(),
-              "chunk": args.chunk, "rounds": args.rounds,
-              "trainer_ms_per_step": round(med(wall_a), 2), "plain_ms_per_step": round(med(wall_b), 2),
-              "ratio": round(med(wall_a) / med(wall_b), 4),
-              # CPU time of this process: far less sensitive to other load than wall time (exact with 1 thread)
-              "trainer_cpu_ms_per_step": round(med(cpu_a), 2), "plain_cpu_ms_per_step": round(med(cpu_b), 2),
-              "cpu_ratio": round(med(cpu_a) / med(cpu_b), 4),
-              # the two chunks of a round ran back to back, under about the same load
-              "median_round_ratio": round(med([x / y for x, y in zip(wall_a, wall_b, strict=True)]), 4),
-              "trainer_all": [round(x, 1) for x in wall_a], "plain_all": [round(x, 1) for x in wall_b]}
+    result = {
+        "preset": args.preset,
+        "arch": cfg.model.arch,
+        "threads": torch.get_num_threads(),
+        "chunk": args.chunk,
+        "rounds": args.rounds,
+        "trainer_ms_per_step": round(med(wall_a), 2),
+        "plain_ms_per_step": round(med(wall_b), 2),
+        "ratio": round(med(wall_a) / med(wall_b), 4),
+        # CPU time of this process: far less sensitive to other load than wall time (exact with 1 thread)
+        "trainer_cpu_ms_per_step": round(med(cpu_a), 2),
+        "plain_cpu_ms_per_step": round(med(cpu_b), 2),
+        "cpu_ratio": round(med(cpu_a) / med(cpu_b), 4),
+        # the two chunks of a round ran back to back, under about the same load
+        "median_round_ratio": round(med([x / y for x, y in zip(wall_a, wall_b, strict=True)]), 4),
+        "trainer_all": [round(x, 1) for x in wall_a],
+        "plain_all": [round(x, 1) for x in wall_b],
+    }
     if args.json:
         print(json.dumps(result))
         return
     r = result
-    print(f"{args.preset} ({cfg.model.arch}), {r['threads']} threads, {args.rounds} rounds of {args.chunk} steps")
-    print(f"  trainer : median {r['trainer_ms_per_step']:.1f} ms/step wall, {r['trainer_cpu_ms_per_step']:.1f} "
-          f"ms/step CPU   {r['trainer_all']}")
-    print(f"  plain   : median {r['plain_ms_per_step']:.1f} ms/step wall, {r['plain_cpu_ms_per_step']:.1f} "
-          f"ms/step CPU   {r['plain_all']}")
-    print(f"  ratio trainer/plain = {r['ratio']:.3f} (wall medians), {r['median_round_ratio']:.3f} (median of "
-          f"per-round wall ratios), {r['cpu_ratio']:.3f} (CPU time)")
+    print(
+        f"{args.preset} ({cfg.model.arch}), {r['threads']} threads, {args.rounds} rounds of {args.chunk} steps"
+    )
+    print(
+        f"  trainer : median {r['trainer_ms_per_step']:.1f} ms/step wall, {r['trainer_cpu_ms_per_step']:.1f} "
+        f"ms/step CPU   {r['trainer_all']}"
+    )
+    print(
+        f"  plain   : median {r['plain_ms_per_step']:.1f} ms/step wall, {r['plain_cpu_ms_per_step']:.1f} "
+        f"ms/step CPU   {r['plain_all']}"
+    )
+    print(
+        f"  ratio trainer/plain = {r['ratio']:.3f} (wall medians), {r['median_round_ratio']:.3f} (median of "
+        f"per-round wall ratios), {r['cpu_ratio']:.3f} (CPU time)"
+    )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,15 @@ def lmstudio_chunks(cache: str, run_dir: str, chunk: int):
     from lmstudio.engine.trainer import Trainer
 
     cfg, _ = _config(cache)
-    cfg = cfg.override([f"train.log_interval={chunk}", "train.eval_interval=10000000", "train.sample_interval=0",
-                        "train.checkpoint_interval=10000000", "train.max_steps=10000000"])
+    cfg = cfg.override(
+        [
+            f"train.log_interval={chunk}",
+            "train.eval_interval=10000000",
+            "train.sample_interval=0",
+            "train.checkpoint_interval=10000000",
+            "train.max_steps=10000000",
+        ]
+    )
     events = Trainer(cfg, run_dir, cache_dir=cache).run()
     while True:
         start = time.perf_counter()
@@ -89,8 +96,8 @@ def nanogpt_chunks(cache: str, run_dir: str, chunk: int):
         # train.py opens the memmap anew for every batch (its comment: to avoid a memory leak)
         arr = np.memmap(bin_path, dtype=np.uint16, mode="r")
         ix = torch.randint(len(arr) - block, (batch,))
-        x = torch.stack([torch.from_numpy(arr[i:i + block].astype(np.int64)) for i in ix])
-        y = torch.stack([torch.from_numpy(arr[i + 1:i + 1 + block].astype(np.int64)) for i in ix])
+        x = torch.stack([torch.from_numpy(arr[i : i + block].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(arr[i + 1 : i + 1 + block].astype(np.int64)) for i in ix])
         return x, y
 
     step = 0
@@ -117,7 +124,9 @@ def worker(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    chunks = (nanogpt_chunks if args.worker == "nanogpt" else lmstudio_chunks)(args.cache, args.run, args.chunk)
+    chunks = (nanogpt_chunks if args.worker == "nanogpt" else lmstudio_chunks)(
+        args.cache, args.run, args.chunk
+    )
     next(chunks)  # warm-up: first-touch memory, allocator, thread pool
     print(json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
     for line in sys.stdin:
@@ -127,8 +136,16 @@ def worker(args) -> None:
         seconds = next(chunks)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps({"ms": seconds / args.chunk * 1000, "faults_per_step": faults / args.chunk,
-                          "peak_rss_mb": peak_mb}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "ms": seconds / args.chunk * 1000,
+                    "faults_per_step": faults / args.chunk,
+                    "peak_rss_mb": peak_mb,
+                }
+            ),
+            flush=True,
+        )
     chunks.close()
 
 
@@ -149,7 +166,10 @@ def matmul_floor(cache: str) -> dict:
     for _ in range(20):
         a @ b
     best = min(_timed(lambda: a @ b, 100) for _ in range(5))
-    return {"gflop_per_step": counter.get_total_flops() / 1e9, "sgemm_gflops": 2 * tokens * width * 4 * width / best / 1e9}
+    return {
+        "gflop_per_step": counter.get_total_flops() / 1e9,
+        "sgemm_gflops": 2 * tokens * width * 4 * width / best / 1e9,
+    }
 
 
 def _timed(fn, n: int) -> float:
@@ -166,8 +186,18 @@ class Contender:
         env = dict(os.environ)
         if name == "lmstudio-defaults":
             env["LMSTUDIO_KEEP_FREED_MEMORY"] = "0"
-        cmd = [sys.executable, __file__, "--worker", "nanogpt" if name == "nanogpt" else "lmstudio",
-               "--cache", cache, "--run", run_dir, "--chunk", str(args.chunk)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "nanogpt" if name == "nanogpt" else "lmstudio",
+            "--cache",
+            cache,
+            "--run",
+            run_dir,
+            "--chunk",
+            str(args.chunk),
+        ]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         self.name = name
@@ -194,7 +224,9 @@ def main() -> None:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--processes", type=int, default=3, help="fresh sets of worker processes, one after another")
+    p.add_argument(
+        "--processes", type=int, default=3, help="fresh sets of worker processes, one after another"
+    )
     p.add_argument("--chunk", type=int, default=20, help="steps per timed chunk")
     p.add_argument("--chunks", type=int, default=8, help="timed chunks per process, after one warm-up chunk")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
@@ -220,7 +252,7 @@ def main() -> None:
             team = [Contender(n, args, cache, f"{tmp}/{n}-{i}") for n in names]
             threads = team[0].threads
             for r in range(args.chunks):
-                for c in (team if r % 2 == 0 else team[::-1]):
+                for c in team if r % 2 == 0 else team[::-1]:
                     results[c.name].append(c.chunk())
             for c in team:
                 c.close()
@@ -228,28 +260,44 @@ def main() -> None:
     # lmstudio's and nanogpt's chunks of one round ran back to back, under about the same load
     pairs = [a["ms"] / b["ms"] for a, b in zip(results["lmstudio"], results["nanogpt"], strict=True)]
     floor["matmul_floor_ms"] = floor["gflop_per_step"] / floor["sgemm_gflops"] * 1000
-    summary = {"threads": threads, **{k: round(v, 2) for k, v in floor.items()}, "processes": args.processes, "chunk": args.chunk, "chunks": args.chunks,
-               "median_ms": {n: round(v, 1) for n, v in med.items()},
-               "all_ms": {n: [round(r["ms"], 1) for r in results[n]] for n in names},
-               "page_faults_per_step": {n: round(statistics.median(r["faults_per_step"] for r in results[n]))
-                                        for n in names},
-               "peak_rss_mb": {n: round(max(r["peak_rss_mb"] for r in results[n])) for n in names},
-               "ratio_lmstudio_over_nanogpt": round(med["lmstudio"] / med["nanogpt"], 3),
-               "median_pair_ratio": round(statistics.median(pairs), 3),
-               "pairs_lmstudio_faster": sum(x < 1 for x in pairs), "pairs": len(pairs)}
+    summary = {
+        "threads": threads,
+        **{k: round(v, 2) for k, v in floor.items()},
+        "processes": args.processes,
+        "chunk": args.chunk,
+        "chunks": args.chunks,
+        "median_ms": {n: round(v, 1) for n, v in med.items()},
+        "all_ms": {n: [round(r["ms"], 1) for r in results[n]] for n in names},
+        "page_faults_per_step": {
+            n: round(statistics.median(r["faults_per_step"] for r in results[n])) for n in names
+        },
+        "peak_rss_mb": {n: round(max(r["peak_rss_mb"] for r in results[n])) for n in names},
+        "ratio_lmstudio_over_nanogpt": round(med["lmstudio"] / med["nanogpt"], 3),
+        "median_pair_ratio": round(statistics.median(pairs), 3),
+        "pairs_lmstudio_faster": sum(x < 1 for x in pairs),
+        "pairs": len(pairs),
+    }
     if args.json:
         print(json.dumps(summary))
         return
-    print(f"baby GPT, {threads} threads, {args.processes} sets of processes, {args.chunks} alternating chunks "
-          f"of {args.chunk} steps each (medians over all chunks)")
+    print(
+        f"baby GPT, {threads} threads, {args.processes} sets of processes, {args.chunks} alternating chunks "
+        f"of {args.chunk} steps each (medians over all chunks)"
+    )
     for n in names:
-        print(f"  {n:18s} {med[n]:6.1f} ms/step   {summary['page_faults_per_step'][n]:5d} page faults/step   "
-              f"peak RSS {summary['peak_rss_mb'][n]} MB   {summary['all_ms'][n]}")
-    print(f"  floor: {floor['gflop_per_step']:.2f} GFLOP per step at {floor['sgemm_gflops']:.0f} GFLOP/s (sgemm, "
-          f"{threads} threads, the MLP's shape) = {floor['matmul_floor_ms']:.1f} ms/step of matrix multiplies")
-    print(f"  lmstudio / nanogpt = {summary['ratio_lmstudio_over_nanogpt']:.3f} (medians), "
-          f"{summary['median_pair_ratio']:.3f} (median of back-to-back pairs; lmstudio faster in "
-          f"{summary['pairs_lmstudio_faster']} of {summary['pairs']})")
+        print(
+            f"  {n:18s} {med[n]:6.1f} ms/step   {summary['page_faults_per_step'][n]:5d} page faults/step   "
+            f"peak RSS {summary['peak_rss_mb'][n]} MB   {summary['all_ms'][n]}"
+        )
+    print(
+        f"  floor: {floor['gflop_per_step']:.2f} GFLOP per step at {floor['sgemm_gflops']:.0f} GFLOP/s (sgemm, "
+        f"{threads} threads, the MLP's shape) = {floor['matmul_floor_ms']:.1f} ms/step of matrix multiplies"
+    )
+    print(
+        f"  lmstudio / nanogpt = {summary['ratio_lmstudio_over_nanogpt']:.3f} (medians), "
+        f"{summary['median_pair_ratio']:.3f} (median of back-to-back pairs; lmstudio faster in "
+        f"{summary['pairs_lmstudio_faster']} of {summary['pairs']})"
+    )
     if "lmstudio-defaults" in med:
         print(f"  lmstudio / lmstudio-defaults = {med['lmstudio'] / med['lmstudio-defaults']:.3f}")
 

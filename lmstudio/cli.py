@@ -34,8 +34,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="lmstudio", description="Train and explore small language models. "
-                                "Run without a command to open the app.")
+    p = _Parser(
+        prog="lmstudio",
+        description="Train and explore small language models. Run without a command to open the app.",
+    )
     p.add_argument("--version", action="version", version=f"lmstudio {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -44,8 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--corpus", help="built-in corpus name or path to a .txt file or folder")
     t.add_argument("--tokenizer", choices=("char", "word", "bpe"))
     t.add_argument("--arch", choices=("rnn", "lstm", "gru", "transformer"))
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set train.lr=3e-4 (repeatable)")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set train.lr=3e-4 (repeatable)",
+    )
     t.add_argument("--out", help="run folder to create (default: a new folder in the runs folder)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
@@ -78,10 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run_dir")
     i.add_argument("--text", required=True, help="text to run through the model")
     i.add_argument("--layer", type=int, default=0)
-    i.add_argument("--head", type=int, help="attention head (default: all heads side by side in a PNG, "
-                                            "head 0 in a CSV)")
-    i.add_argument("--what", default="attention",
-                   help="attention (Transformer), hidden, or a recurrent gate such as gate.forget")
+    i.add_argument(
+        "--head", type=int, help="attention head (default: all heads side by side in a PNG, head 0 in a CSV)"
+    )
+    i.add_argument(
+        "--what",
+        default="attention",
+        help="attention (Transformer), hidden, or a recurrent gate such as gate.forget",
+    )
     i.add_argument("--out", required=True, help="FILE.png or FILE.csv")
     i.add_argument("--which", choices=("latest", "best"), default="latest")
 
@@ -155,8 +166,11 @@ class InterruptToStop:
         if self.interrupted:
             raise KeyboardInterrupt
         self.interrupted = True
-        print("\nlmstudio: stopping (saving a checkpoint); press Ctrl-C again to abort", file=sys.stderr,
-              flush=True)
+        print(
+            "\nlmstudio: stopping (saving a checkpoint); press Ctrl-C again to abort",
+            file=sys.stderr,
+            flush=True,
+        )
         self.on_interrupt()
 
     def __exit__(self, *exc):

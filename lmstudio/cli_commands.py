@@ -36,8 +36,12 @@ def cmd_train(args) -> int:
         cfg = RunConfig.load(run_dir / ckpt.CONFIG_FILE)
     else:
         cfg = load_preset(args.preset)
-    for flag, key in (("corpus", "corpus.source"), ("tokenizer", "tokenizer.kind"), ("arch", "model.arch"),
-                      ("device", "train.device")):
+    for flag, key in (
+        ("corpus", "corpus.source"),
+        ("tokenizer", "tokenizer.kind"),
+        ("arch", "model.arch"),
+        ("device", "train.device"),
+    ):
         if getattr(args, flag):
             overrides.append(f"{key}={getattr(args, flag)}")
     try:
@@ -47,19 +51,24 @@ def cmd_train(args) -> int:
             raise
         # a bad value the user did not just type comes from the run's config.json: say so
         typed = {o.partition("=")[0].strip() for o in overrides}
-        raise ConfigError({(k if k in typed else f"{run_dir / ckpt.CONFIG_FILE}: {k}"): v
-                           for k, v in e.errors.items()}) from None
+        raise ConfigError(
+            {(k if k in typed else f"{run_dir / ckpt.CONFIG_FILE}: {k}"): v for k, v in e.errors.items()}
+        ) from None
     if not args.resume:
         if args.out:
             run_dir = Path(args.out)
             if (run_dir / ckpt.CONFIG_FILE).exists():
-                raise CliError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                               "or choose another --out folder")
+                raise CliError(
+                    f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                    "or choose another --out folder"
+                )
             run_dir.mkdir(parents=True, exist_ok=True)
         else:
             run_dir = ckpt.new_run_dir(ckpt.default_runs_dir(), cfg.name or Path(args.preset).stem)
     control = TrainControl()
-    trainer = Trainer(cfg, run_dir, control=control, resume=bool(args.resume), cache_dir=ckpt.default_cache_dir())
+    trainer = Trainer(
+        cfg, run_dir, control=control, resume=bool(args.resume), cache_dir=ckpt.default_cache_dir()
+    )
     report = _JsonReport() if args.json else _TextReport(sys.stdout.isatty())
     code = 0
     with InterruptToStop(control.stop) as interrupt:
@@ -101,23 +110,29 @@ class _TextReport:
         if kind == "Started":
             m = event.config.get("model", {})
             verb = "Resuming" if event.start_step else "Training"
-            self._line(f"{verb} {event.config.get('name') or 'run'}: {m.get('arch')} with "
-                       f"{event.n_params / 1e6:.2f}M parameters on {event.device}, {event.max_steps} steps"
-                       f"{f' from step {event.start_step}' if event.start_step else ''}")
+            self._line(
+                f"{verb} {event.config.get('name') or 'run'}: {m.get('arch')} with "
+                f"{event.n_params / 1e6:.2f}M parameters on {event.device}, {event.max_steps} steps"
+                f"{f' from step {event.start_step}' if event.start_step else ''}"
+            )
             self._line(f"run folder: {event.run_dir}")
         elif kind == "StepMetrics":
-            text = (f"step {event.step}/{event.max_steps}  loss {event.loss:.4f}  lr {event.lr:.2e}  "
-                    f"grad {event.grad_norm:.2f}  {event.tokens_per_s / 1000:.1f}k tok/s  "
-                    f"ETA {format_duration(event.eta)}")
+            text = (
+                f"step {event.step}/{event.max_steps}  loss {event.loss:.4f}  lr {event.lr:.2e}  "
+                f"grad {event.grad_norm:.2f}  {event.tokens_per_s / 1000:.1f}k tok/s  "
+                f"ETA {format_duration(event.eta)}"
+            )
             if self.tty:
                 print("\r" + text.ljust(100), end="", flush=True)
                 self.open_line = True
             else:
                 print(text, flush=True)
         elif kind == "EvalMetrics":
-            self._line(f"eval at step {event.step}: train loss {event.train_loss:.4f}, val loss "
-                       f"{event.val_loss:.4f}, perplexity {event.val_ppl:.2f}, accuracy {event.val_acc:.1%}, "
-                       f"{event.val_bpc:.3f} bits/char")
+            self._line(
+                f"eval at step {event.step}: train loss {event.train_loss:.4f}, val loss "
+                f"{event.val_loss:.4f}, perplexity {event.val_ppl:.2f}, accuracy {event.val_acc:.1%}, "
+                f"{event.val_bpc:.3f} bits/char"
+            )
         elif kind == "Sample":
             self._line(f"sample at step {event.step}:\n  " + event.text.replace("\n", "\n  "))
         elif kind == "Checkpointed":
@@ -126,8 +141,10 @@ class _TextReport:
         elif kind == "Notice":
             self._line(f"lmstudio: note: {event.message}", err=True)
         elif kind == "Finished":
-            self._line(f"{'finished' if event.reason == 'completed' else 'stopped'} at step {event.step} "
-                       f"after {format_duration(event.elapsed)}; run folder: {event.run_dir}")
+            self._line(
+                f"{'finished' if event.reason == 'completed' else 'stopped'} at step {event.step} "
+                f"after {format_duration(event.elapsed)}; run folder: {event.run_dir}"
+            )
         elif kind == "Failed":
             self._line(f"lmstudio: error: {event.message}", err=True)
 
@@ -149,19 +166,32 @@ def cmd_eval(args) -> int:
             raise CliError("--iters must be at least 1")
         cfg.train.eval_iters = args.iters
     _, data = prepare_data(cfg, tokenizer=session.tokenizer, cache_dir=default_cache_dir())
-    losses = estimate_losses(session.model, data, cfg, session.device, dev.choose_precision(session.device, "fp32"))
+    losses = estimate_losses(
+        session.model, data, cfg, session.device, dev.choose_precision(session.device, "fp32")
+    )
     val = losses["val_loss"]
-    result = {"run_dir": str(session.run_dir), "checkpoint": args.which, "step": session.step,
-              "val_loss": val, "val_ppl": math.exp(min(val, 700.0)), "val_acc": losses["val_acc"],
-              "val_bpc": val / math.log(2) / max(data.chars_per_token, 1e-9),
-              "train_loss": losses["train_loss"], "batches": cfg.train.eval_iters}
+    result = {
+        "run_dir": str(session.run_dir),
+        "checkpoint": args.which,
+        "step": session.step,
+        "val_loss": val,
+        "val_ppl": math.exp(min(val, 700.0)),
+        "val_acc": losses["val_acc"],
+        "val_bpc": val / math.log(2) / max(data.chars_per_token, 1e-9),
+        "train_loss": losses["train_loss"],
+        "batches": cfg.train.eval_iters,
+    }
     if args.json:
         print_json(result)
     else:
-        print(f"{session.run_dir} ({args.which} checkpoint, step {session.step}, {cfg.train.eval_iters} batches)")
-        print(f"validation loss {val:.4f}\nperplexity      {result['val_ppl']:.3f}\n"
-              f"accuracy        {result['val_acc']:.2%}\nbits per char   {result['val_bpc']:.4f}\n"
-              f"training loss   {result['train_loss']:.4f}")
+        print(
+            f"{session.run_dir} ({args.which} checkpoint, step {session.step}, {cfg.train.eval_iters} batches)"
+        )
+        print(
+            f"validation loss {val:.4f}\nperplexity      {result['val_ppl']:.3f}\n"
+            f"accuracy        {result['val_acc']:.2%}\nbits per char   {result['val_bpc']:.4f}\n"
+            f"training loss   {result['train_loss']:.4f}"
+        )
     return 0
 
 
@@ -175,8 +205,10 @@ def cmd_corpus(args) -> int:
         print_json({k: str(v) if isinstance(v, Path) else v for k, v in data.items()})
         return 0
     print(f"{info.title or info.name}  ({'built-in' if info.builtin else info.path})")
-    print(f"characters {info.chars:,}  distinct {info.distinct_chars:,}  lines {info.lines:,}  "
-          f"bytes {info.bytes:,}  encoding {info.encoding}")
+    print(
+        f"characters {info.chars:,}  distinct {info.distinct_chars:,}  lines {info.lines:,}  "
+        f"bytes {info.bytes:,}  encoding {info.encoding}"
+    )
     if info.source:
         print(f"source     {info.source}")
     print("preview:")
@@ -191,9 +223,17 @@ def cmd_generate(args) -> int:
     from lmstudio.engine.session import Session
 
     session = Session.load(existing_run_dir(args.run_dir), device=args.device, which=args.which)
-    changes = {name: value for name, value in (
-        ("max_tokens", args.max_tokens), ("temperature", args.temperature), ("top_k", args.top_k),
-        ("top_p", args.top_p), ("seed", args.seed)) if value is not None}
+    changes = {
+        name: value
+        for name, value in (
+            ("max_tokens", args.max_tokens),
+            ("temperature", args.temperature),
+            ("top_k", args.top_k),
+            ("top_p", args.top_p),
+            ("seed", args.seed),
+        )
+        if value is not None
+    }
     cfg = dataclasses.replace(session.config.sample, **changes)
     errors = section_errors("sample", cfg)
     if errors:
@@ -226,10 +266,10 @@ def cmd_inspect(args) -> int:
     if what == "attention" and session.config.model.arch != "transformer":
         what = "hidden"  # recurrent models have no attention: their hidden state is the natural default
     if what == "attention":
-        tokens, maps = inspect.attention(session, args.text)          # (L, H, T, T)
+        tokens, maps = inspect.attention(session, args.text)  # (L, H, T, T)
         layer = _index(args.layer, maps.shape[0], "--layer", "layers")
         if args.head is None and out.suffix.lower() == ".png":
-            matrix = export.tile(maps[layer])                            # every head of the layer, side by side
+            matrix = export.tile(maps[layer])  # every head of the layer, side by side
             rows = cols = None
             caption = f"attention, layer {layer}, all {maps.shape[1]} heads"
         else:
@@ -241,7 +281,7 @@ def cmd_inspect(args) -> int:
         if what not in acts:
             raise CliError(f"this model records no {what!r}; choose one of: {', '.join(sorted(acts))}")
         layer = _index(args.layer, acts[what].shape[0], "--layer", "layers")
-        matrix = acts[what][layer]                                        # (T, H)
+        matrix = acts[what][layer]  # (T, H)
         rows, cols = tokens, [str(j) for j in range(matrix.shape[1])]
         caption = f"{what}, layer {layer} (rows: tokens, columns: units)"
     matrix = np.asarray(matrix)
@@ -275,8 +315,10 @@ def cmd_runs(args) -> int:
         print("no runs yet; start one with `lmstudio train --preset tiny_tang`")
     for run in runs:
         best = f"{run.best_val_loss:.4f}" if run.best_val_loss is not None else "-"
-        print(f"{run.name:24s} {run.arch:11s} {run.corpus:18s} step {run.steps:>6}/{run.max_steps:<6} "
-              f"best val {best:>7}  {run.path}")
+        print(
+            f"{run.name:24s} {run.arch:11s} {run.corpus:18s} step {run.steps:>6}/{run.max_steps:<6} "
+            f"best val {best:>7}  {run.path}"
+        )
     return 0
 
 

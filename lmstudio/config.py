@@ -31,9 +31,16 @@ class ConfigError(UserError, ValueError):
         super().__init__("; ".join(f"{k}: {v}" for k, v in self.errors.items()))
 
 
-def _f(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
-       choices: tuple[str, ...] | None = None, only: tuple[str, ...] | None = None,
-       lo_open: bool = False) -> Any:
+def _f(
+    default: Any,
+    help: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    only: tuple[str, ...] | None = None,
+    lo_open: bool = False,
+) -> Any:
     """A dataclass field whose metadata drives validation and the UI's generated form.
 
     ``lo``/``hi`` bound numbers (``lo_open`` makes the lower bound exclusive), ``choices`` lists
@@ -74,7 +81,9 @@ class ModelConfig:
     # embedding width (and the Transformer's residual width)
     n_embd: int = _f(128, "Embedding width", lo=4, hi=8192)
     # attention heads per block; must divide n_embd
-    n_head: int = _f(4, "Attention heads (must divide the embedding width)", lo=1, hi=128, only=("transformer",))
+    n_head: int = _f(
+        4, "Attention heads (must divide the embedding width)", lo=1, hi=128, only=("transformer",)
+    )
     # recurrent hidden-state size
     hidden_size: int = _f(256, "Hidden units per recurrent layer", lo=4, hi=8192, only=("rnn", "lstm", "gru"))
     # context length: the longest stretch of tokens the model sees at once
@@ -86,7 +95,9 @@ class ModelConfig:
     # share the input embedding with the output projection (recurrent: needs hidden_size == n_embd)
     tie_weights: bool = _f(True, "Tie input and output embeddings")
     # how the Transformer knows positions: learned table or fixed sinusoids (added to the embeddings)
-    pos_encoding: str = _f("learned", "Position encoding", choices=("learned", "sinusoidal"), only=("transformer",))
+    pos_encoding: str = _f(
+        "learned", "Position encoding", choices=("learned", "sinusoidal"), only=("transformer",)
+    )
     # filled from the tokenizer when the model is built; 0 means "not known yet"
     vocab_size: int = _f(0, "Vocabulary size (set from the tokenizer)", lo=0, hi=1 << 20)
 
@@ -206,8 +217,12 @@ class RunConfig:
             raise ConfigError({"config": f"expected a table of settings, got {type(data).__name__}"})
         version = data.get("version", CONFIG_VERSION)
         if not isinstance(version, int) or version > CONFIG_VERSION:
-            raise ConfigError({"version": f"written by a newer lmstudio (version {version!r}); "
-                                          f"this one reads up to {CONFIG_VERSION}"})
+            raise ConfigError(
+                {
+                    "version": f"written by a newer lmstudio (version {version!r}); "
+                    f"this one reads up to {CONFIG_VERSION}"
+                }
+            )
         errs: dict[str, str] = {}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
@@ -273,7 +288,9 @@ class RunConfig:
                 continue
             spec = {f.name: f for f in fields(SECTIONS[section])}.get(name)
             if spec is None:
-                errs[key] = f"unknown field; {section} has: {', '.join(f.name for f in fields(SECTIONS[section]))}"
+                errs[key] = (
+                    f"unknown field; {section} has: {', '.join(f.name for f in fields(SECTIONS[section]))}"
+                )
                 continue
             try:
                 data[section][name] = parse_value(spec, raw) if isinstance(raw, str) else raw

@@ -14,10 +14,32 @@ import pytest
 from lmstudio import __version__
 from lmstudio.cli import main
 
-TINY = ["--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.n_head=2", "--set",
-        "model.block_size=16", "--set", "train.batch_size=4", "--set", "train.max_steps=12", "--set",
-        "train.eval_interval=6", "--set", "train.eval_iters=2", "--set", "train.log_interval=3", "--set",
-        "train.sample_interval=6", "--set", "train.sample_tokens=8", "--device", "cpu"]
+TINY = [
+    "--set",
+    "model.n_layer=1",
+    "--set",
+    "model.n_embd=32",
+    "--set",
+    "model.n_head=2",
+    "--set",
+    "model.block_size=16",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.max_steps=12",
+    "--set",
+    "train.eval_interval=6",
+    "--set",
+    "train.eval_iters=2",
+    "--set",
+    "train.log_interval=3",
+    "--set",
+    "train.sample_interval=6",
+    "--set",
+    "train.sample_tokens=8",
+    "--device",
+    "cpu",
+]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -66,7 +88,9 @@ def test_train_json_prints_one_event_per_line(tmp_path, capsys):
 
 
 def test_train_text_output_and_default_run_folder(tmp_path, capsys):
-    assert main(["train", "--preset", "tiny_tang", "--arch", "gru", "--set", "model.hidden_size=32", *TINY]) == 0
+    assert (
+        main(["train", "--preset", "tiny_tang", "--arch", "gru", "--set", "model.hidden_size=32", *TINY]) == 0
+    )
     out = capsys.readouterr().out
     assert "step 12/12" in out and "eval at step 12" in out and "perplexity" in out
     runs = list((tmp_path / "runs").iterdir())
@@ -85,32 +109,45 @@ def test_resume_continues_a_run_with_more_steps(run_dir, tmp_path, capsys):
     assert [e["step"] for e in events if e["event"] == "StepMetrics"] == [15]
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["train", "--preset", "no_such_preset"], "no_such_preset"),
-    (["train", "--preset", "tiny_tang", "--set", "train.lr=fast"], "train.lr"),
-    (["train", "--preset", "tiny_tang", "--set", "train.nosuch=1"], "train.nosuch"),
-    (["train", "--preset", "tiny_tang", "--set", "oops"], "key=value"),
-    (["train", "--preset", "tiny_tang", "--set", "model.n_head=3"], "model.n_head"),
-    (["train", "--resume", "/no/such/run"], "/no/such/run"),
-    (["eval", "/no/such/run"], "/no/such/run"),
-    (["generate", "/no/such/run", "--prompt", "x"], "/no/such/run"),
-    (["corpus", "/no/such/file.txt"], "file.txt"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["train", "--preset", "no_such_preset"], "no_such_preset"),
+        (["train", "--preset", "tiny_tang", "--set", "train.lr=fast"], "train.lr"),
+        (["train", "--preset", "tiny_tang", "--set", "train.nosuch=1"], "train.nosuch"),
+        (["train", "--preset", "tiny_tang", "--set", "oops"], "key=value"),
+        (["train", "--preset", "tiny_tang", "--set", "model.n_head=3"], "model.n_head"),
+        (["train", "--resume", "/no/such/run"], "/no/such/run"),
+        (["eval", "/no/such/run"], "/no/such/run"),
+        (["generate", "/no/such/run", "--prompt", "x"], "/no/such/run"),
+        (["corpus", "/no/such/file.txt"], "file.txt"),
+    ],
+)
 def test_user_errors_are_one_line_and_exit_1(argv, words, capsys):
     assert main(argv) == 1
     assert words in one_error_line(capsys)
 
 
-@pytest.mark.parametrize("argv", [["train", "--arch", "cnn"], ["nosuchcommand"], ["generate"],
-                                  ["eval", "x", "--iters", "many"]])
+@pytest.mark.parametrize(
+    "argv", [["train", "--arch", "cnn"], ["nosuchcommand"], ["generate"], ["eval", "x", "--iters", "many"]]
+)
 def test_usage_mistakes_are_one_line_and_exit_2(argv, capsys):
     assert main(argv) == 2
     assert "--help" in one_error_line(capsys)
 
 
 def test_a_failed_run_exits_1_with_its_message(tmp_path, capsys):
-    code = main(["train", "--preset", "tiny_tang", "--corpus", str(tmp_path / "missing.txt"), "--out",
-                 str(tmp_path / "r")])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "tiny_tang",
+            "--corpus",
+            str(tmp_path / "missing.txt"),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert code == 1
     assert "missing.txt" in capsys.readouterr().err
 
@@ -179,8 +216,12 @@ def test_runs_and_presets_lists(run_dir, capsys):
 
 
 def _env(tmp_path) -> dict:
-    env = dict(os.environ, LMSTUDIO_RUNS=str(tmp_path / "runs"), LMSTUDIO_CACHE=str(tmp_path / "cache"),
-               OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        LMSTUDIO_RUNS=str(tmp_path / "runs"),
+        LMSTUDIO_CACHE=str(tmp_path / "cache"),
+        OMP_NUM_THREADS="1",
+    )
     env.pop("DISPLAY", None)
     env.pop("QT_QPA_PLATFORM", None)
     return env
@@ -189,9 +230,28 @@ def _env(tmp_path) -> dict:
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     out = tmp_path / "r"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lmstudio", "train", "--preset", "tiny_tang", "--out", str(out), "--json",
-         *TINY, "--set", "train.max_steps=100000", "--set", "train.log_interval=1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path), cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "lmstudio",
+            "train",
+            "--preset",
+            "tiny_tang",
+            "--out",
+            str(out),
+            "--json",
+            *TINY,
+            "--set",
+            "train.max_steps=100000",
+            "--set",
+            "train.log_interval=1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+        cwd=REPO,
+    )
     try:
         for line in proc.stdout:
             if json.loads(line)["event"] == "StepMetrics":
@@ -208,8 +268,16 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
 
 
 def test_headless_commands_never_import_qt(tmp_path):
-    code = ("import sys; from lmstudio.cli import main; rc = main(['corpus', 'tang300']); "
-            "assert rc == 0; assert not [m for m in sys.modules if m.startswith('PySide6')], 'Qt imported'")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(tmp_path),
-                          cwd=REPO, timeout=120)
+    code = (
+        "import sys; from lmstudio.cli import main; rc = main(['corpus', 'tang300']); "
+        "assert rc == 0; assert not [m for m in sys.modules if m.startswith('PySide6')], 'Qt imported'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        cwd=REPO,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr

@@ -63,7 +63,9 @@ def test_config_imports_neither_torch_nor_qt():
     import sys
 
     code = "import sys, lmstudio.config; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch','PySide6'))))"
-    out = subprocess.run([sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True
+    )
     assert json.loads(out.stdout) == []
 
 

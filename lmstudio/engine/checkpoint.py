@@ -163,28 +163,38 @@ def load_weights(run_dir: str | Path, which: str = "latest") -> dict[str, torch.
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is damaged or not a safetensors file ({e}); "
-                              "retrain or pick another checkpoint") from None
+        raise CheckpointError(
+            f"{path} is damaged or not a safetensors file ({e}); retrain or pick another checkpoint"
+        ) from None
 
 
-def load_weights_into(model: nn.Module, run_dir: str | Path, which: str = "latest",
-                      device: torch.device | str = "cpu") -> None:
+def load_weights_into(
+    model: nn.Module, run_dir: str | Path, which: str = "latest", device: torch.device | str = "cpu"
+) -> None:
     """Load stored weights into ``model``; CheckpointError when the file is missing, damaged or mismatched."""
     path = weights_path(run_dir, which)
     _require(path, "weights")
     try:
         missing, unexpected = load_model(model, path, strict=False, device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is damaged or not a safetensors file ({e}); "
-                              "retrain or pick another checkpoint") from None
+        raise CheckpointError(
+            f"{path} is damaged or not a safetensors file ({e}); retrain or pick another checkpoint"
+        ) from None
     except RuntimeError as e:  # shape mismatches
-        raise CheckpointError(f"{path} does not fit the model described in config.json "
-                              f"({_first_line(e)}); was the file copied from another run?") from None
+        raise CheckpointError(
+            f"{path} does not fit the model described in config.json "
+            f"({_first_line(e)}); was the file copied from another run?"
+        ) from None
     if missing or unexpected:
-        what = (f"missing {', '.join(sorted(missing)[:3])}" if missing else
-                f"unexpected {', '.join(sorted(unexpected)[:3])}")
-        raise CheckpointError(f"{path} does not fit the model described in config.json ({what}); "
-                              "was the file copied from another run?")
+        what = (
+            f"missing {', '.join(sorted(missing)[:3])}"
+            if missing
+            else f"unexpected {', '.join(sorted(unexpected)[:3])}"
+        )
+        raise CheckpointError(
+            f"{path} does not fit the model described in config.json ({what}); "
+            "was the file copied from another run?"
+        )
 
 
 def weights_metadata(path: str | Path) -> dict[str, Any]:
@@ -218,12 +228,15 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several kinds for truncated or foreign pickles
-        raise CheckpointError(f"{path} is damaged or was not written by lmstudio ({_first_line(e)}); "
-                              "the run cannot be resumed, but its weights can still be used") from None
+        raise CheckpointError(
+            f"{path} is damaged or was not written by lmstudio ({_first_line(e)}); "
+            "the run cannot be resumed, but its weights can still be used"
+        ) from None
 
 
-def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict[str, Any], *,
-                    best: bool = False) -> Path:
+def save_checkpoint(
+    run_dir: str | Path, model: nn.Module, state: dict[str, Any], *, best: bool = False
+) -> Path:
     """Write latest weights (and best weights when ``best``) and the resume state; returns the weights path.
 
     All three files are written in full before any is renamed into place, so a full disk while writing
@@ -303,10 +316,10 @@ class RunSummary:
     arch: str
     corpus: str
     tokenizer: str
-    steps: int                  # optimizer steps in the latest checkpoint (0: none yet)
+    steps: int  # optimizer steps in the latest checkpoint (0: none yet)
     max_steps: int
     best_val_loss: float | None
-    created: float              # seconds since the epoch
+    created: float  # seconds since the epoch
     updated: float
 
 
@@ -323,8 +336,9 @@ def list_runs(root: str | Path | None = None) -> list[RunSummary]:
         try:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
             model, train = cfg.get("model", {}), cfg.get("train", {})
-            if not all(isinstance(s, dict) for s in (model, train, cfg.get("corpus", {}),
-                                                     cfg.get("tokenizer", {}))):
+            if not all(
+                isinstance(s, dict) for s in (model, train, cfg.get("corpus", {}), cfg.get("tokenizer", {}))
+            ):
                 raise ValueError("a section is not a table")
         except (OSError, ValueError, AttributeError):
             continue
@@ -332,13 +346,20 @@ def list_runs(root: str | Path | None = None) -> list[RunSummary]:
         meta = weights_metadata(latest) if latest.exists() else {}
         created = cfg_path.stat().st_mtime
         updated = latest.stat().st_mtime if latest.exists() else created
-        runs.append(RunSummary(
-            path=str(folder), name=cfg.get("name") or folder.name, arch=str(model.get("arch", "?")),
-            corpus=str(cfg.get("corpus", {}).get("source", "?")),
-            tokenizer=str(cfg.get("tokenizer", {}).get("kind", "?")),
-            steps=_whole(meta.get("step")), max_steps=_whole(train.get("max_steps")),
-            best_val_loss=_number(meta.get("best_val")), created=created, updated=updated,
-        ))
+        runs.append(
+            RunSummary(
+                path=str(folder),
+                name=cfg.get("name") or folder.name,
+                arch=str(model.get("arch", "?")),
+                corpus=str(cfg.get("corpus", {}).get("source", "?")),
+                tokenizer=str(cfg.get("tokenizer", {}).get("kind", "?")),
+                steps=_whole(meta.get("step")),
+                max_steps=_whole(train.get("max_steps")),
+                best_val_loss=_number(meta.get("best_val")),
+                created=created,
+                updated=updated,
+            )
+        )
     return sorted(runs, key=lambda r: r.updated, reverse=True)
 
 
@@ -353,8 +374,10 @@ def _number(value: Any) -> float | None:
 
 def _require(path: Path, what: str) -> None:
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing: the run folder has no {what} "
-                              f"(was training stopped before its first checkpoint?)")
+        raise CheckpointError(
+            f"{path} is missing: the run folder has no {what} "
+            f"(was training stopped before its first checkpoint?)"
+        )
 
 
 def _first_line(e: BaseException) -> str:

@@ -33,41 +33,59 @@ from lmstudio.engine.textfile import (
 )
 from lmstudio.resources import corpora_dir
 
-__all__ = ["CorpusError", "CorpusInfo", "builtin_corpora", "corpus_info", "read_corpus", "iter_corpus_chunks",
-           "corpus_fingerprint", "corpus_bytes", "check_length", "min_tokens", "split_sizes", "detect_encoding"]
+__all__ = [
+    "CorpusError",
+    "CorpusInfo",
+    "builtin_corpora",
+    "corpus_info",
+    "read_corpus",
+    "iter_corpus_chunks",
+    "corpus_fingerprint",
+    "corpus_bytes",
+    "check_length",
+    "min_tokens",
+    "split_sizes",
+    "detect_encoding",
+]
 
 
 @dataclass(frozen=True)
 class CorpusInfo:
-    name: str              # built-in name, or the file/folder name
-    path: str              # absolute path of the file or folder
+    name: str  # built-in name, or the file/folder name
+    path: str  # absolute path of the file or folder
     builtin: bool
-    chars: int             # characters after decoding and newline normalisation
+    chars: int  # characters after decoding and newline normalisation
     distinct_chars: int
-    lines: int             # a last line without a final newline counts too
-    bytes: int             # size on disk (all files of a folder)
-    encoding: str          # detected encoding ("utf-8", "gb18030", ...; "mixed" for a folder of several)
-    preview: str           # the first few lines
+    lines: int  # a last line without a final newline counts too
+    bytes: int  # size on disk (all files of a folder)
+    encoding: str  # detected encoding ("utf-8", "gb18030", ...; "mixed" for a folder of several)
+    preview: str  # the first few lines
     title: str
-    source: str            # where the text comes from and under which licence
+    source: str  # where the text comes from and under which licence
 
 
 # name -> (file, title, source and licence); the facts come from resources/corpora/SOURCES.md
 BUILTINS: dict[str, tuple[str, str, str]] = {
     "tiny_shakespeare": (
-        "tiny_shakespeare.txt", "Tiny Shakespeare",
+        "tiny_shakespeare.txt",
+        "Tiny Shakespeare",
         "A subset of Shakespeare's plays, the classic character-level benchmark. Text from the char-rnn "
         "repository (karpathy/char-rnn, data/tinyshakespeare/input.txt, MIT licence); the plays are in "
-        "the public domain."),
+        "the public domain.",
+    ),
     "tang_poems": (
-        "tang_poems.txt", "Tang poems (全唐诗)",
+        "tang_poems.txt",
+        "Tang poems (全唐诗)",
         "11,343 poems from the Complete Tang Poems, traditional characters; each poem is title, author, "
         "lines, then a blank line. Data from the chinese-poetry repository (chinese-poetry/chinese-poetry, "
-        "MIT licence); the poems are in the public domain."),
+        "MIT licence); the poems are in the public domain.",
+    ),
     "tang300": (
-        "tang300.txt", "300 Tang Poems (唐诗三百首)",
+        "tang300.txt",
+        "300 Tang Poems (唐诗三百首)",
         "The 300 Tang Poems in the same layout as the Tang poems corpus: a tiny corpus that trains in "
-        "seconds. Data from the chinese-poetry repository (MIT licence); the poems are in the public domain."),
+        "seconds. Data from the chinese-poetry repository (MIT licence); the poems are in the public domain.",
+    ),
 }
 
 TEXT_SUFFIXES = (".txt",)
@@ -75,6 +93,7 @@ PREVIEW_CHARS = 600
 
 
 # ---- finding a source -------------------------------------------------------------------------
+
 
 def builtin_path(name: str) -> Path:
     return corpora_dir() / BUILTINS[name][0]
@@ -90,20 +109,30 @@ def _resolve(source: str | os.PathLike) -> tuple[Path, bool]:
     path = Path(text).expanduser()
     if not path.exists():
         hint = f" Built-in corpora: {', '.join(BUILTINS)}." if os.sep not in text and "." not in text else ""
-        raise CorpusError(f"The corpus {text!r} does not exist. Check the path, or choose another file.{hint}")
+        raise CorpusError(
+            f"The corpus {text!r} does not exist. Check the path, or choose another file.{hint}"
+        )
     return path.resolve(), False
 
 
 def _text_files(folder: Path) -> list[Path]:
     try:
-        found = [p for p in folder.rglob("*")
-                 if p.suffix.lower() in TEXT_SUFFIXES and p.is_file()
-                 and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+        found = [
+            p
+            for p in folder.rglob("*")
+            if p.suffix.lower() in TEXT_SUFFIXES
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        ]
     except OSError as e:
-        raise CorpusError(f"Cannot read the folder {folder}: {e.strerror or e}. Check its permissions.") from None
+        raise CorpusError(
+            f"Cannot read the folder {folder}: {e.strerror or e}. Check its permissions."
+        ) from None
     if not found:
-        raise CorpusError(f"The folder {folder} contains no .txt files. Put plain-text files (.txt) in it, "
-                          "or choose a single file.")
+        raise CorpusError(
+            f"The folder {folder} contains no .txt files. Put plain-text files (.txt) in it, "
+            "or choose a single file."
+        )
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -118,6 +147,7 @@ def _files(source: str | os.PathLike) -> tuple[Path, bool, list[Path]]:
 
 # ---- reading --------------------------------------------------------------------------------
 
+
 def read_corpus(source: str | os.PathLike) -> str:
     """The whole text of a built-in name, a file, or a folder of .txt files (joined with a newline)."""
     _, _, files = _files(source)
@@ -131,7 +161,7 @@ def _decode_all(files: list[Path]) -> list[tuple[str, str]]:
     for f in files:
         try:
             parts.append(decode_file(f))
-        except BlankTextError:   # an empty file among many adds nothing; skip it
+        except BlankTextError:  # an empty file among many adds nothing; skip it
             continue
     if not parts:
         raise CorpusError(f"All the .txt files in {files[0].parent} are empty. Add some text.")
@@ -148,8 +178,9 @@ def iter_corpus_chunks(source: str | os.PathLike, chunk_chars: int = 1 << 20) ->
         yield chunk
 
 
-def iter_chunks_with_progress(source: str | os.PathLike, chunk_chars: int = 1 << 20
-                              ) -> Iterator[tuple[str, float]]:
+def iter_chunks_with_progress(
+    source: str | os.PathLike, chunk_chars: int = 1 << 20
+) -> Iterator[tuple[str, float]]:
     """Like iter_corpus_chunks, each chunk with the share of the corpus's bytes read so far."""
     _, _, files = _files(source)
     total = max(1, sum(file_size(f) for f in files))
@@ -160,7 +191,7 @@ def iter_chunks_with_progress(source: str | os.PathLike, chunk_chars: int = 1 <<
         # like read_corpus, a folder skips its blank files; a single file is refused
         for piece, nbytes in stream_file(path, max(1, chunk_chars), blank_ok=len(files) > 1):
             if not produced and not first:
-                piece = "\n" + piece     # the separator read_corpus puts between files
+                piece = "\n" + piece  # the separator read_corpus puts between files
             produced = True
             done += nbytes
             yield piece, min(1.0, done / total)
@@ -170,6 +201,7 @@ def iter_chunks_with_progress(source: str | os.PathLike, chunk_chars: int = 1 <<
 
 
 # ---- facts about a corpus -------------------------------------------------------------------
+
 
 def corpus_info(source: str | os.PathLike) -> CorpusInfo:
     """Statistics, title, source and a preview (streams big files, so it is safe on any size)."""
@@ -198,8 +230,11 @@ def _info_cached(path_text: str, builtin: bool, stamp: tuple) -> CorpusInfo:
     if len(preview) > PREVIEW_CHARS:
         cut = preview.rfind("\n", 0, PREVIEW_CHARS)
         preview = preview[:cut] if cut > PREVIEW_CHARS // 2 else preview[:PREVIEW_CHARS]
-    encodings = {detect_encoding(read_bytes(f, SAMPLE_BYTES), f, complete=file_size(f) <= SAMPLE_BYTES)
-                 for f in files if file_size(f)}
+    encodings = {
+        detect_encoding(read_bytes(f, SAMPLE_BYTES), f, complete=file_size(f) <= SAMPLE_BYTES)
+        for f in files
+        if file_size(f)
+    }
     encoding = encodings.pop() if len(encodings) == 1 else "mixed"
     if builtin:
         name = next(n for n, (file, _, _) in BUILTINS.items() if file == path.name)
@@ -207,9 +242,19 @@ def _info_cached(path_text: str, builtin: bool, stamp: tuple) -> CorpusInfo:
     else:
         name = title = path.name
         source_text = f"Your {'folder' if path.is_dir() else 'file'} {path}"
-    return CorpusInfo(name=name, path=str(path), builtin=builtin, chars=chars, distinct_chars=len(distinct),
-                      lines=lines, bytes=sum(s for _, s, _ in stamp), encoding=encoding, preview=preview,
-                      title=title, source=source_text)
+    return CorpusInfo(
+        name=name,
+        path=str(path),
+        builtin=builtin,
+        chars=chars,
+        distinct_chars=len(distinct),
+        lines=lines,
+        bytes=sum(s for _, s, _ in stamp),
+        encoding=encoding,
+        preview=preview,
+        title=title,
+        source=source_text,
+    )
 
 
 def builtin_corpora() -> list[CorpusInfo]:
@@ -257,6 +302,7 @@ def corpus_bytes(source: str | os.PathLike) -> int:
 
 # ---- length check ---------------------------------------------------------------------------
 
+
 def split_sizes(n_tokens: int, val_fraction: float) -> tuple[int, int]:
     """(train, validation) token counts: the last ``val_fraction`` of the tokens is held out."""
     n_train = int(n_tokens * (1.0 - val_fraction))
@@ -284,8 +330,12 @@ def check_length(n_tokens: int, block_size: int, val_fraction: float) -> None:
     need = min_tokens(block_size, val_fraction)
     if n_tokens < need:
         # enough text for two windows: it is the validation share that is too small to hold one
-        fix = ("a larger validation share (corpus.val_fraction) or a shorter context (model.block_size)"
-               if n_tokens >= 2 * (block_size + 1) else "a longer text or a shorter context (model.block_size)")
+        fix = (
+            "a larger validation share (corpus.val_fraction) or a shorter context (model.block_size)"
+            if n_tokens >= 2 * (block_size + 1)
+            else "a longer text or a shorter context (model.block_size)"
+        )
         raise CorpusError(
             f"The corpus is too short: it has {n_tokens:,} tokens, but a context of {block_size} tokens with "
-            f"{val_fraction * 100:g}% held out for validation needs at least {need:,}. Use {fix}.")
+            f"{val_fraction * 100:g}% held out for validation needs at least {need:,}. Use {fix}."
+        )

@@ -36,7 +36,7 @@ from lmstudio.engine.tokenizer import Tokenizer, safe_cut, safe_pieces, train_to
 
 CACHE_VERSION = 1
 CHUNK_CHARS = 1 << 20
-STREAM_BYTES = 64 << 20       # corpora larger than this are streamed instead of read whole
+STREAM_BYTES = 64 << 20  # corpora larger than this are streamed instead of read whole
 
 
 class Cancelled(CorpusError):
@@ -58,9 +58,17 @@ def ids_dtype(vocab_size: int) -> np.dtype:
 
 # ---- the cache ----------------------------------------------------------------------------------
 
-def encode_to_cache(text: str | None, tokenizer: Tokenizer, cache_dir: str | os.PathLike | None = None,
-                    progress: Callable[[float], None] | None = None, cancel: threading.Event | None = None,
-                    *, source: str | None = None, chunk_chars: int = CHUNK_CHARS) -> np.memmap:
+
+def encode_to_cache(
+    text: str | None,
+    tokenizer: Tokenizer,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
+    *,
+    source: str | None = None,
+    chunk_chars: int = CHUNK_CHARS,
+) -> np.memmap:
     """The ids of ``text`` (or, with ``text=None``, of the corpus ``source`` streamed from disk) as a
     read-only memmap, encoded once and cached. The array has an ``n_chars`` attribute (characters encoded).
 
@@ -70,8 +78,11 @@ def encode_to_cache(text: str | None, tokenizer: Tokenizer, cache_dir: str | os.
     if (text is None) == (source is None):
         raise ValueError("give exactly one of text and source")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    corpus_hash = (hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32] if text is not None
-                   else "file:" + corpus_fingerprint(source))
+    corpus_hash = (
+        hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        if text is not None
+        else "file:" + corpus_fingerprint(source)
+    )
     token_hash = tokenizer.fingerprint()
     key = hashlib.sha256(f"{CACHE_VERSION}\0{corpus_hash}\0{token_hash}".encode()).hexdigest()[:24]
     bin_path, meta_path = cache / f"{key}.bin", cache / f"{key}.json"
@@ -87,10 +98,15 @@ def encode_to_cache(text: str | None, tokenizer: Tokenizer, cache_dir: str | os.
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CorpusError(f"Cannot create the data cache folder {cache}: {e.strerror or e}. "
-                          "Set LMSTUDIO_CACHE to a writable folder.") from None
-    chunks = (_text_chunks(text, chunk_chars) if text is not None
-              else _rechunk(iter_chunks_with_progress(source, chunk_chars), chunk_chars))
+        raise CorpusError(
+            f"Cannot create the data cache folder {cache}: {e.strerror or e}. "
+            "Set LMSTUDIO_CACHE to a writable folder."
+        ) from None
+    chunks = (
+        _text_chunks(text, chunk_chars)
+        if text is not None
+        else _rechunk(iter_chunks_with_progress(source, chunk_chars), chunk_chars)
+    )
     tmp = cache / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     length = n_chars = 0
     try:
@@ -112,12 +128,14 @@ def encode_to_cache(text: str | None, tokenizer: Tokenizer, cache_dir: str | os.
         meta_tmp.write_text(json.dumps(meta), encoding="utf-8")
         os.replace(meta_tmp, meta_path)
     except OSError as e:
-        raise CorpusError(f"Cannot write the data cache in {cache}: {e.strerror or e}. Free some disk space "
-                          "or set LMSTUDIO_CACHE to another folder.") from None
+        raise CorpusError(
+            f"Cannot write the data cache in {cache}: {e.strerror or e}. Free some disk space "
+            "or set LMSTUDIO_CACHE to another folder."
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     cached = _open_cached(bin_path, meta_path, expected)
-    if cached is None:   # only if someone removed it between our write and read
+    if cached is None:  # only if someone removed it between our write and read
         raise CorpusError(f"The data cache in {cache} changed while it was being written. Try again.")
     if progress:
         progress(1.0)
@@ -172,6 +190,7 @@ def _rechunk(stream: Iterator[tuple[str, float]], chunk_chars: int) -> Iterator[
 
 # ---- split and batches ----------------------------------------------------------------------------
 
+
 class TokenData:
     """Ids split into training (the first part) and validation (the last ``val_fraction``, as nanoGPT)."""
 
@@ -201,14 +220,20 @@ class Batcher:
         check_length(len(data), block_size, data.val_fraction)
         for name, arr in (("training", data.train), ("validation", data.val)):
             if len(arr) < block_size + 1:
-                raise CorpusError(f"The {name} part has {len(arr)} tokens, fewer than a context of {block_size} "
-                                  "plus one. Use a longer text or a shorter context.")
+                raise CorpusError(
+                    f"The {name} part has {len(arr)} tokens, fewer than a context of {block_size} "
+                    "plus one. Use a longer text or a shorter context."
+                )
         self.data, self.batch_size, self.block_size, self.seed = data, batch_size, block_size, seed
-        self._gens = {"train": torch.Generator().manual_seed(seed),
-                      "val": torch.Generator().manual_seed(seed + 1)}
+        self._gens = {
+            "train": torch.Generator().manual_seed(seed),
+            "val": torch.Generator().manual_seed(seed + 1),
+        }
         self._offsets = np.arange(block_size + 1)
 
-    def get(self, split: str = "train", device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def get(
+        self, split: str = "train", device: str | torch.device = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y), each int64 (B, T) on ``device``; y[:, t] is the token after x[:, t]."""
         arr = self.data.train if split == "train" else self.data.val
         ix = torch.randint(len(arr) - self.block_size, (self.batch_size,), generator=self._gens[split])
@@ -222,7 +247,11 @@ class Batcher:
         return x.to(device), y.to(device)
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "train": self._gens["train"].get_state(), "val": self._gens["val"].get_state()}
+        return {
+            "seed": self.seed,
+            "train": self._gens["train"].get_state(),
+            "val": self._gens["val"].get_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for split in ("train", "val"):
@@ -231,9 +260,14 @@ class Batcher:
 
 # ---- all of it ---------------------------------------------------------------------------------
 
-def prepare_data(cfg, tokenizer: Tokenizer | None = None, cache_dir: str | os.PathLike | None = None,
-                 progress: Callable[[float], None] | None = None, cancel: threading.Event | None = None
-                 ) -> tuple[Tokenizer, TokenData]:
+
+def prepare_data(
+    cfg,
+    tokenizer: Tokenizer | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[Tokenizer, TokenData]:
     """Read the corpus of ``cfg`` (a RunConfig), train its tokenizer unless one is given, encode through
     the cache, check the length against the context and split. Corpora above ``STREAM_BYTES`` on disk
     are streamed, never held whole in memory."""
@@ -250,7 +284,9 @@ def prepare_data(cfg, tokenizer: Tokenizer | None = None, cache_dir: str | os.Pa
             tokenizer = train_tokenizer(cfg.tokenizer, text)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
-    ids = encode_to_cache(text, tokenizer, cache_dir, progress, cancel, source=None if text is not None else source)
+    ids = encode_to_cache(
+        text, tokenizer, cache_dir, progress, cancel, source=None if text is not None else source
+    )
     check_length(len(ids), cfg.model.block_size, cfg.corpus.val_fraction)
     return tokenizer, TokenData(ids, cfg.corpus.val_fraction)
 

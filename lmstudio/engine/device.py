@@ -40,17 +40,22 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError("CUDA was requested but no CUDA GPU is available (or this torch build has no "
-                              "CUDA support); set the device to auto or cpu")
+            raise DeviceError(
+                "CUDA was requested but no CUDA GPU is available (or this torch build has no "
+                "CUDA support); set the device to auto or cpu"
+            )
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"{name} was requested but only {torch.cuda.device_count()} CUDA GPU(s) exist; "
-                              "choose cuda:0 or auto")
+            raise DeviceError(
+                f"{name} was requested but only {torch.cuda.device_count()} CUDA GPU(s) exist; "
+                "choose cuda:0 or auto"
+            )
         return dev
     if name == "mps":
         if not mps_available():
-            raise DeviceError("Apple MPS was requested but is not available on this machine; "
-                              "set the device to auto or cpu")
+            raise DeviceError(
+                "Apple MPS was requested but is not available on this machine; set the device to auto or cpu"
+            )
         return torch.device("mps")
     raise DeviceError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
 
@@ -68,9 +73,9 @@ def describe_device(device: torch.device | str) -> str:
 
 @dataclass(frozen=True)
 class Precision:
-    name: str                    # "fp32", "bf16" or "fp16"
-    autocast_dtype: torch.dtype | None   # None: no autocast
-    use_scaler: bool             # fp16 needs loss scaling to keep small gradients from underflowing
+    name: str  # "fp32", "bf16" or "fp16"
+    autocast_dtype: torch.dtype | None  # None: no autocast
+    use_scaler: bool  # fp16 needs loss scaling to keep small gradients from underflowing
 
 
 def choose_precision(device: torch.device, setting: str = "auto") -> Precision:

@@ -17,33 +17,33 @@ class Event:
 @dataclass(frozen=True)
 class Started(Event):
     run_dir: str
-    device: str            # e.g. "CUDA: NVIDIA H100", "CPU, 2 threads"
+    device: str  # e.g. "CUDA: NVIDIA H100", "CPU, 2 threads"
     n_params: int
-    start_step: int        # 0 for a new run, the checkpoint's step when resuming
+    start_step: int  # 0 for a new run, the checkpoint's step when resuming
     max_steps: int
     config: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class StepMetrics(Event):
-    step: int              # optimizer steps done
+    step: int  # optimizer steps done
     max_steps: int
-    loss: float            # training loss of this step's batch
+    loss: float  # training loss of this step's batch
     lr: float
-    grad_norm: float       # before clipping
-    tokens_per_s: float    # over the steps since the last report
-    elapsed: float         # seconds of training (pauses excluded)
-    eta: float             # seconds left at the current pace
+    grad_norm: float  # before clipping
+    tokens_per_s: float  # over the steps since the last report
+    elapsed: float  # seconds of training (pauses excluded)
+    eta: float  # seconds left at the current pace
 
 
 @dataclass(frozen=True)
 class EvalMetrics(Event):
     step: int
-    train_loss: float      # averaged over eval_iters batches of training data
+    train_loss: float  # averaged over eval_iters batches of training data
     val_loss: float
-    val_ppl: float         # exp(val_loss)
-    val_acc: float         # next-token accuracy on validation batches
-    val_bpc: float         # bits per character (val loss in bits * tokens / characters)
+    val_ppl: float  # exp(val_loss)
+    val_acc: float  # next-token accuracy on validation batches
+    val_bpc: float  # bits per character (val loss in bits * tokens / characters)
     elapsed: float
 
 
@@ -57,26 +57,26 @@ class Sample(Event):
 class Checkpointed(Event):
     step: int
     path: str
-    best: bool             # this checkpoint has the best validation loss so far
+    best: bool  # this checkpoint has the best validation loss so far
 
 
 @dataclass(frozen=True)
 class StateChanged(Event):
-    state: str             # "running", "paused", "stopping"
+    state: str  # "running", "paused", "stopping"
     step: int
 
 
 @dataclass(frozen=True)
 class Notice(Event):
     step: int
-    message: str           # something worth telling the user that does not stop training
-                           # (e.g. torch.compile failed and training continues without it)
+    message: str  # something worth telling the user that does not stop training
+    # (e.g. torch.compile failed and training continues without it)
 
 
 @dataclass(frozen=True)
 class Finished(Event):
     step: int
-    reason: str            # "completed", "stopped"
+    reason: str  # "completed", "stopped"
     run_dir: str
     elapsed: float
 
@@ -84,7 +84,7 @@ class Finished(Event):
 @dataclass(frozen=True)
 class Failed(Event):
     step: int
-    kind: str              # "oom", "nan", "disk", "config", "data", "checkpoint", "error"
-    message: str           # what happened and what to do, for a person
+    kind: str  # "oom", "nan", "disk", "config", "data", "checkpoint", "error"
+    message: str  # what happened and what to do, for a person
     run_dir: str = ""
-    detail: str = ""       # a traceback for kind "error" (a bug), to copy into a report; else empty
+    detail: str = ""  # a traceback for kind "error" (a bug), to copy into a report; else empty

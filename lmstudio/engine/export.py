@@ -17,10 +17,22 @@ from pathlib import Path
 import numpy as np
 
 # matplotlib's viridis at 11 evenly spaced points: perceptually uniform, readable in grey and by the colour-blind
-VIRIDIS = np.array([
-    (0x44, 0x01, 0x54), (0x48, 0x24, 0x75), (0x41, 0x44, 0x87), (0x35, 0x5f, 0x8d), (0x2a, 0x78, 0x8e),
-    (0x21, 0x91, 0x8c), (0x22, 0xa8, 0x84), (0x44, 0xbf, 0x70), (0x7a, 0xd1, 0x51), (0xbd, 0xdf, 0x26),
-    (0xfd, 0xe7, 0x25)], dtype=np.float64)
+VIRIDIS = np.array(
+    [
+        (0x44, 0x01, 0x54),
+        (0x48, 0x24, 0x75),
+        (0x41, 0x44, 0x87),
+        (0x35, 0x5F, 0x8D),
+        (0x2A, 0x78, 0x8E),
+        (0x21, 0x91, 0x8C),
+        (0x22, 0xA8, 0x84),
+        (0x44, 0xBF, 0x70),
+        (0x7A, 0xD1, 0x51),
+        (0xBD, 0xDF, 0x26),
+        (0xFD, 0xE7, 0x25),
+    ],
+    dtype=np.float64,
+)
 NAN_RGB = (200, 200, 200)
 # longest label drawn (characters); longer ones are cut with a trailing '~'
 _MAX_LABEL = 12
@@ -51,8 +63,9 @@ _FONT = bytes.fromhex(
 _GLYPH_W, _GLYPH_H = 6, 10
 
 
-def colorize(matrix: np.ndarray, vmin: float | None = None, vmax: float | None = None,
-             stops: np.ndarray = VIRIDIS) -> np.ndarray:
+def colorize(
+    matrix: np.ndarray, vmin: float | None = None, vmax: float | None = None, stops: np.ndarray = VIRIDIS
+) -> np.ndarray:
     """(H, W) values -> (H, W, 3) uint8 colours; NaN -> grey. Range defaults to the finite min/max."""
     m = np.asarray(matrix, dtype=np.float64)
     finite = np.isfinite(m)
@@ -62,7 +75,7 @@ def colorize(matrix: np.ndarray, vmin: float | None = None, vmax: float | None =
     t = np.clip((np.where(finite, m, lo) - lo) / scale, 0.0, 1.0) * (len(stops) - 1)
     i = np.minimum(t.astype(np.int64), len(stops) - 2)
     frac = (t - i)[..., None]
-    rgb = stops[i] * (1 - frac) + stops[i + 1] * frac                  # (H, W, 3)
+    rgb = stops[i] * (1 - frac) + stops[i + 1] * frac  # (H, W, 3)
     rgb = np.rint(rgb).astype(np.uint8)
     rgb[~finite] = NAN_RGB
     return rgb
@@ -74,10 +87,17 @@ def encode_png(rgb: np.ndarray, text: dict[str, str] | None = None) -> bytes:
     h, w, c = rgb.shape
     if c != 3:
         raise ValueError(f"expected (H, W, 3) colours, got shape {rgb.shape}")
-    rows = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1)  # (H, 1 + 3W): filter byte 0
+    rows = np.concatenate(
+        [np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1
+    )  # (H, 1 + 3W): filter byte 0
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     out = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))]
     for key, value in (text or {}).items():
@@ -96,7 +116,7 @@ def tile(maps: np.ndarray, n_cols: int | None = None, gap: int = 1) -> np.ndarra
     out = np.full((n_rows * (h + gap) - gap, n_cols * (w + gap) - gap), np.nan)
     for k in range(n):
         r, c = divmod(k, n_cols)
-        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = maps[k]
+        out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = maps[k]
     return out
 
 
@@ -109,14 +129,14 @@ def _glyph(ch: str) -> np.ndarray:
 
 def _short(label: str) -> str:
     label = str(label).replace("\n", "\\n")
-    return label if len(label) <= _MAX_LABEL else label[:_MAX_LABEL - 1] + "~"
+    return label if len(label) <= _MAX_LABEL else label[: _MAX_LABEL - 1] + "~"
 
 
 def text_bitmap(text: str, vertical: bool = False) -> np.ndarray:
     """A bool bitmap of ``text``: (10, 6n) left to right, or (6n, 10) top to bottom when ``vertical``."""
     if not text:
         return np.zeros((_GLYPH_H, 0) if not vertical else (0, _GLYPH_H), bool)
-    line = np.concatenate([_glyph(c) for c in text], axis=1)          # (10, 6n)
+    line = np.concatenate([_glyph(c) for c in text], axis=1)  # (10, 6n)
     return np.rot90(line, k=-1) if vertical else line
 
 
@@ -128,12 +148,20 @@ def _stamp(canvas: np.ndarray, bitmap: np.ndarray, top: int, left: int, rgb=(0, 
     if t1 <= t0 or l1 <= l0:
         return
     region = canvas[t0:t1, l0:l1]
-    region[bitmap[t0 - top:t1 - top, l0 - left:l1 - left]] = rgb
+    region[bitmap[t0 - top : t1 - top, l0 - left : l1 - left]] = rgb
 
 
-def save_matrix_png(matrix: np.ndarray, path: str | Path, row_labels: list[str] | None = None,
-                    col_labels: list[str] | None = None, *, vmin: float | None = None,
-                    vmax: float | None = None, cell: int | None = None, caption: str = "") -> Path:
+def save_matrix_png(
+    matrix: np.ndarray,
+    path: str | Path,
+    row_labels: list[str] | None = None,
+    col_labels: list[str] | None = None,
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cell: int | None = None,
+    caption: str = "",
+) -> Path:
     """Write a 2-D matrix as a heatmap PNG: cells ``cell`` pixels square, row labels on the left, column
     labels below (top to bottom), a colour bar with its range on the right, ``caption`` on top.
 
@@ -161,22 +189,29 @@ def save_matrix_png(matrix: np.ndarray, path: str | Path, row_labels: list[str] 
     height = max(top + R * cell + bottom, top + 2 * _GLYPH_H + bottom)
     width = max(left + C * cell + right, pad + len(caption) * _GLYPH_W + pad)
     canvas = np.full((height, width, 3), 255, np.uint8)
-    canvas[top:top + R * cell, left:left + C * cell] = np.repeat(np.repeat(colorize(m, lo, hi), cell, 0), cell, 1)
+    canvas[top : top + R * cell, left : left + C * cell] = np.repeat(
+        np.repeat(colorize(m, lo, hi), cell, 0), cell, 1
+    )
     bar_left = left + C * cell + pad
     ramp = np.linspace(hi, lo, R * cell)[:, None].repeat(bar_w, axis=1)  # top = high values
-    canvas[top:top + R * cell, bar_left:bar_left + bar_w] = colorize(ramp, lo, hi)
+    canvas[top : top + R * cell, bar_left : bar_left + bar_w] = colorize(ramp, lo, hi)
     _stamp(canvas, text_bitmap(hi_txt), top, bar_left + bar_w + pad)
     _stamp(canvas, text_bitmap(lo_txt), top + R * cell - _GLYPH_H, bar_left + bar_w + pad)
     if caption:
         _stamp(canvas, text_bitmap(caption), pad, pad)
-    every_row = max(1, -(-_GLYPH_H // cell))   # a label needs 10 px of height
+    every_row = max(1, -(-_GLYPH_H // cell))  # a label needs 10 px of height
     for i in range(0, len(rows), every_row):
         bitmap = text_bitmap(rows[i])
         y = top + i * cell + (cell - _GLYPH_H) // 2
         _stamp(canvas, bitmap, y, left - pad - bitmap.shape[1])
-    every_col = max(1, -(-_GLYPH_H // cell))   # vertical text is 10 px wide
+    every_col = max(1, -(-_GLYPH_H // cell))  # vertical text is 10 px wide
     for j in range(0, len(cols), every_col):
-        _stamp(canvas, text_bitmap(cols[j], vertical=True), top + R * cell + pad, left + j * cell + (cell - _GLYPH_H) // 2)
+        _stamp(
+            canvas,
+            text_bitmap(cols[j], vertical=True),
+            top + R * cell + pad,
+            left + j * cell + (cell - _GLYPH_H) // 2,
+        )
     text = {"Description": caption or "heatmap", "vmin": f"{lo:g}", "vmax": f"{hi:g}"}
     if row_labels is not None:
         text["rows"] = json.dumps(list(row_labels), ensure_ascii=False)
@@ -187,8 +222,12 @@ def save_matrix_png(matrix: np.ndarray, path: str | Path, row_labels: list[str] 
     return path
 
 
-def save_matrix_csv(matrix: np.ndarray, path: str | Path, row_labels: list[str] | None = None,
-                    col_labels: list[str] | None = None) -> Path:
+def save_matrix_csv(
+    matrix: np.ndarray,
+    path: str | Path,
+    row_labels: list[str] | None = None,
+    col_labels: list[str] | None = None,
+) -> Path:
     """Write a 2-D matrix as CSV: a header of column labels, each row led by its label; NaN as an empty cell."""
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim != 2:
@@ -196,7 +235,9 @@ def save_matrix_csv(matrix: np.ndarray, path: str | Path, row_labels: list[str] 
     rows = list(row_labels) if row_labels is not None else [str(i) for i in range(m.shape[0])]
     cols = list(col_labels) if col_labels is not None else [str(j) for j in range(m.shape[1])]
     if len(rows) != m.shape[0] or len(cols) != m.shape[1]:
-        raise ValueError(f"{len(rows)} row and {len(cols)} column labels for a {m.shape[0]}x{m.shape[1]} matrix")
+        raise ValueError(
+            f"{len(rows)} row and {len(cols)} column labels for a {m.shape[0]}x{m.shape[1]} matrix"
+        )
     path = Path(path)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)

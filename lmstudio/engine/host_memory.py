@@ -61,8 +61,11 @@ def _user_tuned_malloc() -> bool:
 
 def supported() -> bool:
     """Whether this process's allocator will be tuned: Linux with glibc, not turned off, not tuned by the user."""
-    return (os.environ.get("LMSTUDIO_KEEP_FREED_MEMORY", "1") != "0" and not _user_tuned_malloc()
-            and _glibc() is not None)
+    return (
+        os.environ.get("LMSTUDIO_KEEP_FREED_MEMORY", "1") != "0"
+        and not _user_tuned_malloc()
+        and _glibc() is not None
+    )
 
 
 def _apply(libc) -> bool:

@@ -33,10 +33,10 @@ def display(piece: str) -> str:
 
 @dataclass(frozen=True)
 class Fitted:
-    ids: list[int]          # token ids that will be shown (at most the context length)
-    pieces: list[str]       # their text, concatenating back to the shown part of the input
-    total: int              # tokens in the whole input
-    limit: int              # the model's context length
+    ids: list[int]  # token ids that will be shown (at most the context length)
+    pieces: list[str]  # their text, concatenating back to the shown part of the input
+    total: int  # tokens in the whole input
+    limit: int  # the model's context length
 
     @property
     def dropped(self) -> int:
@@ -47,15 +47,17 @@ class Fitted:
         """A sentence for the user when the input was cut, else ''."""
         if not self.dropped:
             return ""
-        return (f"Showing the first {len(self.ids)} of {self.total} tokens: the model reads at most "
-                f"{self.limit} tokens at once (its context length), so {self.dropped} were left out.")
+        return (
+            f"Showing the first {len(self.ids)} of {self.total} tokens: the model reads at most "
+            f"{self.limit} tokens at once (its context length), so {self.dropped} were left out."
+        )
 
 
 @dataclass(frozen=True)
 class TokenLoss:
-    token: str                         # the actual next token's text (raw, so the pieces rebuild the input)
-    loss: float                        # cross-entropy in nats: -ln p(token)
-    prob: float                        # the model's probability of the actual token
+    token: str  # the actual next token's text (raw, so the pieces rebuild the input)
+    loss: float  # cross-entropy in nats: -ln p(token)
+    prob: float  # the model's probability of the actual token
     top: list[tuple[str, float]] = field(default_factory=list)  # likeliest tokens instead (display form)
     token_id: int = -1
 
@@ -93,8 +95,10 @@ def attention(session, text: str) -> tuple[list[str], np.ndarray]:
     fitted = fit_to_context(session, text)
     maps = session.model.introspect(_idx(session, fitted.ids))
     if "attention" not in maps:
-        raise InspectError(f"This run's model ({_arch(session) or 'recurrent'}) has no attention; "
-                           "look at its hidden states and gates instead.")
+        raise InspectError(
+            f"This run's model ({_arch(session) or 'recurrent'}) has no attention; "
+            "look at its hidden states and gates instead."
+        )
     return [display(p) for p in fitted.pieces], maps["attention"].float().cpu().numpy()
 
 
@@ -121,10 +125,10 @@ def token_losses(session, text: str, n_top: int = 5) -> list[TokenLoss]:
     if len(fitted.ids) < 2:
         raise InspectError("The text is a single token: per-token loss needs at least two tokens.")
     ids = fitted.ids
-    logits, _ = session.model(_idx(session, ids[:-1]))                    # (1, T, V)
-    logits = logits[0].float()                                           # (T, V)
+    logits, _ = session.model(_idx(session, ids[:-1]))  # (1, T, V)
+    logits = logits[0].float()  # (T, V)
     targets = torch.tensor(ids[1:], device=logits.device)
-    losses = F.cross_entropy(logits, targets, reduction="none")          # (T,)
+    losses = F.cross_entropy(logits, targets, reduction="none")  # (T,)
     probs = torch.softmax(logits, dim=-1)
     top_p, top_i = torch.topk(probs, min(n_top, probs.size(-1)), dim=-1)  # (T, n_top)
     tok = session.tokenizer
@@ -137,8 +141,15 @@ def token_losses(session, text: str, n_top: int = 5) -> list[TokenLoss]:
 
     out = []
     for t, (loss, tp, ti) in enumerate(zip(losses.tolist(), top_p.tolist(), top_i.tolist(), strict=True)):
-        out.append(TokenLoss(fitted.pieces[t + 1], loss, float(np.exp(-loss)),
-                             [(name(i), p) for i, p in zip(ti, tp, strict=True)], ids[t + 1]))
+        out.append(
+            TokenLoss(
+                fitted.pieces[t + 1],
+                loss,
+                float(np.exp(-loss)),
+                [(name(i), p) for i, p in zip(ti, tp, strict=True)],
+                ids[t + 1],
+            )
+        )
     return out
 
 
@@ -151,9 +162,9 @@ def validation_text(session, n_chars: int = 2000, offset: int = 0) -> str:
 
     cfg = session.config
     text = read_corpus(cfg.corpus.source)
-    val = text[int(len(text) * (1 - cfg.corpus.val_fraction)):]
+    val = text[int(len(text) * (1 - cfg.corpus.val_fraction)) :]
     if not val:
         raise InspectError("This run's corpus has no validation text; type a text to inspect instead.")
     start = offset % len(val)
-    snippet = val[start:start + n_chars]
+    snippet = val[start : start + n_chars]
     return snippet if len(snippet) == n_chars or start == 0 else val[:n_chars]

@@ -38,14 +38,19 @@ _MAX_PENDING = 4
 @dataclass(frozen=True)
 class TokenStep:
     token_id: int
-    text: str                      # the text this token added ("" while a multi-byte character is incomplete)
-    prob: float                    # the model's probability of this token (temperature 1, unfiltered)
-    top: list[tuple[str, float]] = field(default_factory=list)  # likeliest tokens at this position, best first
+    text: str  # the text this token added ("" while a multi-byte character is incomplete)
+    prob: float  # the model's probability of this token (temperature 1, unfiltered)
+    top: list[tuple[str, float]] = field(
+        default_factory=list
+    )  # likeliest tokens at this position, best first
 
 
 # ---- the distribution ------------------------------------------------------------------------------
 
-def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+
+def filter_logits(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> torch.Tensor:
     """Logits (..., V) scaled by temperature with the tokens outside top-k / the nucleus set to -inf."""
     logits = logits / temperature
     if top_k and top_k < logits.size(-1):
@@ -75,6 +80,7 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 
 # ---- prompts and context ---------------------------------------------------------------------------
 
+
 def start_ids(tokenizer) -> list[int]:
     """Where an empty prompt starts: a newline if the vocabulary has one, else token id 0."""
     ids = tokenizer.encode("\n")
@@ -88,7 +94,7 @@ def prompt_ids(session, prompt: str) -> list[int]:
     ids = session.tokenizer.encode(prompt) if prompt else []
     if not ids:
         ids = start_ids(session.tokenizer)
-    return ids[-session.model.block_size:]
+    return ids[-session.model.block_size :]
 
 
 def _capacity(session) -> int | None:
@@ -111,12 +117,13 @@ class _Decoder:
         after = self.tok.decode(self.anchor + self.pending)
         if after.endswith(_REPLACEMENT) and len(self.pending) < _MAX_PENDING:
             return ""
-        piece = after[len(before):] if after.startswith(before) else self.tok.decode(self.pending)
+        piece = after[len(before) :] if after.startswith(before) else self.tok.decode(self.pending)
         self.anchor, self.pending = self.pending[-1:], []
         return piece
 
 
 # ---- the incremental model runner ------------------------------------------------------------------
+
 
 class _Runner:
     """Feeds tokens to ``model.step`` and hands back next-token logits (V,), rebuilding a full
@@ -128,9 +135,9 @@ class _Runner:
         self.capacity = _capacity(session)
         self.use_cache = use_cache
         self.device = _device_of(self.model)
-        self.ids = list(ids)       # every token so far (prompt and generated)
+        self.ids = list(ids)  # every token so far (prompt and generated)
         self.rebuilds = 0
-        self.logits = self._restart(self.ids[-self.block_size:])
+        self.logits = self._restart(self.ids[-self.block_size :])
 
     def _tensor(self, ids: list[int]) -> torch.Tensor:
         return torch.tensor([ids], dtype=torch.long, device=self.device)  # (1, T)
@@ -147,10 +154,10 @@ class _Runner:
     def push(self, token_id: int) -> torch.Tensor:
         self.ids.append(token_id)
         if not self.use_cache:
-            self.logits = self._restart(self.ids[-self.block_size:])
+            self.logits = self._restart(self.ids[-self.block_size :])
         elif self.capacity is not None and self.n_cached >= self.capacity:
             self.rebuilds += 1
-            self.logits = self._restart(self.ids[-max(1, self.capacity // 2):])
+            self.logits = self._restart(self.ids[-max(1, self.capacity // 2) :])
         else:
             logits, self.state = self.model.step(self._tensor([token_id]), self.state)  # (1, 1, V)
             self.n_cached += 1
@@ -158,16 +165,18 @@ class _Runner:
         return self.logits
 
 
-def _pick(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator, n_top: int) -> tuple[int, float, list]:
+def _pick(
+    logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator, n_top: int
+) -> tuple[int, float, list]:
     """Sample one token; return (id, model prob, [(id, prob)...]) with a single device-to-host copy."""
-    probs = torch.softmax(logits.float(), dim=-1)                           # (V,)
+    probs = torch.softmax(logits.float(), dim=-1)  # (V,)
     filtered = filter_logits(logits.float(), cfg.temperature, cfg.top_k, cfg.top_p)
     choice = torch.multinomial(torch.softmax(filtered, dim=-1), 1, generator=gen)  # (1,)
     top_p, top_i = torch.topk(probs, min(n_top, probs.numel()))
     packed = torch.cat([choice.to(probs.dtype), probs[choice], top_p, top_i.to(probs.dtype)]).tolist()
     n = top_p.numel()
     token = int(packed[0])
-    return token, packed[1], list(zip((int(i) for i in packed[2 + n:]), packed[2:2 + n], strict=True))
+    return token, packed[1], list(zip((int(i) for i in packed[2 + n :]), packed[2 : 2 + n], strict=True))
 
 
 def _step(tokenizer, token: int, prob: float, top: list, piece: str) -> TokenStep:
@@ -175,8 +184,14 @@ def _step(tokenizer, token: int, prob: float, top: list, piece: str) -> TokenSte
 
 
 @torch.inference_mode()
-def generate(session, prompt: str, cfg: SampleConfig, cancel: threading.Event | None = None,
-             n_top: int = 10, use_cache: bool = True) -> Iterator[TokenStep]:
+def generate(
+    session,
+    prompt: str,
+    cfg: SampleConfig,
+    cancel: threading.Event | None = None,
+    n_top: int = 10,
+    use_cache: bool = True,
+) -> Iterator[TokenStep]:
     """Stream up to ``cfg.max_tokens`` tokens after ``prompt``; stops early on a stop string or ``cancel``.
 
     The same ``cfg.seed`` (>= 0) gives the same text; -1 draws a fresh seed. ``use_cache=False``
@@ -188,34 +203,40 @@ def generate(session, prompt: str, cfg: SampleConfig, cancel: threading.Event | 
     decoder = _Decoder(session.tokenizer, ids)
     stops = [s for s in cfg.stop if s]
     longest_stop = max((len(s) for s in stops), default=0)
-    tail = ""                       # the end of the generated text, long enough to contain a stop string
+    tail = ""  # the end of the generated text, long enough to contain a stop string
     token = -1
     for i in range(cfg.max_tokens):
         if cancel is not None and cancel.is_set():
             return
         if i:
-            runner.push(token)     # fed only when another token is wanted: no wasted step at the end
+            runner.push(token)  # fed only when another token is wanted: no wasted step at the end
         token, prob, top = _pick(runner.logits, cfg, gen, n_top)
         piece = decoder.push(token)
         yield _step(session.tokenizer, token, prob, top, piece)
         if stops:
-            tail = (tail + piece)[-(longest_stop + len(piece)):]
+            tail = (tail + piece)[-(longest_stop + len(piece)) :]
             if any(s in tail for s in stops):
                 return
 
 
 # ---- step mode (teaching) --------------------------------------------------------------------------
 
+
 @torch.inference_mode()
-def next_distribution(session, context_ids: list[int], n_top: int, temperature: float = 1.0) -> list[tuple[int, str, float]]:
+def next_distribution(
+    session, context_ids: list[int], n_top: int, temperature: float = 1.0
+) -> list[tuple[int, str, float]]:
     """The ``n_top`` likeliest next tokens after ``context_ids`` as (id, display text, probability)."""
     ids = list(context_ids) or start_ids(session.tokenizer)
-    ids = ids[-session.model.block_size:]
+    ids = ids[-session.model.block_size :]
     idx = torch.tensor([ids], dtype=torch.long, device=_device_of(session.model))  # (1, T)
     logits, _ = session.model(idx)
     probs = torch.softmax(logits[0, -1].float() / temperature, dim=-1)
     p, i = torch.topk(probs, min(n_top, probs.numel()))
-    return [(int(t), session.tokenizer.id_to_token(int(t)), float(q)) for t, q in zip(i.tolist(), p.tolist(), strict=True)]
+    return [
+        (int(t), session.tokenizer.id_to_token(int(t)), float(q))
+        for t, q in zip(i.tolist(), p.tolist(), strict=True)
+    ]
 
 
 class Stepper:
@@ -244,19 +265,28 @@ class Stepper:
         return "".join(s.text for s in self.steps)
 
     @torch.inference_mode()
-    def distribution(self, n_top: int | None = None, temperature: float = 1.0) -> list[tuple[int, str, float]]:
+    def distribution(
+        self, n_top: int | None = None, temperature: float = 1.0
+    ) -> list[tuple[int, str, float]]:
         probs = torch.softmax(self.runner.logits.float() / temperature, dim=-1)
         p, i = torch.topk(probs, min(n_top or self.n_top, probs.numel()))
         tok = self.session.tokenizer
-        return [(int(t), tok.id_to_token(int(t)), float(q)) for t, q in zip(i.tolist(), p.tolist(), strict=True)]
+        return [
+            (int(t), tok.id_to_token(int(t)), float(q)) for t, q in zip(i.tolist(), p.tolist(), strict=True)
+        ]
 
     @torch.inference_mode()
     def append(self, token_id: int) -> TokenStep:
         probs = torch.softmax(self.runner.logits.float(), dim=-1)
         top_p, top_i = torch.topk(probs, min(self.n_top, probs.numel()))
         top = list(zip(top_i.tolist(), top_p.tolist(), strict=True))
-        step = _step(self.session.tokenizer, int(token_id), float(probs[int(token_id)]), top,
-                     self.decoder.push(int(token_id)))
+        step = _step(
+            self.session.tokenizer,
+            int(token_id),
+            float(probs[int(token_id)]),
+            top,
+            self.decoder.push(int(token_id)),
+        )
         self.runner.push(int(token_id))
         self.steps.append(step)
         return step

@@ -21,11 +21,11 @@ from lmstudio.engine.errors import UserError
 class Session:
     run_dir: Path
     config: RunConfig
-    tokenizer: object          # lmstudio.engine.tokenizer.Tokenizer
-    model: torch.nn.Module     # in eval mode
+    tokenizer: object  # lmstudio.engine.tokenizer.Tokenizer
+    model: torch.nn.Module  # in eval mode
     device: torch.device
-    which: str                 # "latest" or "best"
-    step: int                  # optimizer steps behind these weights (from the checkpoint's metadata)
+    which: str  # "latest" or "best"
+    step: int  # optimizer steps behind these weights (from the checkpoint's metadata)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu", which: str = "latest") -> Session:
@@ -53,13 +53,22 @@ class Session:
         except Exception as e:  # noqa: BLE001 - a damaged file can fail in many ways inside `tokenizers`
             raise ckpt.CheckpointError(f"{tok_path} is damaged ({type(e).__name__}: {e})") from None
         if config.model.vocab_size != tokenizer.vocab_size:
-            raise ckpt.CheckpointError(f"{tok_path} has {tokenizer.vocab_size} tokens but config.json expects "
-                                       f"{config.model.vocab_size}: the files come from different runs")
+            raise ckpt.CheckpointError(
+                f"{tok_path} has {tokenizer.vocab_size} tokens but config.json expects "
+                f"{config.model.vocab_size}: the files come from different runs"
+            )
         torch_device = dev.resolve_device(device)
         with torch.device(torch_device):
             model = build_model(config.model)
         ckpt.load_weights_into(model, run_dir, which, torch_device)
         model.eval()
         meta = ckpt.weights_metadata(ckpt.weights_path(run_dir, which))
-        return cls(run_dir=run_dir, config=config, tokenizer=tokenizer, model=model, device=torch_device,
-                   which=which, step=int(meta.get("step") or 0))
+        return cls(
+            run_dir=run_dir,
+            config=config,
+            tokenizer=tokenizer,
+            model=model,
+            device=torch_device,
+            which=which,
+            step=int(meta.get("step") or 0),
+        )

@@ -22,21 +22,42 @@ class BlankTextError(CorpusError):
     """The file is empty or holds only whitespace (a folder skips such files)."""
 
 
-SAMPLE_BYTES = 256 * 1024      # what charset-normalizer and the binary check look at
+SAMPLE_BYTES = 256 * 1024  # what charset-normalizer and the binary check look at
 # the encodings we promise to read; restricting charset-normalizer to them avoids wild guesses
 # (unrestricted, it reads short GBK text as Korean cp949 and Latin-1 as Central European cp1250)
-CANDIDATE_ENCODINGS = ["utf_8", "utf_16", "utf_16_le", "utf_16_be", "utf_32", "gb18030", "big5",
-                       "cp950", "latin_1", "cp1252"]
+CANDIDATE_ENCODINGS = [
+    "utf_8",
+    "utf_16",
+    "utf_16_le",
+    "utf_16_be",
+    "utf_32",
+    "gb18030",
+    "big5",
+    "cp950",
+    "latin_1",
+    "cp1252",
+]
 _MAGIC: list[tuple[bytes, str]] = [
-    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF87a", "a GIF image"),
-    (b"GIF89a", "a GIF image"), (b"PK\x03\x04", "a zip archive (or a .docx/.xlsx/.epub, which are zips)"),
-    (b"PK\x05\x06", "an empty zip archive"), (b"%PDF-", "a PDF document"), (b"\x1f\x8b", "a gzip archive"),
-    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"), (b"Rar!\x1a\x07", "a RAR archive"),
-    (b"BZh91AY&SY", "a bzip2 archive"), (b"\xfd7zXZ\x00", "an xz archive"), (b"\x7fELF", "a program"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"PK\x03\x04", "a zip archive (or a .docx/.xlsx/.epub, which are zips)"),
+    (b"PK\x05\x06", "an empty zip archive"),
+    (b"%PDF-", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"BZh91AY&SY", "a bzip2 archive"),
+    (b"\xfd7zXZ\x00", "an xz archive"),
+    (b"\x7fELF", "a program"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Microsoft Office document"),
-    (b"SQLite format 3\x00", "an SQLite database"), (b"OggS\x00", "an Ogg audio file"),
-    (b"fLaC\x00", "a FLAC audio file"), (b"ID3\x02\x00", "an MP3 audio file"),
-    (b"ID3\x03\x00", "an MP3 audio file"), (b"ID3\x04\x00", "an MP3 audio file"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"OggS\x00", "an Ogg audio file"),
+    (b"fLaC\x00", "a FLAC audio file"),
+    (b"ID3\x02\x00", "an MP3 audio file"),
+    (b"ID3\x03\x00", "an MP3 audio file"),
+    (b"ID3\x04\x00", "an MP3 audio file"),
 ]  # signatures long enough (or with a NUL) that no real text starts with them
 _ALLOWED_CONTROLS = frozenset("\t\n\r\f\v\x1b")
 
@@ -49,7 +70,7 @@ def _trim_sample(sample: bytes, complete: bool) -> bytes:
     if cut <= 0:
         return sample
     end = cut + 1
-    if end < len(sample) and sample[end] == 0 and end % 2:   # UTF-16 LE newline is 0a 00
+    if end < len(sample) and sample[end] == 0 and end % 2:  # UTF-16 LE newline is 0a 00
         end += 1
     return sample[:end]
 
@@ -71,7 +92,9 @@ def detect_encoding(sample: bytes, path: Path | str = "the file", complete: bool
         if sample.startswith(magic):
             raise CorpusError(f"{path} looks like {what}, not text. Choose a plain-text (.txt) file.")
     if sample[4:8] == b"ftyp":
-        raise CorpusError(f"{path} looks like a video or audio file, not text. Choose a plain-text (.txt) file.")
+        raise CorpusError(
+            f"{path} looks like a video or audio file, not text. Choose a plain-text (.txt) file."
+        )
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     trimmed = _trim_sample(sample, complete)
@@ -82,8 +105,10 @@ def detect_encoding(sample: bytes, path: Path | str = "the file", complete: bool
             pass
         else:
             if _control_share(text[:SAMPLE_BYTES]) > 0.02:
-                raise CorpusError(f"{path} contains many control characters, so it looks like a binary file, "
-                                  "not text. Choose a plain-text (.txt) file.")
+                raise CorpusError(
+                    f"{path} contains many control characters, so it looks like a binary file, "
+                    "not text. Choose a plain-text (.txt) file."
+                )
             return "utf-8"
     from charset_normalizer import from_bytes  # imported here: it takes ~0.1 s and UTF-8 needs none of it
 
@@ -91,15 +116,28 @@ def detect_encoding(sample: bytes, path: Path | str = "the file", complete: bool
     encoding = best.encoding if best is not None else None
     if encoding is None or (b"\x00" in trimmed and not encoding.startswith(("utf_16", "utf_32"))):
         if b"\x00" in trimmed:
-            raise CorpusError(f"{path} contains NUL bytes, so it looks like a binary file, not text. "
-                              "Choose a plain-text (.txt) file.")
+            raise CorpusError(
+                f"{path} contains NUL bytes, so it looks like a binary file, not text. "
+                "Choose a plain-text (.txt) file."
+            )
         raise CorpusError(f"Cannot tell the text encoding of {path}. Save it as UTF-8 and try again.")
-    codec = {"utf_8": "utf-8-sig" if best.bom else "utf-8", "utf_16": "utf-16", "utf_32": "utf-32",
-             "utf_16_le": "utf-16-le", "utf_16_be": "utf-16-be", "latin_1": "latin-1",
-             "cp1252": "cp1252", "gb18030": "gb18030", "big5": "big5", "cp950": "cp950"}.get(encoding, encoding)
+    codec = {
+        "utf_8": "utf-8-sig" if best.bom else "utf-8",
+        "utf_16": "utf-16",
+        "utf_32": "utf-32",
+        "utf_16_le": "utf-16-le",
+        "utf_16_be": "utf-16-be",
+        "latin_1": "latin-1",
+        "cp1252": "cp1252",
+        "gb18030": "gb18030",
+        "big5": "big5",
+        "cp950": "cp950",
+    }.get(encoding, encoding)
     if _control_share(trimmed.decode(codec, errors="replace")[:SAMPLE_BYTES]) > 0.02:
-        raise CorpusError(f"{path} contains many control characters, so it looks like a binary file, "
-                          "not text. Choose a plain-text (.txt) file.")
+        raise CorpusError(
+            f"{path} contains many control characters, so it looks like a binary file, "
+            "not text. Choose a plain-text (.txt) file."
+        )
     return codec
 
 
@@ -120,7 +158,9 @@ def decode_file(path: Path) -> tuple[str, str]:
     text = normalize_newlines(text[1:] if text.startswith("\ufeff") else text)
     if not text.strip():
         what = "empty" if not text else "only whitespace"
-        raise BlankTextError(f"{path} is {what}: there is no text to learn from. Choose a file with some text.")
+        raise BlankTextError(
+            f"{path} is {what}: there is no text to learn from. Choose a file with some text."
+        )
     return text, codec
 
 
@@ -128,8 +168,10 @@ def _open(path: Path):
     try:
         return open(path, "rb")
     except PermissionError:
-        raise CorpusError(f"Permission denied reading {path}. Check the file's permissions, "
-                          "or copy it somewhere you can read.") from None
+        raise CorpusError(
+            f"Permission denied reading {path}. Check the file's permissions, "
+            "or copy it somewhere you can read."
+        ) from None
     except OSError as e:
         raise CorpusError(f"Cannot read {path}: {e.strerror or e}.") from None
 
@@ -138,7 +180,7 @@ def read_bytes(path: Path, limit: int | None = None) -> bytes:
     with _open(path) as f:
         try:
             return f.read() if limit is None else f.read(limit)
-        except OSError as e:   # e.g. a folder named like a file, or a disk error
+        except OSError as e:  # e.g. a folder named like a file, or a disk error
             raise CorpusError(f"Cannot read {path}: {e.strerror or e}.") from None
 
 
@@ -155,9 +197,9 @@ def stream_file(path: Path, chunk_chars: int, blank_ok: bool = False) -> Iterato
         return
     codec = detect_encoding(read_bytes(path, SAMPLE_BYTES), path, complete=file_size(path) <= SAMPLE_BYTES)
     decoder = codecs.getincrementaldecoder(codec)(errors="replace")
-    held_cr = ""        # a trailing "\r" may be the first half of "\r\n" split between reads
+    held_cr = ""  # a trailing "\r" may be the first half of "\r\n" split between reads
     at_start = True
-    pending: list[str] = []   # leading whitespace, held until we know the file is not blank
+    pending: list[str] = []  # leading whitespace, held until we know the file is not blank
     pending_bytes = 0
     seen_any = False
     with _open(path) as f:
@@ -188,4 +230,6 @@ def stream_file(path: Path, chunk_chars: int, blank_ok: bool = False) -> Iterato
                 break
     if pending is not None and not blank_ok:
         what = "only whitespace" if seen_any else "empty"
-        raise BlankTextError(f"{path} is {what}: there is no text to learn from. Choose a file with some text.")
+        raise BlankTextError(
+            f"{path} is {what}: there is no text to learn from. Choose a file with some text."
+        )

@@ -40,9 +40,11 @@ UNK = "\ufffd"
 CHAR_PATTERN = r"[\s\S]"
 # a CJK ideograph or kana alone | a run of other non-space, non-punctuation characters (letters,
 # digits, marks) | a run of whitespace | one punctuation mark or symbol
-WORD_PATTERN = (r"\p{Han}|[\p{Hiragana}\p{Katakana}]|[^\s\p{P}\p{S}\p{Han}\p{Hiragana}\p{Katakana}]+"
-                r"|\s+|[\p{P}\p{S}]")
-PIECE_CHARS = 1 << 16        # texts are cut into pieces of about this size for parallel HF calls
+WORD_PATTERN = (
+    r"\p{Han}|[\p{Hiragana}\p{Katakana}]|[^\s\p{P}\p{S}\p{Han}\p{Hiragana}\p{Katakana}]+"
+    r"|\s+|[\p{P}\p{S}]"
+)
+PIECE_CHARS = 1 << 16  # texts are cut into pieces of about this size for parallel HF calls
 _VISIBLE_SPECIAL = {"\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣"}
 
 
@@ -53,7 +55,11 @@ class TokenizerError(UserError):
 @cache
 def byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from bytes to printable characters, as HF's ByteLevel uses it."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -104,10 +110,10 @@ def safe_pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
     """``text`` in pieces of about ``size`` characters, cut only where tokens are unaffected."""
     start = 0
     while len(text) - start > size:
-        cut = safe_cut(text[start:start + 4 * size], size)
-        if cut == 0:   # no safe cut near: look further, up to 4 sizes, then give up on parallelism
-            cut = safe_cut(text[start:start + 4 * size], 4 * size) or len(text) - start
-        yield text[start:start + cut]
+        cut = safe_cut(text[start : start + 4 * size], size)
+        if cut == 0:  # no safe cut near: look further, up to 4 sizes, then give up on parallelism
+            cut = safe_cut(text[start : start + 4 * size], 4 * size) or len(text) - start
+        yield text[start : start + cut]
         start += cut
     if start < len(text):
         yield text[start:]
@@ -136,8 +142,10 @@ class Tokenizer:
             try:
                 self._bytes = [bytes(to_byte[c] for c in t) for t in self._tokens]
             except KeyError:
-                raise TokenizerError("This BPE tokenizer is not byte-level (its tokens are not GPT-2 byte "
-                                     "symbols); lmstudio reads the byte-level BPE it trains.") from None
+                raise TokenizerError(
+                    "This BPE tokenizer is not byte-level (its tokens are not GPT-2 byte "
+                    "symbols); lmstudio reads the byte-level BPE it trains."
+                ) from None
             self._text = [b.decode("utf-8", "replace") for b in self._bytes]
         else:
             self._bytes = [t.encode("utf-8") for t in self._tokens]
@@ -181,7 +189,8 @@ class Tokenizer:
         n = len(self._tokens)
         if self.kind == "bpe":
             return b"".join(self._bytes[i] if 0 <= i < n else UNK.encode() for i in map(int, ids)).decode(
-                "utf-8", "replace")
+                "utf-8", "replace"
+            )
         return "".join(self._tokens[i] if 0 <= i < n else UNK for i in map(int, ids))
 
     def token_bytes(self, i: int) -> bytes:
@@ -245,8 +254,9 @@ class Tokenizer:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise TokenizerError(f"Cannot read the tokenizer file {path}: {e}. The run folder may be "
-                                 "incomplete; train again.") from None
+            raise TokenizerError(
+                f"Cannot read the tokenizer file {path}: {e}. The run folder may be incomplete; train again."
+            ) from None
         return cls.from_str(text, str(path))
 
     @classmethod
@@ -254,7 +264,7 @@ class Tokenizer:
         try:
             hf = HFTokenizer.from_str(text)
             spec = json.loads(text)
-        except Exception as e:   # HF raises plain Exception for malformed JSON
+        except Exception as e:  # HF raises plain Exception for malformed JSON
             raise TokenizerError(f"{where} is not a valid tokenizer.json ({e}).") from None
         model = (spec.get("model") or {}).get("type")
         if model == "BPE":
@@ -274,6 +284,7 @@ class Tokenizer:
 
 # ---- training ---------------------------------------------------------------------------------
 
+
 def _word_level(vocab: dict[str, int], pattern: str) -> HFTokenizer:
     hf = HFTokenizer(models.WordLevel(vocab, unk_token=UNK))
     hf.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
@@ -283,7 +294,7 @@ def _word_level(vocab: dict[str, int], pattern: str) -> HFTokenizer:
 
 def _chunks(text: str | Iterable[str]) -> Iterator[str]:
     """Text (or a stream of text) in safe pieces, so HF can count them on both cores."""
-    for chunk in ([text] if isinstance(text, str) else text):
+    for chunk in [text] if isinstance(text, str) else text:
         yield from safe_pieces(_scrub(chunk))
 
 
@@ -293,34 +304,48 @@ def train_tokenizer(cfg, text: str | Iterable[str]) -> Tokenizer:
     kind = cfg.kind
     if kind == "char":
         alphabet: set[str] = set()
-        for chunk in ([text] if isinstance(text, str) else text):
+        for chunk in [text] if isinstance(text, str) else text:
             alphabet.update(_scrub(chunk))
         alphabet.discard(UNK)
         if not alphabet:
-            raise TokenizerError("There is no text to build a vocabulary from. Choose a corpus with some text.")
+            raise TokenizerError(
+                "There is no text to build a vocabulary from. Choose a corpus with some text."
+            )
         vocab = {UNK: 0} | {c: i for i, c in enumerate(sorted(alphabet), start=1)}
         return Tokenizer(_word_level(vocab, CHAR_PATTERN), "char")
     if kind == "word":
         counter = _word_level({UNK: 0}, WORD_PATTERN)
-        trainer = trainers.WordLevelTrainer(vocab_size=max(1, cfg.vocab_size - 1), min_frequency=cfg.min_frequency,
-                                            show_progress=False, special_tokens=[])
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=max(1, cfg.vocab_size - 1),
+            min_frequency=cfg.min_frequency,
+            show_progress=False,
+            special_tokens=[],
+        )
         counter.train_from_iterator(_chunks(text), trainer)
         # the trainer orders words by frequency; keep that order after the unknown token
         words = [w for w, _ in sorted(counter.get_vocab().items(), key=lambda kv: kv[1]) if w != UNK]
         if not words:
-            raise TokenizerError("No word occurs often enough to enter the vocabulary. Choose a longer corpus "
-                                 "or lower tokenizer.min_frequency.")
+            raise TokenizerError(
+                "No word occurs often enough to enter the vocabulary. Choose a longer corpus "
+                "or lower tokenizer.min_frequency."
+            )
         vocab = {UNK: 0} | {w: i for i, w in enumerate(words, start=1)}
         return Tokenizer(_word_level(vocab, WORD_PATTERN), "word")
     if kind == "bpe":
         if cfg.vocab_size < 256:
-            raise TokenizerError(f"A byte-level BPE vocabulary needs at least 256 tokens (one per byte); "
-                                 f"{cfg.vocab_size} was asked. Raise tokenizer.vocab_size, or use the char tokenizer.")
+            raise TokenizerError(
+                f"A byte-level BPE vocabulary needs at least 256 tokens (one per byte); "
+                f"{cfg.vocab_size} was asked. Raise tokenizer.vocab_size, or use the char tokenizer."
+            )
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         hf.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, show_progress=False, special_tokens=[],
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer = trainers.BpeTrainer(
+            vocab_size=cfg.vocab_size,
+            show_progress=False,
+            special_tokens=[],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
         hf.train_from_iterator(_chunks(text), trainer)
         return Tokenizer(hf, "bpe")
     raise TokenizerError(f"Unknown tokenizer kind {kind!r}; choose char, word or bpe.")
@@ -329,4 +354,4 @@ def train_tokenizer(cfg, text: str | Iterable[str]) -> Tokenizer:
 def token_frequencies(tokenizer: Tokenizer, ids: np.ndarray) -> np.ndarray:
     """How often each id occurs in ``ids``: an int64 array of length ``vocab_size``."""
     counts = np.bincount(np.asarray(ids).ravel(), minlength=tokenizer.vocab_size)
-    return counts[:tokenizer.vocab_size].astype(np.int64, copy=False)
+    return counts[: tokenizer.vocab_size].astype(np.int64, copy=False)

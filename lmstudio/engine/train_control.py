@@ -84,7 +84,8 @@ class TrainControl:
 def is_oom(e: BaseException) -> bool:
     oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
     return (oom_type is not None and isinstance(e, oom_type)) or (
-        isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    )
 
 
 class FiniteWatch:
@@ -124,5 +125,3 @@ class FiniteWatch:
             self.pending[slot] = False
             if not bool(self.flags[slot]):
                 raise NonFiniteLoss
-
-

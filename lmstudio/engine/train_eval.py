@@ -18,8 +18,9 @@ from lmstudio.engine import device as dev
 
 def _fork_rng(device: torch.device):
     if device.type == "cuda":
-        return torch.random.fork_rng(devices=[device.index if device.index is not None
-                                              else torch.cuda.current_device()])
+        return torch.random.fork_rng(
+            devices=[device.index if device.index is not None else torch.cuda.current_device()]
+        )
     return torch.random.fork_rng(devices=[])
 
 
@@ -34,8 +35,9 @@ def _eval_mode(module: torch.nn.Module):
 
 
 @torch.no_grad()
-def estimate_losses(forward, data, cfg: RunConfig, device: torch.device,
-                    precision: dev.Precision) -> dict[str, float]:
+def estimate_losses(
+    forward, data, cfg: RunConfig, device: torch.device, precision: dev.Precision
+) -> dict[str, float]:
     """Mean loss on ``eval_iters`` batches of each split, and next-token accuracy on validation.
 
     The batches come from a Batcher seeded the same way every time, so successive evaluations compare
@@ -70,8 +72,14 @@ def training_sample(model: torch.nn.Module, tokenizer, cfg: RunConfig, step: int
     from lmstudio.engine.sampling import generate
 
     s = cfg.sample
-    sample_cfg = SampleConfig(max_tokens=cfg.train.sample_tokens, temperature=s.temperature, top_k=s.top_k,
-                              top_p=s.top_p, seed=(cfg.train.seed + step) % 2**63, stop=[])
+    sample_cfg = SampleConfig(
+        max_tokens=cfg.train.sample_tokens,
+        temperature=s.temperature,
+        top_k=s.top_k,
+        top_p=s.top_p,
+        seed=(cfg.train.seed + step) % 2**63,
+        stop=[],
+    )
     session = SimpleNamespace(model=model, tokenizer=tokenizer, config=cfg)
     device = next(model.parameters()).device
     with _fork_rng(device), _eval_mode(model):

@@ -59,8 +59,16 @@ class _DiskError(Exception):
 class Trainer:
     """Trains ``config`` into ``run_dir`` (``resume=True`` continues the checkpoint found there)."""
 
-    def __init__(self, config: RunConfig, run_dir: str | Path, *, control: TrainControl | None = None,
-                 resume: bool = False, cache_dir: str | Path | None = None, tokenizer=None):
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: str | Path,
+        *,
+        control: TrainControl | None = None,
+        resume: bool = False,
+        cache_dir: str | Path | None = None,
+        tokenizer=None,
+    ):
         """``tokenizer``: one already trained for this config (e.g. by the setup screen), so the trainer
         need not train it again; ignored when resuming (the run's own tokenizer.json is used)."""
         self.config = config
@@ -71,8 +79,8 @@ class Trainer:
         self.given_tokenizer = tokenizer
         self.step = 0
         self.saved_step: int | None = None  # the step of the last checkpoint this trainer wrote
-        self.model = None          # the plain module (weights are saved from it)
-        self.forward = None        # what the loop calls: the compiled module, or the plain one
+        self.model = None  # the plain module (weights are saved from it)
+        self.forward = None  # what the loop calls: the compiled module, or the plain one
 
     # ---- public ------------------------------------------------------------------------------
     def run(self) -> Iterator[Event]:
@@ -92,13 +100,19 @@ class Trainer:
 
     def _classify(self, e: Exception) -> Failed:
         if isinstance(e, NonFiniteLoss):
-            return self._failed("nan", f"the loss became NaN or infinite near step {self.step + 1}: training "
-                                       "diverged. Try a lower learning rate (or stronger gradient clipping); "
-                                       "the last good checkpoint is kept.")
+            return self._failed(
+                "nan",
+                f"the loss became NaN or infinite near step {self.step + 1}: training "
+                "diverged. Try a lower learning rate (or stronger gradient clipping); "
+                "the last good checkpoint is kept.",
+            )
         if isinstance(e, _DiskError):
-            return self._failed("disk", f"could not write to the run folder {self.run_dir} ({e.__cause__}). "
-                                        "Free disk space or choose another runs folder; the previous "
-                                        "checkpoint is intact.")
+            return self._failed(
+                "disk",
+                f"could not write to the run folder {self.run_dir} ({e.__cause__}). "
+                "Free disk space or choose another runs folder; the previous "
+                "checkpoint is intact.",
+            )
         if isinstance(e, ckpt.CheckpointError):
             return self._failed("checkpoint", str(e))
         if isinstance(e, (ConfigError, dev.DeviceError)):
@@ -106,10 +120,17 @@ class Trainer:
         if isinstance(e, UserError):
             return self._failed("data", str(e))
         if is_oom(e):
-            return self._failed("oom", f"out of memory on {self.device_label}. Use a smaller batch size, a "
-                                       "shorter context or a smaller model; the last checkpoint is kept.")
-        return self._failed("error", f"training failed unexpectedly ({type(e).__name__}: {e}); this is a bug, "
-                                     "please report it with the details", detail=traceback.format_exc())
+            return self._failed(
+                "oom",
+                f"out of memory on {self.device_label}. Use a smaller batch size, a "
+                "shorter context or a smaller model; the last checkpoint is kept.",
+            )
+        return self._failed(
+            "error",
+            f"training failed unexpectedly ({type(e).__name__}: {e}); this is a bug, "
+            "please report it with the details",
+            detail=traceback.format_exc(),
+        )
 
     # ---- set-up -----------------------------------------------------------------------------
     device_label = "this device"
@@ -134,9 +155,12 @@ class Trainer:
             tokenizer = Tokenizer.load(self.run_dir / ckpt.TOKENIZER_FILE)
             self._check_same_run(cfg, tokenizer)
         elif (self.run_dir / ckpt.CONFIG_FILE).exists():
-            raise ConfigError({"run": f"{self.run_dir} already holds a run; resume it or choose a new folder"})
-        self.tokenizer, self.data = prepare_data(cfg, tokenizer=tokenizer, cache_dir=self.cache_dir,
-                                                 cancel=self.control.stop_event)
+            raise ConfigError(
+                {"run": f"{self.run_dir} already holds a run; resume it or choose a new folder"}
+            )
+        self.tokenizer, self.data = prepare_data(
+            cfg, tokenizer=tokenizer, cache_dir=self.cache_dir, cancel=self.control.stop_event
+        )
         cfg.model.vocab_size = self.tokenizer.vocab_size
         with torch.device(self.device):
             self.model = build_model(cfg.model)
@@ -168,30 +192,39 @@ class Trainer:
     def _check_same_run(self, cfg: RunConfig, tokenizer) -> None:
         saved = RunConfig.load(self.run_dir / ckpt.CONFIG_FILE)
         if saved.model.vocab_size and tokenizer.vocab_size != saved.model.vocab_size:
-            raise ckpt.CheckpointError(f"{self.run_dir / ckpt.TOKENIZER_FILE} has {tokenizer.vocab_size} tokens "
-                                       f"but config.json expects {saved.model.vocab_size}: the files come from "
-                                       "different runs")
+            raise ckpt.CheckpointError(
+                f"{self.run_dir / ckpt.TOKENIZER_FILE} has {tokenizer.vocab_size} tokens "
+                f"but config.json expects {saved.model.vocab_size}: the files come from "
+                "different runs"
+            )
         for section in ("model", "tokenizer"):
             a, b = getattr(saved, section), getattr(cfg, section)
             if section == "model":
                 b = type(b)(**{**b.__dict__, "vocab_size": a.vocab_size})
             if a != b:
-                raise ConfigError({section: f"differs from the run being resumed in {self.run_dir}; "
-                                            "start a new run to change it"})
+                raise ConfigError(
+                    {
+                        section: f"differs from the run being resumed in {self.run_dir}; "
+                        "start a new run to change it"
+                    }
+                )
         if saved.corpus.source != cfg.corpus.source:
             raise ConfigError({"corpus.source": "differs from the run being resumed; start a new run"})
 
     def _restore(self) -> None:
         st = self.state
         if st.get("version") != STATE_VERSION:
-            raise ckpt.CheckpointError(f"{self.run_dir / ckpt.STATE_FILE} has an unknown format; "
-                                       "start a new run")
+            raise ckpt.CheckpointError(
+                f"{self.run_dir / ckpt.STATE_FILE} has an unknown format; start a new run"
+            )
         ckpt.load_weights_into(self.model, self.run_dir, "latest", self.device)
         meta = ckpt.weights_metadata(self.run_dir / ckpt.LATEST_FILE)
         if meta.get("step") != st["step"]:
-            raise ckpt.CheckpointError(f"{self.run_dir}: the weights (step {meta.get('step')}) and the "
-                                       f"training state (step {st['step']}) do not match, probably after a "
-                                       "crash mid-save; start a new run or use the weights as they are")
+            raise ckpt.CheckpointError(
+                f"{self.run_dir}: the weights (step {meta.get('step')}) and the "
+                f"training state (step {st['step']}) do not match, probably after a "
+                "crash mid-save; start a new run or use the weights as they are"
+            )
         self.optimizer.load_state_dict(st["optimizer"])
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
@@ -221,8 +254,14 @@ class Trainer:
 
     def _loop(self) -> Iterator[Event]:
         cfg, t = self.config, self.config.train
-        yield Started(run_dir=str(self.run_dir), device=self.device_label, n_params=self.model.num_params(),
-                      start_step=self.step, max_steps=t.max_steps, config=cfg.to_dict())
+        yield Started(
+            run_dir=str(self.run_dir),
+            device=self.device_label,
+            n_params=self.model.num_params(),
+            start_step=self.step,
+            max_steps=t.max_steps,
+            config=cfg.to_dict(),
+        )
         yield from self._pop_notices()
         control = self.control
         tokens_per_step = t.batch_size * cfg.model.block_size * t.grad_accum
@@ -272,9 +311,16 @@ class Trainer:
                 steps = self.step - last_report_step
                 per_step = (now - last_report) / max(steps, 1)
                 self.elapsed = now - run_start
-                event = StepMetrics(step=self.step, max_steps=t.max_steps, loss=loss_value, lr=lr,
-                                    grad_norm=float(grad_norm), tokens_per_s=tokens_per_step / per_step,
-                                    elapsed=self.elapsed, eta=per_step * (t.max_steps - self.step))
+                event = StepMetrics(
+                    step=self.step,
+                    max_steps=t.max_steps,
+                    loss=loss_value,
+                    lr=lr,
+                    grad_norm=float(grad_norm),
+                    tokens_per_s=tokens_per_step / per_step,
+                    elapsed=self.elapsed,
+                    eta=per_step * (t.max_steps - self.step),
+                )
                 self._append(ckpt.METRICS_FILE, event)
                 yield event
                 last_report, last_report_step = time.perf_counter(), self.step
@@ -288,8 +334,11 @@ class Trainer:
                 yield self._sample()
             is_best = evaluated and val_loss == self.best_val
             # an improvement is always saved (best.safetensors), whatever the checkpoint interval
-            due = at_end or is_best or (evaluated if t.checkpoint_interval == 0
-                                        else self.step % t.checkpoint_interval == 0)
+            due = (
+                at_end
+                or is_best
+                or (evaluated if t.checkpoint_interval == 0 else self.step % t.checkpoint_interval == 0)
+            )
             if due:
                 watch.flush()
                 run_start += yield from self._save_or_pause(run_start, best=is_best, val_loss=val_loss)
@@ -343,16 +392,22 @@ class Trainer:
 
     # ---- evaluation, samples, checkpoints -----------------------------------------------------
     def _evaluate(self, run_start: float) -> Iterator[Event]:
-        losses = self._call_forward(lambda fwd: estimate_losses(
-            fwd, self.data, self.config, self.device, self.precision))
+        losses = self._call_forward(
+            lambda fwd: estimate_losses(fwd, self.data, self.config, self.device, self.precision)
+        )
         val_loss = losses["val_loss"]
         if not math.isfinite(val_loss):
             raise NonFiniteLoss
         self.best_val = min(self.best_val, val_loss)
-        event = EvalMetrics(step=self.step, train_loss=losses["train_loss"], val_loss=val_loss,
-                            val_ppl=math.exp(min(val_loss, 700.0)), val_acc=losses["val_acc"],
-                            val_bpc=val_loss / math.log(2) / max(self.data.chars_per_token, 1e-9),
-                            elapsed=time.perf_counter() - run_start)
+        event = EvalMetrics(
+            step=self.step,
+            train_loss=losses["train_loss"],
+            val_loss=val_loss,
+            val_ppl=math.exp(min(val_loss, 700.0)),
+            val_acc=losses["val_acc"],
+            val_bpc=val_loss / math.log(2) / max(self.data.chars_per_token, 1e-9),
+            elapsed=time.perf_counter() - run_start,
+        )
         self._append(ckpt.METRICS_FILE, event)
         yield event
         yield from self._pop_notices()
@@ -376,12 +431,16 @@ class Trainer:
     def _save(self, run_start: float, *, best: bool, val_loss: float | None) -> Checkpointed:
         self.elapsed = time.perf_counter() - run_start
         state = {
-            "version": STATE_VERSION, "step": self.step,
-            "best_val": None if math.isinf(self.best_val) else self.best_val, "val_loss": val_loss,
-            "peak_lr": self.peak_lr, "elapsed": self.elapsed,
+            "version": STATE_VERSION,
+            "step": self.step,
+            "best_val": None if math.isinf(self.best_val) else self.best_val,
+            "val_loss": val_loss,
+            "peak_lr": self.peak_lr,
+            "elapsed": self.elapsed,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "batcher": self.batcher.state_dict(), "rng": dev.rng_state(),
+            "batcher": self.batcher.state_dict(),
+            "rng": dev.rng_state(),
         }
         # gradients that overflow behind a finite loss leave NaN weights after the step: never save those
         if not torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all():
@@ -409,10 +468,14 @@ class Trainer:
                 control.pause()
                 if control.stopping:  # a Stop that arrived just now: the pause was refused
                     raise
-                yield Notice(step=self.step, message=(
-                    f"Could not save the checkpoint at step {self.step} in {self.run_dir} ({e.__cause__}). Training "
-                    "is paused and nothing is lost: free disk space (or fix the folder's permissions), then press "
-                    "Resume to save again. Stop tries once more, then ends the run with the last checkpoint saved."))
+                yield Notice(
+                    step=self.step,
+                    message=(
+                        f"Could not save the checkpoint at step {self.step} in {self.run_dir} ({e.__cause__}). Training "
+                        "is paused and nothing is lost: free disk space (or fix the folder's permissions), then press "
+                        "Resume to save again. Stop tries once more, then ends the run with the last checkpoint saved."
+                    ),
+                )
                 yield StateChanged("paused", self.step)
                 paused_at = time.perf_counter()
                 control.wait_while_paused()

@@ -10,10 +10,12 @@ class AboutDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("About lmstudio")
         self.resize(720, 520)
-        head = QLabel(f"<h2>lmstudio {version}</h2>"
-                      "<p>A desktop playground for training and exploring small language models: "
-                      "RNN, LSTM, GRU and GPT-style Transformers, on your CPU or GPU.</p>"
-                      "<p>Built with PyTorch, Hugging Face tokenizers, PySide6 (Qt) and pyqtgraph. MIT licence.</p>")
+        head = QLabel(
+            f"<h2>lmstudio {version}</h2>"
+            "<p>A desktop playground for training and exploring small language models: "
+            "RNN, LSTM, GRU and GPT-style Transformers, on your CPU or GPU.</p>"
+            "<p>Built with PyTorch, Hugging Face tokenizers, PySide6 (Qt) and pyqtgraph. MIT licence.</p>"
+        )
         head.setWordWrap(True)
         self.sources = QTextBrowser()
         self.sources.setObjectName("aboutSources")

@@ -78,8 +78,9 @@ class Controller:
         return path.read_text(encoding="utf-8") if path.is_file() else ""
 
     # ---- tokenizer --------------------------------------------------------------------------
-    def build_tokenizer(self, source: str, tok_cfg: C.TokenizerConfig,
-                        progress: Progress, cancel: threading.Event) -> dict:
+    def build_tokenizer(
+        self, source: str, tok_cfg: C.TokenizerConfig, progress: Progress, cancel: threading.Event
+    ) -> dict:
         """*worker*: train a tokenizer on the corpus, count token frequencies, keep it for previews.
 
         Returns ``{kind, vocab_size, tokens (object array), ids, freq (int64 arrays), n_tokens,
@@ -96,8 +97,9 @@ class Controller:
             return {}
         progress(0.2)
         try:
-            ids = data.encode_to_cache(text, tok, cache_dir(), progress=lambda f: progress(0.2 + 0.8 * f),
-                                       cancel=cancel)
+            ids = data.encode_to_cache(
+                text, tok, cache_dir(), progress=lambda f: progress(0.2 + 0.8 * f), cancel=cancel
+            )
         except data.Cancelled:
             return {}
         ids = np.asarray(ids)
@@ -150,8 +152,10 @@ class Controller:
             from lmstudio.engine import models
 
             n = int(models.param_count(model_cfg))
-            mem = {k: (float(v) if isinstance(v, (int, float)) else v)
-                   for k, v in models.memory_estimate(model_cfg, train_cfg).items()}
+            mem = {
+                k: (float(v) if isinstance(v, (int, float)) else v)
+                for k, v in models.memory_estimate(model_cfg, train_cfg).items()
+            }
             if len(self._estimates) > 256:
                 self._estimates.clear()
             self._estimates[key] = (n, mem)
@@ -190,8 +194,14 @@ class Controller:
             run_dir, resume = Path(resume_dir), True
         else:
             run_dir, resume = checkpoint.new_run_dir(self.runs_dir(), cfg.name or cfg.model.arch), False
-        trainer = Trainer(cfg, run_dir, control=control, resume=resume, cache_dir=cache_dir(),
-                          tokenizer=None if resume else self.built_tokenizer_for(cfg))
+        trainer = Trainer(
+            cfg,
+            run_dir,
+            control=control,
+            resume=resume,
+            cache_dir=cache_dir(),
+            tokenizer=None if resume else self.built_tokenizer_for(cfg),
+        )
         yield from trainer.run()
 
     # ---- runs -------------------------------------------------------------------------------
@@ -222,11 +232,17 @@ class Controller:
             return np.array([float(r.get(key, np.nan)) for r in rows], dtype=np.float64)
 
         return {
-            "step": col(steps, "step"), "time": col(steps, "elapsed"), "loss": col(steps, "loss"),
-            "lr": col(steps, "lr"), "tokens_per_s": col(steps, "tokens_per_s"),
-            "eval_step": col(evals, "step"), "eval_time": col(evals, "elapsed"),
-            "train_loss": col(evals, "train_loss"), "val_loss": col(evals, "val_loss"),
-            "val_ppl": col(evals, "val_ppl"), "val_acc": col(evals, "val_acc"),
+            "step": col(steps, "step"),
+            "time": col(steps, "elapsed"),
+            "loss": col(steps, "loss"),
+            "lr": col(steps, "lr"),
+            "tokens_per_s": col(steps, "tokens_per_s"),
+            "eval_step": col(evals, "step"),
+            "eval_time": col(evals, "elapsed"),
+            "train_loss": col(evals, "train_loss"),
+            "val_loss": col(evals, "val_loss"),
+            "val_ppl": col(evals, "val_ppl"),
+            "val_acc": col(evals, "val_acc"),
         }
 
     def run_samples(self, run_dir: str) -> list[dict]:

@@ -19,15 +19,20 @@ def open_folder(parent: QWidget | None, title: str, start: str = "") -> str:
 
 
 def ask_yes_no(parent: QWidget | None, title: str, text: str) -> bool:
-    answer = QMessageBox.question(parent, title, text,
-                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                                  QMessageBox.StandardButton.No)
+    answer = QMessageBox.question(
+        parent,
+        title,
+        text,
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
     return answer == QMessageBox.StandardButton.Yes
 
 
 def show_error(parent: QWidget | None, title: str, text: str) -> None:
-    box = QMessageBox(QMessageBox.Icon.Warning, title, text.split("\n\n", 1)[0], QMessageBox.StandardButton.Ok,
-                      parent)
+    box = QMessageBox(
+        QMessageBox.Icon.Warning, title, text.split("\n\n", 1)[0], QMessageBox.StandardButton.Ok, parent
+    )
     if "\n\n" in text:  # a bug report's traceback goes into the details, not the headline
         box.setDetailedText(text.split("\n\n", 1)[1])
     box.exec()

@@ -25,9 +25,16 @@ from lmstudio.ui.workers import TaskWorker, describe_error, start_worker
 ORGANIZATION = "lmstudio"
 APPLICATION = "lmstudio"
 TAB_SETUP, TAB_TRAINING, TAB_RUNS, TAB_GENERATE, TAB_INSPECT = range(5)
-STATE_TEXT = {"idle": "Idle", "starting": "Starting…", "running": "Training", "paused": "Paused",
-              "stopping": "Stopping (saving a checkpoint)…", "finished": "Finished", "stopped": "Stopped",
-              "failed": "Failed"}
+STATE_TEXT = {
+    "idle": "Idle",
+    "starting": "Starting…",
+    "running": "Training",
+    "paused": "Paused",
+    "stopping": "Stopping (saving a checkpoint)…",
+    "finished": "Finished",
+    "stopped": "Stopped",
+    "failed": "Failed",
+}
 
 
 def open_settings() -> QSettings:
@@ -46,7 +53,7 @@ def placeholder(text: str) -> QWidget:
 
 
 class MainWindow(QMainWindow):
-    run_selected = Signal(str)        # the run Generate/Inspect should show
+    run_selected = Signal(str)  # the run Generate/Inspect should show
     checkpoint_written = Signal(str)  # a run folder has a new checkpoint
     closed = Signal()
 
@@ -88,8 +95,10 @@ class MainWindow(QMainWindow):
             from lmstudio.ui.panes.inspector import InspectorPane
             from lmstudio.ui.session_controller import SessionController
         except ImportError:
-            return (placeholder("Generate: train or open a run first."),
-                    placeholder("Inspect: train or open a run first."))
+            return (
+                placeholder("Generate: train or open a run first."),
+                placeholder("Inspect: train or open a run first."),
+            )
         self.session_controller = SessionController(self)
         return GenerationPane(self.session_controller, self), InspectorPane(self.session_controller, self)
 
@@ -113,15 +122,19 @@ class MainWindow(QMainWindow):
     def _make_menus(self) -> None:
         bar = self.menuBar()
         file = bar.addMenu("&File")
-        self.act_open_corpus = self._action(file, "Open corpus &file…", self._open_corpus_file,
-                                            QKeySequence.StandardKey.Open, "openCorpus")
-        self.act_open_folder = self._action(file, "Open corpus f&older…", self._open_corpus_folder,
-                                            "Ctrl+Shift+O", "openCorpusFolder")
+        self.act_open_corpus = self._action(
+            file, "Open corpus &file…", self._open_corpus_file, QKeySequence.StandardKey.Open, "openCorpus"
+        )
+        self.act_open_folder = self._action(
+            file, "Open corpus f&older…", self._open_corpus_folder, "Ctrl+Shift+O", "openCorpusFolder"
+        )
         self.act_open_run = self._action(file, "Open &run…", self._open_run, "Ctrl+R", "openRun")
         file.addSeparator()
         self.act_quit = self._action(file, "&Quit", self.close, QKeySequence("Ctrl+Q"), "quit")
         train = bar.addMenu("&Training")
-        self.act_start = self._action(train, "&Start training", self.start_training, "Ctrl+T", "startTraining")
+        self.act_start = self._action(
+            train, "&Start training", self.start_training, "Ctrl+T", "startTraining"
+        )
         self.act_pause = self._action(train, "&Pause / resume", self.training.toggle_pause, "Ctrl+P", "pause")
         self.act_stop = self._action(train, "S&top training", self.training.stop, "Ctrl+.", "stopTraining")
         view = bar.addMenu("&View")
@@ -201,8 +214,10 @@ class MainWindow(QMainWindow):
         if errors:
             self.setup.revalidate()
             self.tabs.setCurrentIndex(TAB_SETUP)
-            self.show_error("Training cannot start until these settings are fixed:\n"
-                            + "\n".join(f"• {k}: {v}" for k, v in errors.items()))
+            self.show_error(
+                "Training cannot start until these settings are fixed:\n"
+                + "\n".join(f"• {k}: {v}" for k, v in errors.items())
+            )
             return
         self._save_settings()
         self.tabs.setCurrentIndex(TAB_TRAINING)
@@ -221,7 +236,9 @@ class MainWindow(QMainWindow):
         done = int(self.runs.run_summary(run_dir).get("steps") or 0)
         if done >= cfg.train.max_steps:
             cfg.train.max_steps = done + cfg.train.max_steps
-            self.statusBar().showMessage(f"The run had finished; continuing to step {cfg.train.max_steps:,}.", 8000)
+            self.statusBar().showMessage(
+                f"The run had finished; continuing to step {cfg.train.max_steps:,}.", 8000
+            )
         self.tabs.setCurrentIndex(TAB_TRAINING)
         self.training.start(cfg, resume_dir=run_dir)
 
@@ -371,8 +388,9 @@ class MainWindow(QMainWindow):
             event.ignore()
             if self._close_requested:
                 return  # already stopping; the worker's finished signal closes the window
-            if not dialogs.ask_yes_no(self, "Training is running",
-                                      "Stop training, save a checkpoint and quit?"):
+            if not dialogs.ask_yes_no(
+                self, "Training is running", "Stop training, save a checkpoint and quit?"
+            ):
                 return
             self._close_requested = True
             self.training.worker.finished.connect(self._close_after_stop, Qt.ConnectionType.QueuedConnection)

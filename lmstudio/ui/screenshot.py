@@ -31,8 +31,11 @@ def _run_under_xvfb(argv: list[str]) -> int:
     for display in range(90, 110):
         if not Path(f"/tmp/.X11-unix/X{display}").exists() and not Path(f"/tmp/.X{display}-lock").exists():
             break
-    server = subprocess.Popen([xvfb, f":{display}", "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [xvfb, f":{display}", "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):  # wait for the server's socket instead of a fixed sleep
             if Path(f"/tmp/.X11-unix/X{display}").exists():
@@ -81,7 +84,9 @@ def _shoot(out: Path, steps: int) -> int:
     def grab(name: str) -> None:
         settle()
         screen = win.screen()
-        pixmap = screen.grabWindow(win.winId()) if os.environ.get("QT_QPA_PLATFORM") != "offscreen" else win.grab()
+        pixmap = (
+            screen.grabWindow(win.winId()) if os.environ.get("QT_QPA_PLATFORM") != "offscreen" else win.grab()
+        )
         if pixmap.isNull():
             pixmap = win.grab()
         path = out / f"{name}.png"
@@ -90,12 +95,27 @@ def _shoot(out: Path, steps: int) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     wait(lambda: win.isExposed() if hasattr(win, "isExposed") else win.windowHandle().isExposed())
-    base = C.RunConfig().override([
-        "corpus.source=tang300", "tokenizer.kind=char", "model.n_layer=1", "model.n_embd=64",
-        "model.hidden_size=64", "model.n_head=2", "model.block_size=32", "train.batch_size=16",
-        f"train.max_steps={steps}", f"train.eval_interval={max(steps // 6, 1)}", "train.eval_iters=4",
-        "train.log_interval=2", "train.warmup_steps=10", "train.lr=3e-3", "train.min_lr=3e-4",
-        f"train.sample_interval={max(steps // 3, 1)}", "train.sample_tokens=48"])
+    base = C.RunConfig().override(
+        [
+            "corpus.source=tang300",
+            "tokenizer.kind=char",
+            "model.n_layer=1",
+            "model.n_embd=64",
+            "model.hidden_size=64",
+            "model.n_head=2",
+            "model.block_size=32",
+            "train.batch_size=16",
+            f"train.max_steps={steps}",
+            f"train.eval_interval={max(steps // 6, 1)}",
+            "train.eval_iters=4",
+            "train.log_interval=2",
+            "train.warmup_steps=10",
+            "train.lr=3e-3",
+            "train.min_lr=3e-4",
+            f"train.sample_interval={max(steps // 3, 1)}",
+            "train.sample_tokens=48",
+        ]
+    )
     win.setup.set_config(base.override(["name=tang-lstm", "model.arch=lstm"]))
     wait(lambda: win.setup.corpus.builtins.count() > 0 and not win.setup.corpus.is_busy())
     wait(lambda: not win.device_label.text().startswith("Device: detecting"))  # the engine has loaded
@@ -137,13 +157,19 @@ def _shoot(out: Path, steps: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m lmstudio.ui.screenshot", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lmstudio.ui.screenshot", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("out", type=Path, help="folder for the PNG files")
-    parser.add_argument("--steps", type=int, default=150, help="training steps per run (default 150; 0: setup pages only)")
+    parser.add_argument(
+        "--steps", type=int, default=150, help="training steps per run (default 150; 0: setup pages only)"
+    )
     args = parser.parse_args(argv)
     from lmstudio.ui.app import has_display
 
-    if not has_display() or (os.environ.get("QT_QPA_PLATFORM") in (None, "") and not os.environ.get("DISPLAY")):
+    if not has_display() or (
+        os.environ.get("QT_QPA_PLATFORM") in (None, "") and not os.environ.get("DISPLAY")
+    ):
         return _run_under_xvfb(argv)
     return _shoot(args.out, args.steps)
 

@@ -35,8 +35,13 @@ _EMIT_EVERY_S = 0.04
 
 
 def _step_dict(step, tokenizer) -> dict:
-    return {"token_id": step.token_id, "text": step.text, "prob": step.prob, "top": list(step.top),
-            "label": tokenizer.id_to_token(step.token_id)}
+    return {
+        "token_id": step.token_id,
+        "text": step.text,
+        "prob": step.prob,
+        "top": list(step.top),
+        "label": tokenizer.id_to_token(step.token_id),
+    }
 
 
 def _sample_config(settings: dict):
@@ -82,8 +87,10 @@ class _Worker(QObject):
         except UserError as e:
             self.failed.emit(str(e))
         except Exception as e:  # noqa: BLE001 - a bug must reach the user, not kill the thread silently
-            self.failed.emit(f"Unexpected error ({type(e).__name__}: {e}). Please report it.\n"
-                             + traceback.format_exc(limit=4))
+            self.failed.emit(
+                f"Unexpected error ({type(e).__name__}: {e}). Please report it.\n"
+                + traceback.format_exc(limit=4)
+            )
         finally:
             self.request_done.emit()
 
@@ -93,18 +100,25 @@ class _Worker(QObject):
         self.stale.clear()
         self.session = Session.load(run_dir, device="cpu")
         if run_dir != self.run_dir:
-            self.stepper = None   # a reload of the same run keeps step mode going on the weights it began with
+            self.stepper = None  # a reload of the same run keeps step mode going on the weights it began with
         self.run_dir = run_dir
         s = self.session
         m = s.config.model
-        self.loaded.emit({
-            "run_dir": str(run_dir), "name": s.config.name or Path(run_dir).name, "arch": m.arch,
-            "step": int(getattr(s, "step", 0)), "block_size": int(s.model.block_size),
-            "vocab_size": int(s.tokenizer.vocab_size), "n_layer": m.n_layer,
-            "n_head": m.n_head if m.arch == "transformer" else 0,
-            "params": int(s.model.num_params()), "tokenizer": s.config.tokenizer.kind,
-            "sample": asdict(s.config.sample),
-        })
+        self.loaded.emit(
+            {
+                "run_dir": str(run_dir),
+                "name": s.config.name or Path(run_dir).name,
+                "arch": m.arch,
+                "step": int(getattr(s, "step", 0)),
+                "block_size": int(s.model.block_size),
+                "vocab_size": int(s.tokenizer.vocab_size),
+                "n_layer": m.n_layer,
+                "n_head": m.n_head if m.arch == "transformer" else 0,
+                "params": int(s.model.num_params()),
+                "tokenizer": s.config.tokenizer.kind,
+                "sample": asdict(s.config.sample),
+            }
+        )
 
     # ---- requests ----------------------------------------------------------------------------------
     @Slot(str)
@@ -129,8 +143,9 @@ class _Worker(QObject):
             batch, last = [], time.monotonic()
             reason = "completed"
             n = 0
-            for step in sampling.generate(self.session, prompt, cfg, cancel=self.cancel,
-                                          n_top=int(settings.get("n_top", 10))):
+            for step in sampling.generate(
+                self.session, prompt, cfg, cancel=self.cancel, n_top=int(settings.get("n_top", 10))
+            ):
                 n += 1
                 batch.append(_step_dict(step, self.session.tokenizer))
                 if time.monotonic() - last >= _EMIT_EVERY_S:
@@ -151,8 +166,9 @@ class _Worker(QObject):
         def work():
             from lmstudio.engine import sampling
 
-            self.stepper = sampling.Stepper(self.session, prompt, _sample_config(settings),
-                                            n_top=int(settings.get("n_top", 10)))
+            self.stepper = sampling.Stepper(
+                self.session, prompt, _sample_config(settings), n_top=int(settings.get("n_top", 10))
+            )
             self.step_ready.emit({"step": None, "choices": self.stepper.distribution()})
 
         self._run(work)
@@ -163,7 +179,9 @@ class _Worker(QObject):
             if self.stepper is None:
                 raise UserError("Step mode is not running: press Start step mode first.")
             step = self.stepper.append(token_id) if token_id >= 0 else self.stepper.sample()
-            self.step_ready.emit({"step": _step_dict(step, self.session.tokenizer), "choices": self.stepper.distribution()})
+            self.step_ready.emit(
+                {"step": _step_dict(step, self.session.tokenizer), "choices": self.stepper.distribution()}
+            )
 
         self._run(work)
 
@@ -185,8 +203,9 @@ class _Worker(QObject):
 
             tokens, maps = lm_inspect.activations(self.session, text)
             note = lm_inspect.fit_to_context(self.session, text).note
-            self.activations.emit({"tokens": tokens, "maps": maps, "note": note,
-                                   "arch": self.session.config.model.arch})
+            self.activations.emit(
+                {"tokens": tokens, "maps": maps, "note": note, "arch": self.session.config.model.arch}
+            )
 
         self._run(work)
 
@@ -197,9 +216,13 @@ class _Worker(QObject):
 
             rows = lm_inspect.token_losses(self.session, text, n_top)
             fitted = lm_inspect.fit_to_context(self.session, text, extra=1)
-            self.losses.emit({"first": fitted.pieces[0], "note": fitted.note,
-                              "rows": [{"token": r.token, "loss": r.loss, "prob": r.prob, "top": r.top}
-                                       for r in rows]})
+            self.losses.emit(
+                {
+                    "first": fitted.pieces[0],
+                    "note": fitted.note,
+                    "rows": [{"token": r.token, "loss": r.loss, "prob": r.prob, "top": r.top} for r in rows],
+                }
+            )
 
         self._run(work)
 
@@ -216,15 +239,15 @@ class _Worker(QObject):
 class SessionController(QObject):
     """The Generate and Inspect tabs' way to the engine. See the module docstring for the wiring."""
 
-    session_loaded = Signal(dict)      # run info: run_dir, name, arch, step, block_size, vocab_size, n_layer, ...
-    error = Signal(str)                # a message for the user
+    session_loaded = Signal(dict)  # run info: run_dir, name, arch, step, block_size, vocab_size, n_layer, ...
+    error = Signal(str)  # a message for the user
     busy_changed = Signal(bool)
-    tokens_generated = Signal(list)    # [{token_id, text, label, prob, top: [(label, prob)]}] in order
+    tokens_generated = Signal(list)  # [{token_id, text, label, prob, top: [(label, prob)]}] in order
     generation_finished = Signal(str)  # "completed", "stopped", "stop string"
-    step_ready = Signal(dict)          # {"step": token dict or None, "choices": [(id, text, prob)]}
-    attention_ready = Signal(dict)     # {"tokens", "weights": (L, H, T, T), "note"}
-    activations_ready = Signal(dict)   # {"tokens", "maps": {name: (L, T, H)}, "note", "arch"}
-    losses_ready = Signal(dict)        # {"first": str, "rows": [{token, loss, prob, top}], "note"}
+    step_ready = Signal(dict)  # {"step": token dict or None, "choices": [(id, text, prob)]}
+    attention_ready = Signal(dict)  # {"tokens", "weights": (L, H, T, T), "note"}
+    activations_ready = Signal(dict)  # {"tokens", "maps": {name: (L, T, H)}, "note", "arch"}
+    losses_ready = Signal(dict)  # {"first": str, "rows": [{token, loss, prob, top}], "note"}
     snippet_ready = Signal(str)
 
     _load = Signal(str)
@@ -246,13 +269,16 @@ class SessionController(QObject):
         self._thread.setObjectName("lmstudio-session")
         self._worker = _Worker(self._cancel, self._stale)
         self._worker.moveToThread(self._thread)
-        for mine, theirs in ((self._load, self._worker.load), (self._generate, self._worker.generate),
-                             (self._step_start, self._worker.step_start),
-                             (self._step_choose, self._worker.step_choose),
-                             (self._attention, self._worker.inspect_attention),
-                             (self._activations, self._worker.inspect_activations),
-                             (self._losses, self._worker.inspect_losses),
-                             (self._snippet, self._worker.validation_snippet)):
+        for mine, theirs in (
+            (self._load, self._worker.load),
+            (self._generate, self._worker.generate),
+            (self._step_start, self._worker.step_start),
+            (self._step_choose, self._worker.step_choose),
+            (self._attention, self._worker.inspect_attention),
+            (self._activations, self._worker.inspect_activations),
+            (self._losses, self._worker.inspect_losses),
+            (self._snippet, self._worker.validation_snippet),
+        ):
             mine.connect(theirs)
         w = self._worker
         w.loaded.connect(self._on_loaded)

@@ -109,8 +109,10 @@ def describe_error(exc: BaseException) -> str:
     """The message a person reads: a UserError's own text, anything else flagged as a bug."""
     if isinstance(exc, UserError):
         return str(exc)
-    return (f"Unexpected error ({type(exc).__name__}: {exc}). This is a bug in lmstudio; "
-            f"please report it with the details below.\n\n{''.join(traceback.format_exception(exc))}")
+    return (
+        f"Unexpected error ({type(exc).__name__}: {exc}). This is a bug in lmstudio; "
+        f"please report it with the details below.\n\n{''.join(traceback.format_exception(exc))}"
+    )
 
 
 class TaskWorker(Worker):

@@ -17,11 +17,29 @@ from lmstudio.engine.trainer import TrainControl, Trainer
 
 
 def tiny(*overrides: str) -> RunConfig:
-    return RunConfig(name="ck").override([
-        "corpus.source=tang300", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.hidden_size=32",
-        "model.block_size=16", "train.batch_size=4", "train.max_steps=6", "train.eval_interval=3",
-        "train.eval_iters=1", "train.log_interval=2", "train.sample_interval=3", "train.sample_tokens=4",
-        "train.device=cpu", *overrides]).validate()
+    return (
+        RunConfig(name="ck")
+        .override(
+            [
+                "corpus.source=tang300",
+                "model.n_layer=1",
+                "model.n_head=2",
+                "model.n_embd=32",
+                "model.hidden_size=32",
+                "model.block_size=16",
+                "train.batch_size=4",
+                "train.max_steps=6",
+                "train.eval_interval=3",
+                "train.eval_iters=1",
+                "train.log_interval=2",
+                "train.sample_interval=3",
+                "train.sample_tokens=4",
+                "train.device=cpu",
+                *overrides,
+            ]
+        )
+        .validate()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +129,13 @@ def test_history_and_listing(trained_run):
     runs = ckpt.list_runs(trained_run.parent)
     assert len(runs) == 1
     run = runs[0]
-    assert (run.name, run.arch, run.corpus, run.steps, run.max_steps) == ("ck", "transformer", "tang300", 6, 6)
+    assert (run.name, run.arch, run.corpus, run.steps, run.max_steps) == (
+        "ck",
+        "transformer",
+        "tang300",
+        6,
+        6,
+    )
     evals = [m["val_loss"] for m in metrics if m["event"] == "EvalMetrics"]
     assert run.best_val_loss == pytest.approx(min(evals))
 
@@ -138,18 +162,31 @@ def _copy_run(src, dst):
     return dst
 
 
-@pytest.mark.parametrize("damage, file, words", [
-    (lambda d: (d / "model.safetensors").unlink(), "model.safetensors", "missing"),
-    (lambda d: (d / "config.json").unlink(), "config.json", "missing"),
-    (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json", "missing"),
-    (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:200]),
-     "model.safetensors", "damaged"),
-    (lambda d: (d / "config.json").write_text("{not json"), "config.json", "damaged"),
-    (lambda d: (d / "tokenizer.json").write_text("{}"), "tokenizer.json", ""),
-    (lambda d: (d / "config.json").write_text(
-        json.loads((d / "config.json").read_text()) and RunConfig.from_json((d / "config.json").read_text())
-        .override(["model.n_embd=64"]).to_json()), "model.safetensors", "does not fit"),
-])
+@pytest.mark.parametrize(
+    "damage, file, words",
+    [
+        (lambda d: (d / "model.safetensors").unlink(), "model.safetensors", "missing"),
+        (lambda d: (d / "config.json").unlink(), "config.json", "missing"),
+        (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json", "missing"),
+        (
+            lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:200]),
+            "model.safetensors",
+            "damaged",
+        ),
+        (lambda d: (d / "config.json").write_text("{not json"), "config.json", "damaged"),
+        (lambda d: (d / "tokenizer.json").write_text("{}"), "tokenizer.json", ""),
+        (
+            lambda d: (d / "config.json").write_text(
+                json.loads((d / "config.json").read_text())
+                and RunConfig.from_json((d / "config.json").read_text())
+                .override(["model.n_embd=64"])
+                .to_json()
+            ),
+            "model.safetensors",
+            "does not fit",
+        ),
+    ],
+)
 def test_session_errors_name_the_file(trained_run, tmp_path, damage, file, words):
     run = _copy_run(trained_run, tmp_path / "copy")
     damage(run)

@@ -25,21 +25,27 @@ from lmstudio.engine.errors import UserError
 from lmstudio.resources import corpora_dir
 
 TANG = (corpora_dir() / "tang300.txt").read_text(encoding="utf-8")
-ENGLISH = ("The quick brown fox jumps over the lazy dog.\nIt was a dark and stormy night; "
-           "the rain fell in torrents, except at occasional intervals.\n") * 20
-LATIN = ("Le café était fermé, et la façade de l'hôtel semblait déserte. À côté, un garçon naïf lisait "
-         "« Les Misérables » près de la fenêtre.\nÜber den Dächern von Köln schläft die Straße; große "
-         "Bäume säumen den Fluß.\n") * 5
+ENGLISH = (
+    "The quick brown fox jumps over the lazy dog.\nIt was a dark and stormy night; "
+    "the rain fell in torrents, except at occasional intervals.\n"
+) * 20
+LATIN = (
+    "Le café était fermé, et la façade de l'hôtel semblait déserte. À côté, un garçon naïf lisait "
+    "« Les Misérables » près de la fenêtre.\nÜber den Dächern von Köln schläft die Straße; große "
+    "Bäume säumen den Fluß.\n"
+) * 5
 
 
 def _cjk_both(text: str) -> str:
     """Characters of ``text`` that both GBK and Big5 can encode, so one sample serves both tests."""
+
     def ok(c: str) -> bool:
         try:
             c.encode("gbk"), c.encode("big5")
         except UnicodeEncodeError:
             return False
         return True
+
     return "".join(c for c in text if ok(c))
 
 
@@ -47,6 +53,7 @@ CHINESE = _cjk_both(TANG[:3000])
 
 
 # ---- built-ins --------------------------------------------------------------------------------
+
 
 def test_builtins_are_listed_with_stats_that_match_the_text():
     infos = {i.name: i for i in corpus.builtin_corpora()}
@@ -81,13 +88,28 @@ def test_user_file_info(tmp_path):
 
 # ---- encodings ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("codec,text", [
-    ("utf-8", CHINESE), ("utf-8-sig", CHINESE), ("utf-16", CHINESE), ("utf-16-le", CHINESE),
-    ("utf-16-be", CHINESE), ("utf-16-le", ENGLISH), ("utf-16-be", ENGLISH), ("utf-16", ENGLISH),
-    ("gbk", CHINESE), ("gb18030", CHINESE), ("big5", CHINESE), ("latin-1", LATIN), ("cp1252", LATIN),
-    ("gbk", "你好，世界。今天天气很好。\n"),   # unrestricted detection calls this Korean
-    ("utf-32", CHINESE), ("utf-8", "ID3 tags and GIF8 headers are words too.\n"),
-])
+
+@pytest.mark.parametrize(
+    "codec,text",
+    [
+        ("utf-8", CHINESE),
+        ("utf-8-sig", CHINESE),
+        ("utf-16", CHINESE),
+        ("utf-16-le", CHINESE),
+        ("utf-16-be", CHINESE),
+        ("utf-16-le", ENGLISH),
+        ("utf-16-be", ENGLISH),
+        ("utf-16", ENGLISH),
+        ("gbk", CHINESE),
+        ("gb18030", CHINESE),
+        ("big5", CHINESE),
+        ("latin-1", LATIN),
+        ("cp1252", LATIN),
+        ("gbk", "你好，世界。今天天气很好。\n"),  # unrestricted detection calls this Korean
+        ("utf-32", CHINESE),
+        ("utf-8", "ID3 tags and GIF8 headers are words too.\n"),
+    ],
+)
 def test_encodings_are_detected(tmp_path, codec, text):
     p = tmp_path / "t.txt"
     p.write_bytes(text.encode(codec))
@@ -130,6 +152,7 @@ def test_folder_is_sorted_and_joined(tmp_path):
 
 # ---- refusals -------------------------------------------------------------------------------------
 
+
 def _refused(source, *words):
     with pytest.raises(CorpusError) as e:
         read_corpus(source)
@@ -137,7 +160,7 @@ def _refused(source, *words):
     assert isinstance(e.value, UserError)
     for w in words:
         assert w.lower() in message.lower(), message
-    with pytest.raises(CorpusError):   # the stream refuses too, before yielding anything
+    with pytest.raises(CorpusError):  # the stream refuses too, before yielding anything
         list(iter_corpus_chunks(source))
     return message
 
@@ -185,8 +208,9 @@ def test_folder_without_text_is_refused(tmp_path):
         list(iter_corpus_chunks(tmp_path))
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root can read files whatever their permissions")
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read files whatever their permissions"
+)
 def test_unreadable_file_is_refused(tmp_path):
     p = tmp_path / "secret.txt"
     p.write_text("text", encoding="utf-8")
@@ -213,6 +237,7 @@ def test_permission_error_becomes_a_corpus_error(tmp_path, monkeypatch):
 
 # ---- streaming ------------------------------------------------------------------------------------
 
+
 def test_chunks_join_to_the_whole_text():
     text = read_corpus("tang300")
     chunks = list(iter_corpus_chunks("tang300", chunk_chars=5000))
@@ -233,7 +258,7 @@ def _peak_streaming(path: Path) -> tuple[int, int]:
 def test_streaming_memory_does_not_grow_with_the_file(tmp_path):
     line = "All the world's a stage, and all the men and women merely players 床前明月光\n"
     peaks = []
-    for copies in (30_000, 120_000):   # about 2.6 MB and 10 MB
+    for copies in (30_000, 120_000):  # about 2.6 MB and 10 MB
         p = tmp_path / f"big{copies}.txt"
         p.write_text(line * copies, encoding="utf-8")
         n, peak = _peak_streaming(p)
@@ -244,6 +269,7 @@ def test_streaming_memory_does_not_grow_with_the_file(tmp_path):
 
 
 # ---- fingerprint ----------------------------------------------------------------------------------
+
 
 def test_fingerprint_follows_changes(tmp_path):
     p = tmp_path / "t.txt"
@@ -256,6 +282,7 @@ def test_fingerprint_follows_changes(tmp_path):
 
 
 # ---- length ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("block_size,val_fraction", [(64, 0.1), (8, 0.5), (256, 0.05), (2, 0.3), (100, 0.25)])
 def test_min_tokens_is_the_least_length_with_a_window_in_each_split(block_size, val_fraction):

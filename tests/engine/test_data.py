@@ -33,10 +33,11 @@ def bpe_tok():
 
 # ---- the cache --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["char", "word", "bpe"])
 def test_cache_holds_exactly_the_encoded_ids(tmp_path, kind):
     tok = train_tokenizer(TokenizerConfig(kind=kind, vocab_size=700), SHAKES)
-    ids = encode_to_cache(SHAKES, tok, tmp_path, chunk_chars=3000)   # many chunks
+    ids = encode_to_cache(SHAKES, tok, tmp_path, chunk_chars=3000)  # many chunks
     assert isinstance(ids, np.memmap) and ids.dtype == np.uint16
     assert np.array_equal(ids, tok.encode(SHAKES))
     assert ids.n_chars == len(SHAKES)
@@ -128,13 +129,14 @@ def test_streamed_source_equals_encoding_the_text(tmp_path, bpe_tok):
 
 # ---- split and batches ------------------------------------------------------------------------------
 
+
 def test_token_data_holds_out_the_last_share(tmp_path, bpe_tok):
     ids = encode_to_cache(SHAKES, bpe_tok, tmp_path)
     data = TokenData(ids, 0.1)
     n_train = int(len(ids) * 0.9)
     assert np.array_equal(data.train, ids[:n_train]) and np.array_equal(data.val, ids[n_train:])
     assert data.chars_per_token == pytest.approx(len(SHAKES) / len(ids))
-    assert data.chars_per_token > 2   # BPE tokens span several characters
+    assert data.chars_per_token > 2  # BPE tokens span several characters
 
 
 def _counting_data(n: int = 5000) -> TokenData:
@@ -208,6 +210,7 @@ def test_batches_reach_the_gpu():
 
 # ---- prepare_data -------------------------------------------------------------------------------------
 
+
 def _cfg(kind="char", block_size=64, source="tang300") -> RunConfig:
     cfg = RunConfig()
     cfg.corpus.source, cfg.tokenizer.kind, cfg.model.block_size = source, kind, block_size
@@ -252,8 +255,10 @@ def test_prepare_data_honours_cancel(tmp_path):
 
 
 def test_importing_the_data_rooms_loads_no_qt():
-    code = ("import sys, lmstudio.engine.corpus, lmstudio.engine.tokenizer, lmstudio.engine.data; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'shiboken6')]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, lmstudio.engine.corpus, lmstudio.engine.tokenizer, lmstudio.engine.data; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'shiboken6')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

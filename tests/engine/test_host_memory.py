@@ -77,8 +77,14 @@ print(json.dumps({"tuned": bool(tuned), "faults_per_step": (faults() - before) /
 
 
 def probe(script: str, mode: str, **env) -> dict:
-    out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True,
-                         env={**os.environ, **env}, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
     return json.loads(out.stdout)
 
 
@@ -121,13 +127,29 @@ def test_the_trainer_keeps_freed_memory_during_its_step_loop_only(tmp_path):
     from lmstudio.engine.events import Finished, StepMetrics
     from lmstudio.engine.trainer import Trainer
 
-    cfg = RunConfig(name="t").override([
-        "corpus.source=tang300", "tokenizer.kind=char", "model.arch=gru", "model.n_layer=1", "model.n_embd=16",
-        "model.block_size=8", "train.batch_size=4", "train.max_steps=3", "train.log_interval=1",
-        "train.eval_interval=100", "train.sample_interval=0", "train.device=cpu"]).validate()
+    cfg = (
+        RunConfig(name="t")
+        .override(
+            [
+                "corpus.source=tang300",
+                "tokenizer.kind=char",
+                "model.arch=gru",
+                "model.n_layer=1",
+                "model.n_embd=16",
+                "model.block_size=8",
+                "train.batch_size=4",
+                "train.max_steps=3",
+                "train.log_interval=1",
+                "train.eval_interval=100",
+                "train.sample_interval=0",
+                "train.device=cpu",
+            ]
+        )
+        .validate()
+    )
     seen = []
     for event in Trainer(cfg, tmp_path / "run", cache_dir=tmp_path / "cache").run():
         if isinstance(event, (StepMetrics, Finished)):
             seen.append((type(event).__name__, host_memory._users))
-    assert seen[:3] == [("StepMetrics", 1)] * 3   # held while the steps run
-    assert host_memory._users == 0                 # let go when the run ends
+    assert seen[:3] == [("StepMetrics", 1)] * 3  # held while the steps run
+    assert host_memory._users == 0  # let go when the run ends

@@ -37,13 +37,13 @@ def test_attention_matches_a_hand_recomputation_from_the_fast_path_weights():
     idx = torch.tensor([s.tokenizer.encode(text)])
     T = idx.size(1)
     with torch.no_grad():
-        x = m.wte(idx) + m.wpe(torch.arange(T))                       # (1, T, C)
-        x = m.blocks[0](x)[0]                                          # the fast (SDPA) path of block 0
+        x = m.wte(idx) + m.wpe(torch.arange(T))  # (1, T, C)
+        x = m.blocks[0](x)[0]  # the fast (SDPA) path of block 0
         blk = m.blocks[1]
         hs = blk.attn.head_size
         q, k, _ = blk.attn.c_attn(blk.ln_1(x)).split(m.cfg.n_embd, dim=2)  # (1, T, C) each
         h = 1
-        qh, kh = q[0, :, h * hs:(h + 1) * hs], k[0, :, h * hs:(h + 1) * hs]  # (T, hs)
+        qh, kh = q[0, :, h * hs : (h + 1) * hs], k[0, :, h * hs : (h + 1) * hs]  # (T, hs)
         scores = (qh @ kh.T) / math.sqrt(hs)
         scores = scores.masked_fill(torch.ones(T, T).triu(1).bool(), float("-inf"))
         expected = torch.softmax(scores, dim=-1).numpy()
@@ -59,7 +59,11 @@ def test_activations_match_torchs_recurrent_layers(arch):
     with torch.no_grad():
         out, _ = s.model.rnn(s.model.wte(torch.tensor([s.tokenizer.encode(text)])))  # (1, T, H)
     np.testing.assert_allclose(acts["hidden"][-1], out[0].numpy(), atol=1e-5)
-    gates = {"rnn": set(), "lstm": {"gate.input", "gate.forget", "gate.output"}, "gru": {"gate.reset", "gate.update"}}
+    gates = {
+        "rnn": set(),
+        "lstm": {"gate.input", "gate.forget", "gate.output"},
+        "gru": {"gate.reset", "gate.update"},
+    }
     assert gates[arch] <= set(acts)
     for name in gates[arch]:
         assert acts[name].shape == (2, len(text), 16)
@@ -83,8 +87,13 @@ def test_token_losses_match_cross_entropy(arch):
         probs = torch.softmax(logits[0], -1)
     assert [t.token for t in losses] == list(text[1:])
     np.testing.assert_allclose([t.loss for t in losses], ref.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose([t.prob for t in losses], probs[torch.arange(len(ids) - 1), ids[1:]].numpy(), rtol=1e-4)
-    assert losses[0].top[0] == (s.tokenizer.id_to_token(int(probs[0].argmax())), pytest.approx(float(probs[0].max())))
+    np.testing.assert_allclose(
+        [t.prob for t in losses], probs[torch.arange(len(ids) - 1), ids[1:]].numpy(), rtol=1e-4
+    )
+    assert losses[0].top[0] == (
+        s.tokenizer.id_to_token(int(probs[0].argmax())),
+        pytest.approx(float(probs[0].max())),
+    )
 
 
 def test_long_inputs_are_cut_to_the_context_and_say_so():
@@ -94,7 +103,7 @@ def test_long_inputs_are_cut_to_the_context_and_say_so():
     assert "16" in fitted.note and str(len(TEXT)) in fitted.note
     tokens, att = lm_inspect.attention(s, TEXT)
     assert len(tokens) == 16 and att.shape[-1] == 16
-    assert len(lm_inspect.token_losses(s, TEXT)) == 16   # 17 tokens: 16 inputs, 16 targets
+    assert len(lm_inspect.token_losses(s, TEXT)) == 16  # 17 tokens: 16 inputs, 16 targets
     assert lm_inspect.fit_to_context(s, "short").note == ""
     with pytest.raises(UserError):
         lm_inspect.attention(s, "")
@@ -102,15 +111,16 @@ def test_long_inputs_are_cut_to_the_context_and_say_so():
 
 # ---- export --------------------------------------------------------------------------------------
 
+
 def _read_png(path):
     """Decode our own (unfiltered, truecolour) PNGs; the CRCs are checked on the way."""
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, chunks = 8, {}
     while pos < len(data):
-        n = int.from_bytes(data[pos:pos + 4], "big")
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
-        assert int.from_bytes(data[pos + 8 + n:pos + 12 + n], "big") == zlib.crc32(kind + body)
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
+        assert int.from_bytes(data[pos + 8 + n : pos + 12 + n], "big") == zlib.crc32(kind + body)
         chunks.setdefault(kind, []).append(body)
         pos += 12 + n
     w, h = int.from_bytes(chunks[b"IHDR"][0][:4], "big"), int.from_bytes(chunks[b"IHDR"][0][4:8], "big")
@@ -121,7 +131,7 @@ def _read_png(path):
 def test_png_export_is_readable_by_qt_and_colours_match(tmp_path):
     QtGui = pytest.importorskip("PySide6.QtGui")
     m = np.array([[0.0, np.nan], [0.5, 1.0]])
-    path = export.save_matrix_png(m, tmp_path / "m.png", cell=4)     # no labels: the matrix sits at (4, 4)
+    path = export.save_matrix_png(m, tmp_path / "m.png", cell=4)  # no labels: the matrix sits at (4, 4)
     img = QtGui.QImage(str(path))
     rgb, _ = _read_png(path)
     assert not img.isNull() and (img.height(), img.width()) == rgb.shape[:2]
@@ -136,14 +146,21 @@ def test_png_export_is_readable_by_qt_and_colours_match(tmp_path):
 def test_png_export_draws_labels_and_keeps_them_as_text_chunks(tmp_path):
     m = np.eye(3)
     plain, _ = _read_png(export.save_matrix_png(m, tmp_path / "plain.png", cell=12))
-    labelled, chunks = _read_png(export.save_matrix_png(m, tmp_path / "l.png", ["ab", "\u4e2d", "c"],
-                                                        ["x", "y", "z"], cell=12, caption="weights"))
+    labelled, chunks = _read_png(
+        export.save_matrix_png(
+            m, tmp_path / "l.png", ["ab", "\u4e2d", "c"], ["x", "y", "z"], cell=12, caption="weights"
+        )
+    )
     assert labelled.shape[0] > plain.shape[0] and labelled.shape[1] > plain.shape[1]
-    dark = (labelled.sum(-1) == 0)
-    assert dark[:14].any()                        # the caption along the top
-    assert dark[:, :16].any()                     # row labels on the left
+    dark = labelled.sum(-1) == 0
+    assert dark[:14].any()  # the caption along the top
+    assert dark[:, :16].any()  # row labels on the left
     glyph_a = export.text_bitmap("A")
-    assert glyph_a.shape == (10, 6) and glyph_a.any() and export.text_bitmap("AB", vertical=True).shape == (12, 10)
+    assert (
+        glyph_a.shape == (10, 6)
+        and glyph_a.any()
+        and export.text_bitmap("AB", vertical=True).shape == (12, 10)
+    )
     assert (export.text_bitmap("\u4e2d") == export.text_bitmap("?")).all()
     texts = {b.split(b"\0", 1)[0]: b.split(b"\0", 1)[1][4:].decode() for b in chunks[b"iTXt"]}
     assert json.loads(texts[b"rows"]) == ["ab", "\u4e2d", "c"] and texts[b"vmax"] == "1"

@@ -13,8 +13,9 @@ V = 11
 
 
 def tiny(arch: str, **kw) -> ModelConfig:
-    base = dict(arch=arch, n_layer=2, n_embd=16, n_head=2, hidden_size=24, block_size=16, vocab_size=V,
-                dropout=0.0)
+    base = dict(
+        arch=arch, n_layer=2, n_embd=16, n_head=2, hidden_size=24, block_size=16, vocab_size=V, dropout=0.0
+    )
     base.update(kw)
     return ModelConfig(**base)
 
@@ -68,7 +69,7 @@ def test_step_by_step_decoding_equals_forward(arch, tied):
         chunk, state = model.step(idx[:, :5], state)  # a prompt chunk first
         pieces = [chunk]
         for t in range(5, 16):
-            logits, state = model.step(idx[:, t:t + 1], state)
+            logits, state = model.step(idx[:, t : t + 1], state)
             pieces.append(logits)
         assert model.state_len(state) == 16
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
@@ -109,8 +110,8 @@ def test_a_tiny_model_overfits_a_repeated_sequence(arch):
     model = build_model(tiny(arch, n_embd=32, hidden_size=32, n_head=4, block_size=16)).train()
     pattern = torch.randint(0, V, (8,))
     data = pattern.repeat(4)  # 32 tokens: every window continues the same cycle
-    x = torch.stack([data[i:i + 16] for i in range(8)])           # (8, 16)
-    y = torch.stack([data[i + 1:i + 17] for i in range(8)])       # (8, 16)
+    x = torch.stack([data[i : i + 16] for i in range(8)])  # (8, 16)
+    y = torch.stack([data[i + 1 : i + 17] for i in range(8)])  # (8, 16)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     first = None
     for _ in range(100):
@@ -168,7 +169,7 @@ def test_bf16_autocast_on_cpu_trains_and_decodes(arch):
         state = model.init_state(2)
         pieces = []
         for t in range(16):
-            logits, state = model.step(idx[:, t:t + 1], state)
+            logits, state = model.step(idx[:, t : t + 1], state)
             pieces.append(logits)
     torch.testing.assert_close(full.float(), reference, atol=0.05, rtol=0.05)
     torch.testing.assert_close(torch.cat(pieces, 1).float(), full.float(), atol=0.05, rtol=0.05)
@@ -185,7 +186,7 @@ def test_cuda_forward_step_and_introspect_agree(arch):
         state = model.init_state(2)
         pieces = []
         for t in range(16):
-            logits, state = model.step(idx[:, t:t + 1], state)
+            logits, state = model.step(idx[:, t : t + 1], state)
             pieces.append(logits)
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-4, rtol=1e-4)
     out = model.introspect(idx[:1])

@@ -20,7 +20,7 @@ def rnn_model(arch: str, seed: int = 0, **kw) -> RecurrentLM:
 
 def elman_by_hand(model: RecurrentLM, idx: torch.Tensor) -> torch.Tensor:
     """h_t = tanh(W_xh x_t + b_xh + W_hh h_{t-1} + b_hh), layer by layer, then the output projection."""
-    x = model.wte.weight[idx[0]]                                  # (T, E)
+    x = model.wte.weight[idx[0]]  # (T, E)
     for k in range(model.cfg.n_layer):
         W_xh, W_hh = getattr(model.rnn, f"weight_ih_l{k}"), getattr(model.rnn, f"weight_hh_l{k}")
         b = getattr(model.rnn, f"bias_ih_l{k}") + getattr(model.rnn, f"bias_hh_l{k}")
@@ -30,7 +30,7 @@ def elman_by_hand(model: RecurrentLM, idx: torch.Tensor) -> torch.Tensor:
             h = torch.tanh(W_xh @ x[t] + W_hh @ h + b)
             outs.append(h)
         x = torch.stack(outs)
-    return x @ model.head.weight.T + model.head.bias               # (T, V)
+    return x @ model.head.weight.T + model.head.bias  # (T, V)
 
 
 def test_elman_rnn_is_the_tanh_recurrence():
@@ -50,11 +50,13 @@ def test_explicit_cells_equal_torch_modules(arch, bias):
     out = model.introspect(idx)
     with torch.no_grad():
         logits, _ = model(idx)
-        top, carry = model.rnn(model.wte(idx))                     # (1, T, H), final state of every layer
-    h_n = carry[0] if arch == "lstm" else carry                    # (L, 1, H)
+        top, carry = model.rnn(model.wte(idx))  # (1, T, H), final state of every layer
+    h_n = carry[0] if arch == "lstm" else carry  # (L, 1, H)
     torch.testing.assert_close(out["logits"], logits[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out["hidden"][-1], top[0], atol=1e-5, rtol=1e-5)   # every step, top layer
-    torch.testing.assert_close(out["hidden"][:, -1], h_n[:, 0], atol=1e-5, rtol=1e-5)  # last step, every layer
+    torch.testing.assert_close(out["hidden"][-1], top[0], atol=1e-5, rtol=1e-5)  # every step, top layer
+    torch.testing.assert_close(
+        out["hidden"][:, -1], h_n[:, 0], atol=1e-5, rtol=1e-5
+    )  # last step, every layer
     if arch == "lstm":
         torch.testing.assert_close(out["cell"][:, -1], carry[1][:, 0], atol=1e-5, rtol=1e-5)
 
@@ -74,7 +76,9 @@ def test_lower_layer_hidden_states_match_a_one_layer_torch_lstm():
 def test_lstm_gates_obey_the_lstm_equations():
     model = rnn_model("lstm")
     out = model.introspect(torch.randint(0, V, (1, 10)))
-    i, f, g, o, c, h = (out[k] for k in ("gate.input", "gate.forget", "gate.cell", "gate.output", "cell", "hidden"))
+    i, f, g, o, c, h = (
+        out[k] for k in ("gate.input", "gate.forget", "gate.cell", "gate.output", "cell", "hidden")
+    )
     for gate in (i, f, o):
         assert gate.shape == (2, 10, 14) and torch.all((gate > 0) & (gate < 1))
     assert torch.all(g.abs() < 1)
@@ -122,7 +126,7 @@ def test_dropout_sits_between_layers_and_before_the_head():
     idx = torch.randint(0, V, (2, 8))
     a, _ = model(idx)
     b, _ = model(idx)
-    assert not torch.allclose(a, b)                               # training: dropout is active
+    assert not torch.allclose(a, b)  # training: dropout is active
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(idx)[0], model(idx)[0])
@@ -137,7 +141,7 @@ def test_state_carries_on_past_the_training_context():
         state = model.init_state(1)
         pieces = []
         for t in range(0, 20, 4):
-            logits, state = model.step(idx[:, t:t + 4], state)
+            logits, state = model.step(idx[:, t : t + 4], state)
             pieces.append(logits)
     assert state.length == 20
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=1e-5)

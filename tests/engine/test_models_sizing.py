@@ -25,16 +25,36 @@ def unique_numel(model: torch.nn.Module) -> int:
 @pytest.mark.parametrize("bias", [True, False])
 def test_param_count_equals_the_built_model(arch, tied, bias):
     for extra in ({}, {"hidden_size": 16}, {"pos_encoding": "sinusoidal"}):
-        kw = dict(arch=arch, n_layer=2, n_embd=16, n_head=2, hidden_size=20, block_size=8,
-                  vocab_size=37, tie_weights=tied, bias=bias) | extra
+        kw = (
+            dict(
+                arch=arch,
+                n_layer=2,
+                n_embd=16,
+                n_head=2,
+                hidden_size=20,
+                block_size=8,
+                vocab_size=37,
+                tie_weights=tied,
+                bias=bias,
+            )
+            | extra
+        )
         cfg = ModelConfig(**kw)
         assert param_count(cfg) == unique_numel(build_model(cfg)), (cfg, extra)
 
 
 def test_param_count_matches_closed_forms():
     # GPT-2 small as nanoGPT configures it (vocab padded to 50304): 124.48M with position embeddings
-    gpt2 = ModelConfig(arch="transformer", n_layer=12, n_head=12, n_embd=768, block_size=1024,
-                       vocab_size=50304, tie_weights=True, bias=True)
+    gpt2 = ModelConfig(
+        arch="transformer",
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        block_size=1024,
+        vocab_size=50304,
+        tie_weights=True,
+        bias=True,
+    )
     C, L = 768, 12
     per_block = 2 * 2 * C + (3 * C * C + 3 * C) + (C * C + C) + (4 * C * C + 4 * C) + (4 * C * C + C)
     assert param_count(gpt2) == 50304 * C + 1024 * C + L * per_block + 2 * C == 124_475_904
@@ -42,12 +62,14 @@ def test_param_count_matches_closed_forms():
     lstm = ModelConfig(arch="lstm", n_layer=2, n_embd=64, hidden_size=256, vocab_size=65, tie_weights=True)
     E, H, V = 64, 256, 65
     layers = 4 * H * (E + H + 2) + 4 * H * (H + H + 2)
-    assert param_count(lstm) == V * E + layers + (V * H + V)     # sizes differ: not tied
+    assert param_count(lstm) == V * E + layers + (V * H + V)  # sizes differ: not tied
 
 
 def test_param_count_is_fast_and_cached():
-    cfg = ModelConfig(arch="transformer", n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257)
-    param_count(dataclasses.replace(cfg, n_layer=11))            # warm torch's meta machinery
+    cfg = ModelConfig(
+        arch="transformer", n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257
+    )
+    param_count(dataclasses.replace(cfg, n_layer=11))  # warm torch's meta machinery
     start = time.perf_counter()
     param_count(cfg)
     first = time.perf_counter() - start
@@ -55,13 +77,15 @@ def test_param_count_is_fast_and_cached():
     for _ in range(100):
         param_count(cfg)
     again = (time.perf_counter() - start) / 100
-    assert first < 0.5          # generous for a loaded 2-core machine; typically ~20 ms
-    assert again < first / 10   # served from the cache
+    assert first < 0.5  # generous for a loaded 2-core machine; typically ~20 ms
+    assert again < first / 10  # served from the cache
 
 
 def test_param_count_allocates_nothing():
     # 48 layers of width 8192: ~39 billion parameters, 155 GB in float32, far beyond this machine
-    huge = ModelConfig(arch="transformer", n_layer=48, n_head=64, n_embd=8192, block_size=8192, vocab_size=65536)
+    huge = ModelConfig(
+        arch="transformer", n_layer=48, n_head=64, n_embd=8192, block_size=8192, vocab_size=65536
+    )
     C = 8192
     expected = 65536 * C + 8192 * C + 48 * (12 * C * C + 13 * C) + 2 * C
     assert param_count(huge) == expected
@@ -83,7 +107,7 @@ def test_memory_estimate_accounts_for_each_part():
     assert est["optimizer"] == 8 * n
     assert est["total"] == est["params"] + est["grads"] + est["optimizer"] + est["activations"]
     double = memory_estimate(m, dataclasses.replace(t, batch_size=8))
-    assert double["activations"] == 2 * est["activations"]      # one micro-batch, linear in its size
+    assert double["activations"] == 2 * est["activations"]  # one micro-batch, linear in its size
     assert memory_estimate(m, dataclasses.replace(t, grad_accum=4))["activations"] == est["activations"]
     half = memory_estimate(m, dataclasses.replace(t, precision="bf16"))
     assert half["activations"] < est["activations"]

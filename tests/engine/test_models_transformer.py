@@ -57,7 +57,7 @@ def test_attention_scale_is_one_over_sqrt_head_size():
     with torch.no_grad():
         q, k, _ = attn.c_attn(x).split(c.n_embd, dim=2)
         hs = c.n_embd // c.n_head
-        q0, k0 = q[0, :, :hs], k[0, :, :hs]                      # head 0, (T, hs)
+        q0, k0 = q[0, :, :hs], k[0, :, :hs]  # head 0, (T, hs)
         scores = (q0 @ k0.T) / math.sqrt(hs)
         scores[torch.ones(6, 6, dtype=torch.bool).triu(1)] = -math.inf
         _, att = attn(x, record=True)
@@ -74,8 +74,8 @@ def test_explicit_introspection_path_gives_the_fast_path_logits(pos):
     torch.testing.assert_close(out["logits"], logits[0], atol=1e-5, rtol=1e-5)
     att = out["attention"]
     assert att.shape == (2, 3, 12, 12)
-    torch.testing.assert_close(att.sum(-1), torch.ones(2, 3, 12))           # each row a distribution
-    assert torch.all(att.triu(1) == 0)                                      # nothing from the future
+    torch.testing.assert_close(att.sum(-1), torch.ones(2, 3, 12))  # each row a distribution
+    assert torch.all(att.triu(1) == 0)  # nothing from the future
     assert out["hidden"].shape == (2, 12, 24)
 
 
@@ -92,8 +92,8 @@ def test_sinusoidal_encoding_matches_the_formula():
 
 def test_sinusoidal_positions_are_added_to_the_token_embeddings():
     model = gpt(pos_encoding="sinusoidal")
-    assert not any("wpe" in name for name, _ in model.named_parameters())   # fixed, not learned
-    assert "pe" not in model.state_dict()                                    # rebuilt, not saved
+    assert not any("wpe" in name for name, _ in model.named_parameters())  # fixed, not learned
+    assert "pe" not in model.state_dict()  # rebuilt, not saved
     idx = torch.randint(0, 13, (2, 7))
     seen = {}
     model.blocks[0].register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
@@ -141,7 +141,7 @@ def test_nanogpt_initialisation():
 def test_kv_cache_is_preallocated_and_written_in_place():
     model = gpt()
     state = model.init_state(2)
-    assert len(state.k) == 2 and state.k[0].shape == (2, 3, 12, 8)   # (B, nh, block_size, hs)
+    assert len(state.k) == 2 and state.k[0].shape == (2, 3, 12, 8)  # (B, nh, block_size, hs)
     ptrs = [t.data_ptr() for t in state.k + state.v]
     idx = torch.randint(0, 13, (2, 5))
     with torch.no_grad():
@@ -177,6 +177,6 @@ def test_cuda_bf16_fast_and_cached_paths_agree():
         full, _ = model(idx)
         state = model.init_state(2)
         a, state = model.step(idx[:, :16], state)
-        rest = [model.step(idx[:, t:t + 1], state)[0] for t in range(16, 32)]
+        rest = [model.step(idx[:, t : t + 1], state)[0] for t in range(16, 32)]
     torch.testing.assert_close(torch.cat([a, *rest], 1).float(), full.float(), atol=5e-2, rtol=5e-2)
     assert F.softmax(full.float(), -1).sum(-1).allclose(torch.ones(2, 32, device="cuda"))

@@ -14,8 +14,13 @@ from lmstudio.engine import sampling
 from lmstudio.engine.models import build_model
 
 TEXT = "the quick brown fox jumps over the lazy dog.\nso it goes, and on and on.\n"
-ARCHS = [("transformer", "learned"), ("transformer", "sinusoidal"), ("rnn", "learned"),
-         ("lstm", "learned"), ("gru", "learned")]
+ARCHS = [
+    ("transformer", "learned"),
+    ("transformer", "sinusoidal"),
+    ("rnn", "learned"),
+    ("lstm", "learned"),
+    ("gru", "learned"),
+]
 
 
 class _CharTok:
@@ -51,8 +56,16 @@ def char_tokenizer(text: str):
 
 def make_session(arch="transformer", pos="learned", block_size=16, seed=0, text=TEXT):
     tok = char_tokenizer(text)
-    mcfg = ModelConfig(arch=arch, n_layer=2, n_head=2, n_embd=16, hidden_size=16, block_size=block_size,
-                       pos_encoding=pos, vocab_size=tok.vocab_size)
+    mcfg = ModelConfig(
+        arch=arch,
+        n_layer=2,
+        n_head=2,
+        n_embd=16,
+        hidden_size=16,
+        block_size=block_size,
+        pos_encoding=pos,
+        vocab_size=tok.vocab_size,
+    )
     torch.manual_seed(seed)
     model = build_model(mcfg).eval()
     return SimpleNamespace(config=RunConfig(model=mcfg), tokenizer=tok, model=model)
@@ -60,7 +73,7 @@ def make_session(arch="transformer", pos="learned", block_size=16, seed=0, text=
 
 def full_logits(session, ids):
     with torch.no_grad():
-        logits, _ = session.model(torch.tensor([ids[-session.model.block_size:]]))
+        logits, _ = session.model(torch.tensor([ids[-session.model.block_size :]]))
     return logits[0, -1]
 
 
@@ -120,7 +133,9 @@ def test_same_seed_same_text_and_other_seed_other_text():
     cfg = SampleConfig(max_tokens=40, seed=7, temperature=1.0)
     a = "".join(st.text for st in sampling.generate(s, "the", cfg))
     b = "".join(st.text for st in sampling.generate(s, "the", cfg))
-    c = "".join(st.text for st in sampling.generate(s, "the", SampleConfig(max_tokens=40, seed=8, temperature=1.0)))
+    c = "".join(
+        st.text for st in sampling.generate(s, "the", SampleConfig(max_tokens=40, seed=8, temperature=1.0))
+    )
     assert a == b and a != c and len(a) == 40
 
 
@@ -148,8 +163,11 @@ def test_stop_string_ends_generation_after_it():
     greedy = SampleConfig(max_tokens=40, top_k=1, seed=0)
     full = "".join(st.text for st in sampling.generate(s, "so", greedy))
     stop = full[10:12]
-    cut = "".join(st.text for st in sampling.generate(s, "so", SampleConfig(max_tokens=40, top_k=1, seed=0, stop=[stop])))
-    assert cut == full[:full.index(stop) + len(stop)]
+    cut = "".join(
+        st.text
+        for st in sampling.generate(s, "so", SampleConfig(max_tokens=40, top_k=1, seed=0, stop=[stop]))
+    )
+    assert cut == full[: full.index(stop) + len(stop)]
 
 
 def test_cancel_stops_the_stream():
@@ -183,7 +201,9 @@ def test_stepper_follows_chosen_tokens_with_the_models_distribution():
         ref = sampling.next_distribution(s, step.ids, 5)
         assert [i for i, _, _ in dist] == [i for i, _, _ in ref]
         assert [p for *_, p in dist] == pytest.approx([p for *_, p in ref], abs=1e-5)
-        assert sum(p for _, _, p in dist) <= 1.0 + 1e-6 and [p for *_, p in dist] == sorted([p for *_, p in dist], reverse=True)
+        assert sum(p for _, _, p in dist) <= 1.0 + 1e-6 and [p for *_, p in dist] == sorted(
+            [p for *_, p in dist], reverse=True
+        )
         step.append(s.tokenizer.encode(ch)[0])
     assert step.text == " fox"
     sampled = step.sample()
@@ -207,16 +227,18 @@ def test_streamed_pieces_rebuild_the_decoded_text(kind):
 
     text = read_corpus("tang300")[:4000] + TEXT * 3
     tok = train_tokenizer(TokenizerConfig(kind=kind, vocab_size=300), text)
-    mcfg = ModelConfig(arch="gru", n_layer=1, n_embd=16, hidden_size=16, block_size=16, vocab_size=tok.vocab_size)
+    mcfg = ModelConfig(
+        arch="gru", n_layer=1, n_embd=16, hidden_size=16, block_size=16, vocab_size=tok.vocab_size
+    )
     torch.manual_seed(0)
     s = SimpleNamespace(config=RunConfig(model=mcfg), tokenizer=tok, model=build_model(mcfg).eval())
     prompt = "the fox \u6625\u6c5f"
     steps = list(sampling.generate(s, prompt, SampleConfig(max_tokens=60, seed=0, temperature=1.0)))
     ids = sampling.prompt_ids(s, prompt)
     whole = tok.decode(ids + [st.token_id for st in steps])
-    expected = whole[len(tok.decode(ids)):]
+    expected = whole[len(tok.decode(ids)) :]
     joined = "".join(st.text for st in steps)
-    if whole.endswith("\ufffd"):   # the last character is still incomplete: held back, not garbled
+    if whole.endswith("\ufffd"):  # the last character is still incomplete: held back, not garbled
         assert expected.startswith(joined) and len(expected) - len(joined) <= sampling._MAX_PENDING
     else:
         assert joined == expected

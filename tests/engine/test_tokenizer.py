@@ -47,20 +47,21 @@ def toks() -> dict[tuple[str, str], Tokenizer]:
 
 # ---- round trips ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("text", [TANG, SHAKES, POEMS], ids=["tang300", "shakespeare", "tang_poems"])
 def test_round_trip_on_the_corpora(kind, text):
     tok = train_tokenizer(_cfg(kind, 65536 if kind == "word" else 800), text)
     ids = tok.encode(text)
     assert tok.decode(ids) == text
-    assert 0 not in ids or kind == "bpe"   # every character and word of the training text is known
+    assert 0 not in ids or kind == "bpe"  # every character and word of the training text is known
     assert max(ids) < tok.vocab_size
 
 
 def test_char_ids_match_a_plain_dictionary(toks):
     tok = toks["tang", "char"]
     alphabet = sorted(set(TANG))
-    stoi = {c: i + 1 for i, c in enumerate(alphabet)}   # nanoGPT's vocabulary, shifted by the unknown id 0
+    stoi = {c: i + 1 for i, c in enumerate(alphabet)}  # nanoGPT's vocabulary, shifted by the unknown id 0
     assert tok.vocab_size == len(alphabet) + 1
     assert tok.encode(TANG) == [stoi[c] for c in TANG]
 
@@ -85,7 +86,9 @@ def test_bpe_round_trips_any_text(toks, sample):
 @functools.cache
 def _words_and_separators(tok: Tokenizer) -> tuple[list[str], list[str]]:
     vocab = [t for t, i in tok._hf.get_vocab().items() if i]
-    return sorted(w for w in vocab if w.isalnum()), sorted(w for w in vocab if len(w) == 1 and not w.isalnum())
+    return sorted(w for w in vocab if w.isalnum()), sorted(
+        w for w in vocab if len(w) == 1 and not w.isalnum()
+    )
 
 
 @FAST
@@ -118,10 +121,20 @@ def test_chinese_words_are_single_characters(toks):
     tok = toks["tang", "word"]
     assert [p for p, _ in tok.split("床前明月光，疑是地上霜。\n")] == list("床前明月光，疑是地上霜。\n")
     tok = train_tokenizer(_cfg("word", 1000), "Hello,  world!\n\nhello world 你好 x2")
-    assert [p for p, _ in tok.split("Hello,  world!\n\n你好")] == ["Hello", ",", "  ", "world", "!", "\n\n", "你", "好"]
+    assert [p for p, _ in tok.split("Hello,  world!\n\n你好")] == [
+        "Hello",
+        ",",
+        "  ",
+        "world",
+        "!",
+        "\n\n",
+        "你",
+        "好",
+    ]
 
 
 # ---- unseen text ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["char", "word"])
 def test_unseen_characters_become_the_unknown_token(toks, kind):
@@ -130,8 +143,8 @@ def test_unseen_characters_become_the_unknown_token(toks, kind):
     assert 0 in ids
     assert tok.decode(ids) == "the " + UNK + " the"
     assert tok.id_to_token(0) == "<unk>"
-    assert tok.decode([tok.vocab_size + 5, -1]) == UNK * 2      # ids from a larger model never raise
-    assert tok.encode("\ud800 x")[0] == 0                         # a lone surrogate neither
+    assert tok.decode([tok.vocab_size + 5, -1]) == UNK * 2  # ids from a larger model never raise
+    assert tok.encode("\ud800 x")[0] == 0  # a lone surrogate neither
 
 
 def test_bpe_encodes_unseen_characters_as_bytes(toks):
@@ -142,6 +155,7 @@ def test_bpe_encodes_unseen_characters_as_bytes(toks):
 
 
 # ---- tokenizer.json ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_saved_file_loads_in_hf_alone_with_the_same_ids(toks, tmp_path, kind):
@@ -183,6 +197,7 @@ def test_load_refuses_bad_files(tmp_path):
 
 # ---- training options -----------------------------------------------------------------------------
 
+
 def test_bpe_reaches_the_vocabulary_size():
     tok = train_tokenizer(_cfg("bpe", 700), SHAKES)
     assert tok.vocab_size == 700
@@ -210,6 +225,7 @@ def test_empty_text_is_refused():
 
 # ---- inspection -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_split_pieces_concatenate_to_the_text(toks, kind):
     for name in ("tang", "shakes"):
@@ -221,7 +237,7 @@ def test_split_pieces_concatenate_to_the_text(toks, kind):
 
 
 def test_bpe_split_gives_a_character_to_the_token_that_completes_it(toks):
-    tok = toks["shakes", "bpe"]           # trained on English: Chinese characters are split into bytes
+    tok = toks["shakes", "bpe"]  # trained on English: Chinese characters are split into bytes
     pieces = tok.split("床")
     assert len(pieces) > 1 and [p for p, _ in pieces] == [""] * (len(pieces) - 1) + ["床"]
 
@@ -250,10 +266,11 @@ def test_token_frequencies_count_ids(toks):
 
 # ---- chunking ---------------------------------------------------------------------------------------
 
+
 @FAST
 @given(start=st.integers(0, len(SHAKES) - 3000), size=st.integers(20, 400))
 def test_encoding_safe_pieces_equals_encoding_the_whole(toks, start, size):
-    text = SHAKES[start:start + 3000] + "\n\n  x \n y  \n"
+    text = SHAKES[start : start + 3000] + "\n\n  x \n y  \n"
     for kind in ("word", "bpe"):
         tok = toks["shakes", kind]
         pieces = list(safe_pieces(text, size))
@@ -263,6 +280,6 @@ def test_encoding_safe_pieces_equals_encoding_the_whole(toks, start, size):
 
 def test_safe_cut_avoids_whitespace_runs():
     assert safe_cut("ab\ncd", 10) == 3
-    assert safe_cut("ab \ncd", 10) == 0      # the newline ends a run of whitespace
+    assert safe_cut("ab \ncd", 10) == 0  # the newline ends a run of whitespace
     assert safe_cut("ab cd", 10) == 2
     assert safe_cut("abcd", 10) == 0

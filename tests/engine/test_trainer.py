@@ -29,11 +29,26 @@ from lmstudio.engine.trainer import TrainControl, Trainer
 
 
 def tiny_config(*overrides: str) -> RunConfig:
-    base = ["corpus.source=tang300", "tokenizer.kind=char", "model.arch=transformer", "model.n_layer=1",
-            "model.n_head=2", "model.n_embd=32", "model.block_size=16", "train.batch_size=8",
-            "train.max_steps=30", "train.log_interval=1", "train.eval_interval=10", "train.eval_iters=2",
-            "train.sample_interval=0", "train.warmup_steps=5", "train.lr=3e-3", "train.min_lr=3e-4",
-            "train.device=cpu", "train.seed=7"]
+    base = [
+        "corpus.source=tang300",
+        "tokenizer.kind=char",
+        "model.arch=transformer",
+        "model.n_layer=1",
+        "model.n_head=2",
+        "model.n_embd=32",
+        "model.block_size=16",
+        "train.batch_size=8",
+        "train.max_steps=30",
+        "train.log_interval=1",
+        "train.eval_interval=10",
+        "train.eval_iters=2",
+        "train.sample_interval=0",
+        "train.warmup_steps=5",
+        "train.lr=3e-3",
+        "train.min_lr=3e-4",
+        "train.device=cpu",
+        "train.seed=7",
+    ]
     return RunConfig(name="t").override(base + list(overrides)).validate()
 
 
@@ -53,10 +68,10 @@ def step_losses(events) -> dict[int, float]:
 # ---- schedule and optimizer ---------------------------------------------------------------------------
 def test_schedule_warms_up_linearly_then_follows_a_cosine_to_the_floor():
     t = TrainConfig(max_steps=110, warmup_steps=10, lr=1.0, min_lr=0.1)
-    assert lr_at(0, t) == pytest.approx(0.1)        # (0 + 1) / 10
+    assert lr_at(0, t) == pytest.approx(0.1)  # (0 + 1) / 10
     assert lr_at(4, t) == pytest.approx(0.5)
-    assert lr_at(10, t) == pytest.approx(1.0)       # start of the decay
-    assert lr_at(60, t) == pytest.approx(0.55)      # half way: floor + (peak - floor) / 2
+    assert lr_at(10, t) == pytest.approx(1.0)  # start of the decay
+    assert lr_at(60, t) == pytest.approx(0.55)  # half way: floor + (peak - floor) / 2
     assert lr_at(35, t) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.25)))
     assert lr_at(110, t) == pytest.approx(0.1) and lr_at(500, t) == pytest.approx(0.1)
     const = TrainConfig(max_steps=110, warmup_steps=10, lr=1.0, min_lr=0.1, schedule="constant")
@@ -175,8 +190,15 @@ def test_same_seed_gives_the_same_loss_at_every_step(tmp_path):
 
 @pytest.mark.parametrize("arch", ["transformer", "gru"])
 def test_stop_and_resume_continues_the_exact_same_curve(tmp_path, arch):
-    settings = (f"model.arch={arch}", "model.hidden_size=32", "model.dropout=0.1", "train.max_steps=18",
-                "train.eval_interval=8", "train.sample_interval=6", "train.sample_tokens=5")
+    settings = (
+        f"model.arch={arch}",
+        "model.hidden_size=32",
+        "model.dropout=0.1",
+        "train.max_steps=18",
+        "train.eval_interval=8",
+        "train.sample_interval=6",
+        "train.sample_tokens=5",
+    )
     full = run_all(Trainer(tiny_config(*settings), tmp_path / "full"))
     control = TrainControl()
 
@@ -201,8 +223,10 @@ def test_stop_and_resume_continues_the_exact_same_curve(tmp_path, arch):
 
 def test_resume_refuses_a_different_model(tmp_path):
     control = TrainControl()
-    run_all(Trainer(tiny_config(), tmp_path / "run", control=control),
-            lambda e: control.stop() if isinstance(e, StepMetrics) else None)
+    run_all(
+        Trainer(tiny_config(), tmp_path / "run", control=control),
+        lambda e: control.stop() if isinstance(e, StepMetrics) else None,
+    )
     events = run_all(Trainer(tiny_config("model.n_embd=64"), tmp_path / "run", resume=True))
     assert isinstance(events[-1], Failed) and events[-1].kind == "config" and "model" in events[-1].message
 
@@ -240,8 +264,9 @@ def test_clipping_reports_the_norm_before_clipping(tmp_path):
 
 
 def test_sgd_trains_too(tmp_path):
-    events = run_all(Trainer(tiny_config("train.optimizer=sgd", "train.lr=0.3", "train.min_lr=0.03"),
-                             tmp_path / "run"))
+    events = run_all(
+        Trainer(tiny_config("train.optimizer=sgd", "train.lr=0.3", "train.min_lr=0.03"), tmp_path / "run")
+    )
     losses = step_losses(events)
     assert isinstance(events[-1], Finished) and losses[30] < losses[1]
 
@@ -423,8 +448,12 @@ def test_stop_while_preparing_data_finishes_quietly(tmp_path):
 
 
 def test_checkpoint_interval_and_best_weights(tmp_path):
-    events = run_all(Trainer(tiny_config("train.checkpoint_interval=4", "train.eval_interval=10",
-                                         "train.max_steps=20"), tmp_path / "run"))
+    events = run_all(
+        Trainer(
+            tiny_config("train.checkpoint_interval=4", "train.eval_interval=10", "train.max_steps=20"),
+            tmp_path / "run",
+        )
+    )
     saved = [(e.step, e.best) for e in events if isinstance(e, Checkpointed)]
     evals = {e.step: e.val_loss for e in events if isinstance(e, EvalMetrics)}
     assert [s for s, _ in saved] == [4, 8, 10, 12, 16, 20]  # 10: an evaluation that improved
@@ -447,9 +476,12 @@ def test_losses_equal_a_hand_written_loop(tmp_path):
     model = models_module.build_model(cfg.model)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=(t.beta1, t.beta2),
-                            fused=True)  # the trainer's choice on CPU, as on CUDA
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t.lr,
+        betas=(t.beta1, t.beta2),
+        fused=True,
+    )  # the trainer's choice on CPU, as on CUDA
     batches = Batcher(data, t.batch_size, cfg.model.block_size, t.seed)
     expected = {}
     for step in range(t.max_steps):
@@ -469,8 +501,12 @@ def test_a_given_tokenizer_is_used_as_is(tmp_path):
     from lmstudio.engine.tokenizer import Tokenizer, train_tokenizer
 
     cfg = tiny_config("train.max_steps=2")
-    tokenizer = train_tokenizer(cfg.tokenizer, "春眠不覺曉處處聞啼鳥" * 3)  # a deliberately different vocabulary
+    tokenizer = train_tokenizer(
+        cfg.tokenizer, "春眠不覺曉處處聞啼鳥" * 3
+    )  # a deliberately different vocabulary
     events = run_all(Trainer(cfg, tmp_path / "run", tokenizer=tokenizer))
     assert isinstance(events[-1], Finished)
     saved = Tokenizer.load(tmp_path / "run" / "tokenizer.json")
-    assert saved.vocab() == tokenizer.vocab() and events[0].config["model"]["vocab_size"] == tokenizer.vocab_size
+    assert (
+        saved.vocab() == tokenizer.vocab() and events[0].config["model"]["vocab_size"] == tokenizer.vocab_size
+    )

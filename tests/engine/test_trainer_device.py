@@ -37,7 +37,8 @@ def test_unavailable_devices_are_clear_user_errors(monkeypatch):
 
 def test_cpu_description_names_the_threads():
     assert dev.describe_device("cpu") == f"CPU, {torch.get_num_threads()} thread" + (
-        "s" if torch.get_num_threads() != 1 else "")
+        "s" if torch.get_num_threads() != 1 else ""
+    )
 
 
 def test_precision_and_compile_defaults_per_device():

@@ -12,8 +12,9 @@ SHAKESPEARE_VOCAB = 65  # distinct characters of tiny Shakespeare
 
 
 def test_the_promised_presets_exist():
-    assert {"tiny_tang", "baby_shakespeare", "gpt_shakespeare", "lstm_shakespeare",
-            "gru_shakespeare"} <= set(list_presets())
+    assert {"tiny_tang", "baby_shakespeare", "gpt_shakespeare", "lstm_shakespeare", "gru_shakespeare"} <= set(
+        list_presets()
+    )
 
 
 @pytest.mark.parametrize("name", list_presets())

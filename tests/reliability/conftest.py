@@ -12,10 +12,25 @@ from lmstudio.config import RunConfig
 from lmstudio.engine import models as models_module
 
 # a model small enough that a 20-step run takes well under a second on 2 CPU cores
-TINY = ["corpus.source=tang300", "tokenizer.kind=char", "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
-        "model.hidden_size=16", "model.block_size=8", "train.batch_size=4", "train.max_steps=20",
-        "train.log_interval=1", "train.eval_interval=10", "train.eval_iters=1", "train.sample_interval=0",
-        "train.warmup_steps=0", "train.min_lr=0", "train.device=cpu", "train.seed=3"]
+TINY = [
+    "corpus.source=tang300",
+    "tokenizer.kind=char",
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=16",
+    "model.hidden_size=16",
+    "model.block_size=8",
+    "train.batch_size=4",
+    "train.max_steps=20",
+    "train.log_interval=1",
+    "train.eval_interval=10",
+    "train.eval_iters=1",
+    "train.sample_interval=0",
+    "train.warmup_steps=0",
+    "train.min_lr=0",
+    "train.device=cpu",
+    "train.seed=3",
+]
 
 
 def tiny_config(arch: str = "transformer", *overrides: str) -> RunConfig:

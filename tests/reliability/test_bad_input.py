@@ -31,7 +31,10 @@ EN = "To be, or not to be, that is the question.\n" * 40
 
 # ---- corpora ------------------------------------------------------------------------------------------
 GOOD_CORPORA = {  # name: (bytes on disk, the text the app must read)
-    "gbk": (ZH.replace("舉", "举").replace("鄉", "乡").encode("gbk"), ZH.replace("舉", "举").replace("鄉", "乡")),
+    "gbk": (
+        ZH.replace("舉", "举").replace("鄉", "乡").encode("gbk"),
+        ZH.replace("舉", "举").replace("鄉", "乡"),
+    ),
     "big5": (ZH.encode("big5"), ZH),
     "utf-16-bom": (ZH.encode("utf-16"), ZH),
     "utf-16-le-no-bom": (ZH.encode("utf-16-le"), ZH),
@@ -78,8 +81,9 @@ def test_unusable_corpora_are_refused_with_the_file_named(tmp_path, name):
 def test_a_corpus_shorter_than_the_context_says_how_much_is_needed(tmp_path, text, block):
     path = tmp_path / "short.txt"
     path.write_text(text, encoding="utf-8")
-    events = run_all(Trainer(tiny_config("gru", f"corpus.source={path}", f"model.block_size={block}"),
-                             tmp_path / "run"))
+    events = run_all(
+        Trainer(tiny_config("gru", f"corpus.source={path}", f"model.block_size={block}"), tmp_path / "run")
+    )
     failed = events[-1]
     assert isinstance(failed, Failed) and failed.kind == "data", failed
     assert "tokens" in failed.message and ("context" in failed.message or "block" in failed.message)
@@ -88,8 +92,9 @@ def test_a_corpus_shorter_than_the_context_says_how_much_is_needed(tmp_path, tex
 def test_a_single_line_corpus_trains(tmp_path):
     path = tmp_path / "line.txt"
     path.write_text("the cat sat on the mat " * 200, encoding="utf-8")
-    events = run_all(Trainer(tiny_config("transformer", f"corpus.source={path}", "train.max_steps=3"),
-                             tmp_path / "run"))
+    events = run_all(
+        Trainer(tiny_config("transformer", f"corpus.source={path}", "train.max_steps=3"), tmp_path / "run")
+    )
     assert isinstance(events[-1], Finished), events[-1]
 
 
@@ -123,7 +128,9 @@ def test_every_numeric_setting_at_zero_negative_huge_and_not_a_number(key):
         errors = cfg.errors()
         if in_range and (whole or not is_int):
             # in range: accepted, unless another field makes it wrong (min_lr above lr), which says so
-            assert not errors.get(key, "").startswith("must"), f"{key}={raw} in range but refused: {errors[key]}"
+            assert not errors.get(key, "").startswith("must"), (
+                f"{key}={raw} in range but refused: {errors[key]}"
+            )
         else:
             assert key in errors and errors[key].startswith("must"), f"{key}={raw} accepted: {errors}"
     for raw in BAD_TEXT:
@@ -158,8 +165,9 @@ def test_every_setting_at_its_lowest_accepted_value_trains_or_says_why(tmp_path,
         if key in ("model.vocab_size", "sample.seed", "train.seed", "corpus.val_fraction"):
             continue
         overrides.append(f"{key}={_lowest(spec)}")
-    cfg = tiny_config(arch, *overrides, "model.n_embd=4", "model.hidden_size=4", "model.n_head=1",
-                      "train.max_steps=3")
+    cfg = tiny_config(
+        arch, *overrides, "model.n_embd=4", "model.hidden_size=4", "model.n_head=1", "train.max_steps=3"
+    )
     assert cfg.errors() == {}
     events = run_all(Trainer(cfg, tmp_path / "run"))
     assert isinstance(events[-1], Finished), events[-1]
@@ -175,8 +183,11 @@ def test_every_setting_at_its_lowest_accepted_value_trains_or_says_why(tmp_path,
 
 
 def test_every_setting_that_allows_zero_trains_at_zero(tmp_path):
-    zeros = [f"{key}=0" for key, spec in NUMERIC.items()
-             if spec.metadata["lo"] == 0 and not spec.metadata["lo_open"] and not key.startswith("sample.")]
+    zeros = [
+        f"{key}=0"
+        for key, spec in NUMERIC.items()
+        if spec.metadata["lo"] == 0 and not spec.metadata["lo_open"] and not key.startswith("sample.")
+    ]
     assert "train.warmup_steps=0" in zeros and "train.grad_clip=0" in zeros and "model.dropout=0" in zeros
     cfg = tiny_config("lstm", *zeros, "train.max_steps=3", "model.n_embd=16", "model.hidden_size=16")
     events = run_all(Trainer(cfg, tmp_path / "run"))
@@ -190,12 +201,22 @@ def test_heads_that_do_not_divide_the_width_are_refused_everywhere(tmp_path):
     with pytest.raises(C.ConfigError, match="model.n_head"):
         build_model(dataclasses.replace(cfg.model, vocab_size=10))
     events = run_all(Trainer(dataclasses.replace(cfg, train=C.TrainConfig(device="cpu")), tmp_path / "r"))
-    assert isinstance(events[-1], Failed) and events[-1].kind == "config" and "model.n_head" in events[-1].message
+    assert (
+        isinstance(events[-1], Failed)
+        and events[-1].kind == "config"
+        and "model.n_head" in events[-1].message
+    )
 
 
 def test_a_bpe_vocabulary_larger_than_the_corpus_can_give(tmp_path):
-    events = run_all(Trainer(tiny_config("transformer", "tokenizer.kind=bpe", "tokenizer.vocab_size=60000",
-                                         "train.max_steps=2"), tmp_path / "run"))
+    events = run_all(
+        Trainer(
+            tiny_config(
+                "transformer", "tokenizer.kind=bpe", "tokenizer.vocab_size=60000", "train.max_steps=2"
+            ),
+            tmp_path / "run",
+        )
+    )
     last = events[-1]
     if isinstance(last, Failed):  # a refusal is fine if it says what to do
         assert last.kind in ("data", "config") and "vocab" in last.message.lower(), last
@@ -212,8 +233,16 @@ def test_a_context_longer_than_the_corpus_is_a_data_failure(tmp_path):
 
 
 # ---- prompts and inspector text -----------------------------------------------------------------------
-PROMPTS = {"empty": "", "unseen": "€ß∑", "emoji": "🙂👍🏽", "longer-than-context": "床前明月光，疑是地上霜。" * 5,
-           "only-newlines": "\n\n\n", "lone-surrogate": "a\ud800b", "nul": "a\x00b", "rtl": "שלום"}
+PROMPTS = {
+    "empty": "",
+    "unseen": "€ß∑",
+    "emoji": "🙂👍🏽",
+    "longer-than-context": "床前明月光，疑是地上霜。" * 5,
+    "only-newlines": "\n\n\n",
+    "lone-surrogate": "a\ud800b",
+    "nul": "a\x00b",
+    "rtl": "שלום",
+}
 
 
 def _random_run(root, arch):
@@ -244,8 +273,11 @@ def test_odd_prompts_generate_and_inspect(sessions, arch, name):
     steps = list(sampling.generate(session, prompt, cfg))
     assert len(steps) == 12 and all(0 <= s.token_id < session.tokenizer.vocab_size for s in steps)
     assert all(math.isfinite(s.prob) and 0 <= s.prob <= 1 for s in steps)
-    for inspect_call in (insp.activations, lambda s, t: insp.token_losses(s, t, 3),
-                         *((insp.attention,) if arch == "transformer" else ())):
+    for inspect_call in (
+        insp.activations,
+        lambda s, t: insp.token_losses(s, t, 3),
+        *((insp.attention,) if arch == "transformer" else ()),
+    ):
         try:
             result = inspect_call(session, prompt)
         except UserError as e:  # an empty or one-token text cannot be inspected: say so

@@ -40,7 +40,9 @@ OOM_ERRORS = {
 
 
 @pytest.mark.parametrize("make_error", OOM_ERRORS.values(), ids=OOM_ERRORS.keys())
-def test_out_of_memory_frees_memory_keeps_the_checkpoint_and_allows_a_restart(tmp_path, monkeypatch, make_error):
+def test_out_of_memory_frees_memory_keeps_the_checkpoint_and_allows_a_restart(
+    tmp_path, monkeypatch, make_error
+):
     run = tmp_path / "run"
     spy = {"empty_cache": 0}
     gpu = pytest.MonkeyPatch()
@@ -90,16 +92,25 @@ def test_out_of_memory_while_building_the_model_is_reported_too(tmp_path, monkey
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_real_cuda_out_of_memory_releases_the_memory_and_a_smaller_run_then_works(tmp_path):
     """Activations of batch 4096 x context 8192 x width 1024 need ~137 GB: more than any single GPU."""
-    huge = tiny_config("transformer", "corpus.source=tiny_shakespeare", "model.block_size=8192",
-                       "model.n_embd=1024", "model.n_head=8", "train.batch_size=4096", "train.device=cuda",
-                       "train.compile=off")
+    huge = tiny_config(
+        "transformer",
+        "corpus.source=tiny_shakespeare",
+        "model.block_size=8192",
+        "model.n_embd=1024",
+        "model.n_head=8",
+        "train.batch_size=4096",
+        "train.device=cuda",
+        "train.compile=off",
+    )
     events = run_all(Trainer(huge, tmp_path / "huge"))
     assert isinstance(events[-1], Failed) and events[-1].kind == "oom", events[-1]
     del events
     gc.collect()
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() < 256 << 20, "memory still held after the OOM"
-    small = run_all(Trainer(tiny_config("transformer", "train.device=cuda", "train.compile=off"), tmp_path / "small"))
+    small = run_all(
+        Trainer(tiny_config("transformer", "train.device=cuda", "train.compile=off"), tmp_path / "small")
+    )
     assert isinstance(small[-1], Finished), small[-1]
 
 
@@ -117,7 +128,9 @@ def test_an_absurd_learning_rate_is_caught_within_a_step_and_never_saved(tmp_pat
             if e.step == 10:
                 control.set_lr(1e6)
 
-    events = run_all(Trainer(tiny_config(arch, "train.checkpoint_interval=1"), run, control=control), on_event)
+    events = run_all(
+        Trainer(tiny_config(arch, "train.checkpoint_interval=1"), run, control=control), on_event
+    )
     failed = events[-1]
     assert isinstance(failed, Failed) and failed.kind == "nan", failed
     assert "learning rate" in failed.message
@@ -181,7 +194,9 @@ DISK_ERRORS = {
 
 
 @pytest.mark.parametrize("error", DISK_ERRORS.values(), ids=DISK_ERRORS.keys())
-def test_a_disk_that_refuses_writes_fails_cleanly_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, error):
+def test_a_disk_that_refuses_writes_fails_cleanly_and_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch, error
+):
     run = tmp_path / "run"
     _fail_writes_after(monkeypatch, 3, error)  # step 10: latest + best + state succeed, step 20 fails
     control = TrainControl()
@@ -214,12 +229,16 @@ def test_with_someone_at_the_controls_a_full_disk_pauses_and_resume_saves_again(
         if isinstance(event, StateChanged) and event.state == "paused":
             assert control.paused and ckpt.weights_metadata(run / ckpt.LATEST_FILE)["step"] == 10
             monkeypatch.undo()  # the user frees some space...
-            control.resume()    # ...and presses Resume
+            control.resume()  # ...and presses Resume
 
-    events = run_all(Trainer(tiny_config("transformer", "train.max_steps=30"), run, control=control), on_event)
+    events = run_all(
+        Trainer(tiny_config("transformer", "train.max_steps=30"), run, control=control), on_event
+    )
     notice = next(e for e in events if isinstance(e, Notice))
     assert notice.step == 20 and "No space left on device" in notice.message and "Resume" in notice.message
-    assert seen.index("Notice") < seen.index("StateChanged") < seen.index("Checkpointed", seen.index("Notice"))
+    assert (
+        seen.index("Notice") < seen.index("StateChanged") < seen.index("Checkpointed", seen.index("Notice"))
+    )
     assert [e.step for e in events if isinstance(e, Checkpointed)].count(20) == 1  # saved once it could be
     assert isinstance(events[-1], Finished) and events[-1].reason == "completed" and events[-1].step == 30
     assert ckpt.load_train_state(run)["step"] == 30 and not _leftovers(run)
@@ -239,7 +258,9 @@ def _run_and_stop_when_paused(run, monkeypatch, error: OSError, free_space_first
     return run_all(Trainer(tiny_config("transformer", "train.max_steps=30"), run, control=control), on_event)
 
 
-def test_stop_while_paused_on_a_full_disk_ends_as_a_disk_failure_with_the_last_checkpoint(tmp_path, monkeypatch):
+def test_stop_while_paused_on_a_full_disk_ends_as_a_disk_failure_with_the_last_checkpoint(
+    tmp_path, monkeypatch
+):
     run = tmp_path / "run"
     events = _run_and_stop_when_paused(run, monkeypatch, DISK_ERRORS["read-only"], free_space_first=False)
     assert isinstance(events[-1], Failed) and events[-1].kind == "disk", events[-1]
@@ -326,8 +347,12 @@ def test_a_full_disk_while_caching_the_encoded_corpus_is_a_clear_data_failure(tm
     assert "No space left" in failed.message and "LMSTUDIO_CACHE" in failed.message
     assert not _leftovers(cache) and not list(cache.glob("*.bin"))
     monkeypatch.setattr(data_module.os, "fsync", real_fsync)
-    assert isinstance(run_all(Trainer(tiny_config("transformer", "train.max_steps=2"), tmp_path / "run2",
-                                      cache_dir=cache))[-1], Finished)
+    assert isinstance(
+        run_all(Trainer(tiny_config("transformer", "train.max_steps=2"), tmp_path / "run2", cache_dir=cache))[
+            -1
+        ],
+        Finished,
+    )
 
 
 # ---- the token cache ----------------------------------------------------------------------------------
@@ -349,8 +374,9 @@ def char_tok():
     return train_tokenizer(TokenizerConfig(kind="char"), "abcdefgh \n" * 50)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "grow", "zero-length", "garbage-sidecar", "no-sidecar",
-                                    "wrong-length-in-sidecar"])
+@pytest.mark.parametrize(
+    "damage", ["truncate", "grow", "zero-length", "garbage-sidecar", "no-sidecar", "wrong-length-in-sidecar"]
+)
 def test_a_damaged_token_cache_is_detected_and_rebuilt(tmp_path, char_tok, damage):
     text = "abc defg\nhab " * 200
     cache = tmp_path / "cache"
@@ -364,7 +390,7 @@ def test_a_damaged_token_cache_is_detected_and_rebuilt(tmp_path, char_tok, damag
     elif damage == "zero-length":
         bin_path.write_bytes(b"")
     elif damage == "garbage-sidecar":
-        meta_path.write_text("{\"version\": 1, \"length\": ")
+        meta_path.write_text('{"version": 1, "length": ')
     elif damage == "no-sidecar":
         meta_path.unlink()
     elif damage == "wrong-length-in-sidecar":

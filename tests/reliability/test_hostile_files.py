@@ -34,44 +34,98 @@ def _header_len(path) -> int:
 
 # (what is done to the run, the file the message must name, words it must contain)
 DAMAGE = {
-    "weights-truncated-in-data": (lambda d: _truncate(d / "model.safetensors", 0.6), "model.safetensors", "damaged"),
-    "weights-truncated-in-header": (lambda d: _truncate(d / "model.safetensors", 0.001), "model.safetensors",
-                                    "damaged"),
+    "weights-truncated-in-data": (
+        lambda d: _truncate(d / "model.safetensors", 0.6),
+        "model.safetensors",
+        "damaged",
+    ),
+    "weights-truncated-in-header": (
+        lambda d: _truncate(d / "model.safetensors", 0.001),
+        "model.safetensors",
+        "damaged",
+    ),
     "weights-empty": (lambda d: (d / "model.safetensors").write_bytes(b""), "model.safetensors", "damaged"),
-    "weights-garbage": (lambda d: (d / "model.safetensors").write_bytes(bytes(range(256)) * 40),
-                        "model.safetensors", "damaged"),
-    "weights-header-claims-exabytes": (lambda d: _patch(d / "model.safetensors", 0, struct.pack("<Q", 1 << 60)),
-                                       "model.safetensors", "damaged"),
-    "weights-header-not-json": (lambda d: _patch(d / "model.safetensors", 8, b"{\"x\":[" + b"\xff" * 8),
-                                "model.safetensors", "damaged"),
-    "weights-a-pickle": (lambda d: (d / "model.safetensors").write_bytes(pickle.dumps({"a": 1})),
-                         "model.safetensors", "damaged"),
+    "weights-garbage": (
+        lambda d: (d / "model.safetensors").write_bytes(bytes(range(256)) * 40),
+        "model.safetensors",
+        "damaged",
+    ),
+    "weights-header-claims-exabytes": (
+        lambda d: _patch(d / "model.safetensors", 0, struct.pack("<Q", 1 << 60)),
+        "model.safetensors",
+        "damaged",
+    ),
+    "weights-header-not-json": (
+        lambda d: _patch(d / "model.safetensors", 8, b'{"x":[' + b"\xff" * 8),
+        "model.safetensors",
+        "damaged",
+    ),
+    "weights-a-pickle": (
+        lambda d: (d / "model.safetensors").write_bytes(pickle.dumps({"a": 1})),
+        "model.safetensors",
+        "damaged",
+    ),
     "weights-wrong-shapes": (lambda d: _swap_weights(d, n_embd=24), "model.safetensors", "does not fit"),
-    "config-not-json": (lambda d: (d / "config.json").write_text("{\"model\": "), "config.json", "not valid JSON"),
+    "config-not-json": (
+        lambda d: (d / "config.json").write_text('{"model": '),
+        "config.json",
+        "not valid JSON",
+    ),
     "config-a-list": (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json", "expected a table"),
     "config-not-utf8": (lambda d: (d / "config.json").write_bytes(b"\xff\xfe{\x00"), "config.json", ""),
-    "config-wrong-type": (lambda d: _edit_json(d / "config.json", lambda c: c["model"].update(n_embd="wide")),
-                          "config.json", "model.n_embd"),
-    "config-null-field": (lambda d: _edit_json(d / "config.json", lambda c: c["model"].update(n_layer=None)),
-                          "config.json", "model.n_layer"),
-    "config-bool-for-int": (lambda d: _edit_json(d / "config.json", lambda c: c["model"].update(n_layer=True)),
-                            "config.json", "model.n_layer"),
-    "config-out-of-range": (lambda d: _edit_json(d / "config.json", lambda c: c["model"].update(n_embd=-16)),
-                            "config.json", "model.n_embd"),
-    "config-section-not-a-table": (lambda d: _edit_json(d / "config.json", lambda c: c.update(model=7)),
-                                   "config.json", "model"),
-    "config-future-version": (lambda d: _edit_json(d / "config.json", lambda c: c.update(version=99)),
-                              "config.json", "newer lmstudio"),
-    "config-missing-vocab": (lambda d: _edit_json(d / "config.json", lambda c: c["model"].pop("vocab_size")),
-                             "config.json", "tokens"),
-    "config-missing-width": (lambda d: _edit_json(d / "config.json", lambda c: c["model"].pop("n_embd")),
-                             "config.json", "does not fit"),
-    "config-unknown-arch": (lambda d: _edit_json(d / "config.json", lambda c: c["model"].update(arch="mamba")),
-                            "config.json", "model.arch"),
+    "config-wrong-type": (
+        lambda d: _edit_json(d / "config.json", lambda c: c["model"].update(n_embd="wide")),
+        "config.json",
+        "model.n_embd",
+    ),
+    "config-null-field": (
+        lambda d: _edit_json(d / "config.json", lambda c: c["model"].update(n_layer=None)),
+        "config.json",
+        "model.n_layer",
+    ),
+    "config-bool-for-int": (
+        lambda d: _edit_json(d / "config.json", lambda c: c["model"].update(n_layer=True)),
+        "config.json",
+        "model.n_layer",
+    ),
+    "config-out-of-range": (
+        lambda d: _edit_json(d / "config.json", lambda c: c["model"].update(n_embd=-16)),
+        "config.json",
+        "model.n_embd",
+    ),
+    "config-section-not-a-table": (
+        lambda d: _edit_json(d / "config.json", lambda c: c.update(model=7)),
+        "config.json",
+        "model",
+    ),
+    "config-future-version": (
+        lambda d: _edit_json(d / "config.json", lambda c: c.update(version=99)),
+        "config.json",
+        "newer lmstudio",
+    ),
+    "config-missing-vocab": (
+        lambda d: _edit_json(d / "config.json", lambda c: c["model"].pop("vocab_size")),
+        "config.json",
+        "tokens",
+    ),
+    "config-missing-width": (
+        lambda d: _edit_json(d / "config.json", lambda c: c["model"].pop("n_embd")),
+        "config.json",
+        "does not fit",
+    ),
+    "config-unknown-arch": (
+        lambda d: _edit_json(d / "config.json", lambda c: c["model"].update(arch="mamba")),
+        "config.json",
+        "model.arch",
+    ),
     "tokenizer-other-vocab-size": (lambda d: _other_tokenizer(d), "tokenizer.json", "tokens"),
-    "tokenizer-not-json": (lambda d: (d / "tokenizer.json").write_text("{\"model\": {"), "tokenizer.json", ""),
+    "tokenizer-not-json": (lambda d: (d / "tokenizer.json").write_text('{"model": {'), "tokenizer.json", ""),
     "tokenizer-empty-object": (lambda d: (d / "tokenizer.json").write_text("{}"), "tokenizer.json", ""),
-    "tokenizer-binary": (lambda d: (d / "tokenizer.json").write_bytes(bytes(range(256))), "tokenizer.json", ""),
+    "tokenizer-binary": (
+        lambda d: (d / "tokenizer.json").write_bytes(bytes(range(256))),
+        "tokenizer.json",
+        "",
+    ),
 }
 
 
@@ -82,7 +136,7 @@ def _truncate(path, fraction):
 
 def _patch(path, offset, data):
     raw = bytearray(path.read_bytes())
-    raw[offset: offset + len(data)] = data
+    raw[offset : offset + len(data)] = data
     path.write_bytes(bytes(raw))
 
 
@@ -150,8 +204,11 @@ def test_the_runs_list_shows_damaged_runs_without_failing(finished_runs, tmp_pat
     _edit_json(odd / "config.json", lambda c: c["train"].update(max_steps="many"))
     ckpt.save_weights(torch.nn.Linear(1, 1), odd / "model.safetensors", {"step": "x", "best_val": "low"})
     runs = ckpt.list_runs(root)
-    assert [(r.steps, r.max_steps, r.best_val_loss) for r in runs if r.name.endswith("odd-values")
-            or r.path.endswith("odd-values")] == [(0, 0, None)]
+    assert [
+        (r.steps, r.max_steps, r.best_val_loss)
+        for r in runs
+        if r.name.endswith("odd-values") or r.path.endswith("odd-values")
+    ] == [(0, 0, None)]
     listed = {r.name for r in runs} | {r.path.rsplit("/", 1)[-1] for r in runs}
     # a readable config is listed (the error comes when the run is opened); an unreadable one is skipped
     assert "weights-garbage" in listed and "tokenizer-binary" in listed
@@ -195,8 +252,9 @@ def _plant(run, kind, marker):
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # the raw pickle is protocol 4
 @pytest.mark.parametrize("kind", ["torch-save-zip", "raw-pickle-os-system", "legacy-torch-format"])
-def test_a_training_state_that_would_run_code_is_refused_and_never_executed(finished_runs, tmp_path, kind,
-                                                                               capsys):
+def test_a_training_state_that_would_run_code_is_refused_and_never_executed(
+    finished_runs, tmp_path, kind, capsys
+):
     marker = tmp_path / "marker"
     run = copy_run(finished_runs["transformer"], tmp_path / "run")
     _plant(run, kind, marker)

@@ -30,8 +30,13 @@ WAIT = 120  # seconds: generous, the machine is shared; a healthy child answers 
 
 
 def _env(tmp_path) -> dict:
-    env = dict(os.environ, LMSTUDIO_RUNS=str(tmp_path / "runs"), LMSTUDIO_CACHE=str(tmp_path / "cache"),
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        LMSTUDIO_RUNS=str(tmp_path / "runs"),
+        LMSTUDIO_CACHE=str(tmp_path / "cache"),
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
     env.pop("QT_QPA_PLATFORM", None)
     return env
 
@@ -54,7 +59,9 @@ class Lines:
         while True:
             line = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
             if line is None:
-                raise AssertionError("the process ended before printing the line awaited:\n" + "".join(self.seen))
+                raise AssertionError(
+                    "the process ended before printing the line awaited:\n" + "".join(self.seen)
+                )
             self.seen.append(line)
             if predicate(line):
                 return line
@@ -101,10 +108,20 @@ CHILD = textwrap.dedent("""
 @pytest.mark.parametrize("where", ["weights", "state"])
 def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(tmp_path, where):
     run = tmp_path / "run"
-    args = [sys.executable, "-c", CHILD, where, str(run), *TINY, "model.arch=transformer",
-            "train.eval_interval=10", "train.max_steps=30"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
-                            cwd=REPO)
+    args = [
+        sys.executable,
+        "-c",
+        CHILD,
+        where,
+        str(run),
+        *TINY,
+        "model.arch=transformer",
+        "train.eval_interval=10",
+        "train.max_steps=30",
+    ]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path), cwd=REPO
+    )
     try:
         Lines(proc).wait_for(lambda line: line.startswith("BLOCKED"))
         proc.send_signal(signal.SIGKILL)
@@ -123,8 +140,9 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(
     assert ckpt.load_train_state(run)["step"] == 10
     assert [r.steps for r in ckpt.list_runs(tmp_path)] == [expected]
     # resuming works from the intact pair, or says plainly that the pair does not match
-    events = run_all(Trainer(tiny_config("transformer", "train.eval_interval=10", "train.max_steps=30"), run,
-                             resume=True))
+    events = run_all(
+        Trainer(tiny_config("transformer", "train.eval_interval=10", "train.max_steps=30"), run, resume=True)
+    )
     assert not list(run.glob(".*.tmp"))  # ...and removed by the next process that writes to the run
     if where == "weights":
         assert isinstance(events[-1], Finished) and events[-1].step == 30, events[-1]
@@ -136,10 +154,26 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(
 def test_ctrl_c_on_the_cli_saves_a_loadable_checkpoint_and_exits_within_seconds(tmp_path):
     run = tmp_path / "run"
     sets = [a for pair in (("--set", s) for s in TINY[1:] if not s.startswith("train.device")) for a in pair]
-    args = [sys.executable, "-m", "lmstudio", "train", "--preset", "tiny_tang", "--out", str(run), "--device", "cpu",
-            "--arch", "gru", *sets, "--set", "train.max_steps=1000000"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
-                            cwd=REPO)
+    args = [
+        sys.executable,
+        "-m",
+        "lmstudio",
+        "train",
+        "--preset",
+        "tiny_tang",
+        "--out",
+        str(run),
+        "--device",
+        "cpu",
+        "--arch",
+        "gru",
+        *sets,
+        "--set",
+        "train.max_steps=1000000",
+    ]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path), cwd=REPO
+    )
     try:
         lines = Lines(proc)
         lines.wait_for(lambda line: line.startswith("step "))

@@ -24,7 +24,8 @@ KEYS = [f"{section}.{f.name}" for section, cls in C.SECTIONS.items() for f in da
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 @FAST
@@ -48,8 +49,11 @@ def test_any_json_value_in_a_config_file_is_accepted_or_refused_naming_it(key, v
     try:
         cfg = C.RunConfig.from_json(__import__("json").dumps(data, allow_nan=True)).validate()
     except C.ConfigError as e:
-        assert key in e.errors or any(k.endswith(key) for k in e.errors) or \
-            set(e.errors) <= {"train.min_lr", "model.n_head"}, e.errors
+        assert (
+            key in e.errors
+            or any(k.endswith(key) for k in e.errors)
+            or set(e.errors) <= {"train.min_lr", "model.n_head"}
+        ), e.errors
         return
     assert getattr(getattr(cfg, section), name) == value or value != value  # accepted as given (nan != nan)
 
@@ -69,8 +73,11 @@ def corpus_file(tmp_path):
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(raw=st.binary(max_size=3000) | st.text(max_size=800).map(lambda t: t.encode("utf-8", "surrogatepass"))
-       | st.text(max_size=400).map(lambda t: t.encode("utf-16", "surrogatepass")))
+@given(
+    raw=st.binary(max_size=3000)
+    | st.text(max_size=800).map(lambda t: t.encode("utf-8", "surrogatepass"))
+    | st.text(max_size=400).map(lambda t: t.encode("utf-16", "surrogatepass"))
+)
 def test_any_bytes_read_as_text_or_a_corpus_error(corpus_file, raw):
     corpus_file.write_bytes(raw)
     try:
@@ -128,6 +135,10 @@ _CACHE: dict = {}
 
 def _tokenizers():
     if not _CACHE:
-        _CACHE.update({kind: train_tokenizer(C.TokenizerConfig(kind=kind, vocab_size=300), TRAIN_TEXT)
-                       for kind in ("char", "word", "bpe")})
+        _CACHE.update(
+            {
+                kind: train_tokenizer(C.TokenizerConfig(kind=kind, vocab_size=300), TRAIN_TEXT)
+                for kind in ("char", "word", "bpe")
+            }
+        )
     return _CACHE

@@ -15,9 +15,26 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "lmstudio"
-FORBIDDEN_MODULES = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle", "joblib",
-                     "urllib", "urllib2", "urllib3", "requests", "httpx", "http", "socket", "ftplib",
-                     "subprocess", "xmlrpc"}
+FORBIDDEN_MODULES = {
+    "pickle",
+    "cPickle",
+    "_pickle",
+    "marshal",
+    "shelve",
+    "dill",
+    "cloudpickle",
+    "joblib",
+    "urllib",
+    "urllib2",
+    "urllib3",
+    "requests",
+    "httpx",
+    "http",
+    "socket",
+    "ftplib",
+    "subprocess",
+    "xmlrpc",
+}
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__"}
 # the screenshot tool (``python -m lmstudio.ui.screenshot``, for developers) starts Xvfb with fixed
 # arguments; the app never imports it (checked below)
@@ -83,8 +100,11 @@ def test_the_package_never_unpickles_fetches_or_executes():
     for path in _sources():
         name = str(path.relative_to(PACKAGE.parent))
         allowed = ALLOWED.get(name, set())
-        found += [p for p in problems_in(path.read_text(encoding="utf-8"), name)
-                  if p.split(" ", 1)[1] not in allowed]
+        found += [
+            p
+            for p in problems_in(path.read_text(encoding="utf-8"), name)
+            if p.split(" ", 1)[1] not in allowed
+        ]
     assert found == [], "\n".join(found)
 
 
@@ -92,8 +112,13 @@ def test_the_allowed_exceptions_are_never_imported_by_the_app():
     for path in _sources():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [f"{node.module}.{a.name}" for a in node.names]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any("screenshot" in n for n in names), f"{path.name} imports the screenshot tool"
 
 
@@ -107,27 +132,35 @@ def test_every_torch_load_in_the_package_is_seen_by_the_scan():
     assert "checkpoint.py" in calls
 
 
-@pytest.mark.parametrize("snippet", [
-    "import torch\ntorch.load(p)",
-    "import torch\ntorch.load(p, weights_only=False)",
-    "import torch\ntorch.load(p, map_location='cpu', weights_only=flag)",
-    "from torch import load\nload(p)",
-    "import pickle",
-    "from pickle import loads",
-    "import urllib.request",
-    "from http import client",
-    "import socket",
-    "import subprocess",
-    "eval(text)",
-    "exec(code)",
-    "import os\nos.system('rm -rf /')",
-    "import numpy as np\nnp.load(p, allow_pickle=True)",
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "import torch\ntorch.load(p)",
+        "import torch\ntorch.load(p, weights_only=False)",
+        "import torch\ntorch.load(p, map_location='cpu', weights_only=flag)",
+        "from torch import load\nload(p)",
+        "import pickle",
+        "from pickle import loads",
+        "import urllib.request",
+        "from http import client",
+        "import socket",
+        "import subprocess",
+        "eval(text)",
+        "exec(code)",
+        "import os\nos.system('rm -rf /')",
+        "import numpy as np\nnp.load(p, allow_pickle=True)",
+    ],
+)
 def test_the_scan_catches_each_forbidden_pattern(snippet):
     assert problems_in(snippet), f"the scan missed: {snippet!r}"
 
 
 def test_the_scan_accepts_the_safe_forms():
-    assert problems_in("import torch\ntorch.load(p, map_location='cpu', weights_only=True)\n"
-                       "import numpy as np\nnp.load(p)\nnp.load(p, allow_pickle=False)\n"
-                       "x = 'import pickle'  # eval(x)\n") == []
+    assert (
+        problems_in(
+            "import torch\ntorch.load(p, map_location='cpu', weights_only=True)\n"
+            "import numpy as np\nnp.load(p)\nnp.load(p, allow_pickle=False)\n"
+            "x = 'import pickle'  # eval(x)\n"
+        )
+        == []
+    )

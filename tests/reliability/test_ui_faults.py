@@ -66,8 +66,16 @@ def test_out_of_memory_in_the_app_shows_advice_and_start_works_again(qtbot, wind
 
 def test_closing_the_window_mid_run_saves_a_loadable_checkpoint_within_seconds(qtbot, window, monkeypatch):  # noqa: F811
     win = window
-    cfg = tiny_config("lstm", name="closing", extra=["train.max_steps=1000000", "train.log_interval=1",
-                                                     "train.eval_interval=1000000", "train.sample_interval=0"])
+    cfg = tiny_config(
+        "lstm",
+        name="closing",
+        extra=[
+            "train.max_steps=1000000",
+            "train.log_interval=1",
+            "train.eval_interval=1000000",
+            "train.sample_interval=0",
+        ],
+    )
     win.setup.set_config(cfg)
     qtbot.waitUntil(lambda: not win.setup.corpus.is_busy(), timeout=TIMEOUT)
     win.start_training()
@@ -91,8 +99,14 @@ def damaged_runs(finished_runs, tmp_path):
 
     root = Path(tmp_path / "runs")  # $LMSTUDIO_RUNS for this test (tests/conftest.py)
     good = copy_run(finished_runs["transformer"], root / "good")
-    for name in ("weights-truncated-in-data", "weights-garbage", "config-wrong-type", "config-future-version",
-                 "tokenizer-other-vocab-size", "config-section-not-a-table"):
+    for name in (
+        "weights-truncated-in-data",
+        "weights-garbage",
+        "config-wrong-type",
+        "config-future-version",
+        "tokenizer-other-vocab-size",
+        "config-section-not-a-table",
+    ):
         DAMAGE[name][0](copy_run(finished_runs["transformer"], root / name))
     return root, good
 
@@ -112,9 +126,14 @@ def test_the_runs_list_survives_damaged_runs(qtbot, damaged_runs):
     assert "config.json" in pane.config_text.toPlainText() or "n_embd" in pane.config_text.toPlainText()
 
 
-@pytest.mark.parametrize("name, file", [("weights-truncated-in-data", "model.safetensors"),
-                                        ("config-future-version", "config.json"),
-                                        ("tokenizer-other-vocab-size", "tokenizer.json")])
+@pytest.mark.parametrize(
+    "name, file",
+    [
+        ("weights-truncated-in-data", "model.safetensors"),
+        ("config-future-version", "config.json"),
+        ("tokenizer-other-vocab-size", "tokenizer.json"),
+    ],
+)
 def test_the_generate_pane_names_the_damaged_file_and_recovers(qtbot, damaged_runs, name, file):
     root, good = damaged_runs
     sessions = SessionController()

@@ -9,10 +9,23 @@ from lmstudio import config as C
 from lmstudio.ui import dialogs
 
 # small enough that a run takes a few seconds on 2 CPU cores (tang300, char tokens: vocab ~2.7k)
-TINY = ["corpus.source=tang300", "tokenizer.kind=char", "model.n_layer=1", "model.n_embd=32",
-        "model.hidden_size=32", "model.n_head=2", "model.block_size=16", "train.batch_size=4",
-        "train.max_steps=20", "train.eval_interval=10", "train.eval_iters=2", "train.log_interval=5",
-        "train.warmup_steps=0", "train.sample_interval=10", "train.sample_tokens=16"]
+TINY = [
+    "corpus.source=tang300",
+    "tokenizer.kind=char",
+    "model.n_layer=1",
+    "model.n_embd=32",
+    "model.hidden_size=32",
+    "model.n_head=2",
+    "model.block_size=16",
+    "train.batch_size=4",
+    "train.max_steps=20",
+    "train.eval_interval=10",
+    "train.eval_iters=2",
+    "train.log_interval=5",
+    "train.warmup_steps=0",
+    "train.sample_interval=10",
+    "train.sample_tokens=16",
+]
 
 
 def tiny_config(arch: str = "lstm", name: str = "", extra: list[str] | None = None) -> C.RunConfig:

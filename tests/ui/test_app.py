@@ -34,22 +34,27 @@ def test_no_ui_file_imports_torch_or_tokenizers():
 
 
 def test_opening_the_main_window_module_does_not_load_torch():
-    code = ("import sys; import lmstudio.ui.main_window, lmstudio.ui.app; "
-            "print(sorted(m for m in ('torch', 'tokenizers') if m in sys.modules))")
+    code = (
+        "import sys; import lmstudio.ui.main_window, lmstudio.ui.app; "
+        "print(sorted(m for m in ('torch', 'tokenizers') if m in sys.modules))"
+    )
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("env, platform, expected", [
-    ({}, "linux", False),
-    ({"DISPLAY": ":0"}, "linux", True),
-    ({"WAYLAND_DISPLAY": "wayland-0"}, "linux", True),
-    ({"QT_QPA_PLATFORM": "offscreen"}, "linux", True),
-    ({}, "win32", True),
-    ({}, "darwin", True),
-])
+@pytest.mark.parametrize(
+    "env, platform, expected",
+    [
+        ({}, "linux", False),
+        ({"DISPLAY": ":0"}, "linux", True),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, "linux", True),
+        ({"QT_QPA_PLATFORM": "offscreen"}, "linux", True),
+        ({}, "win32", True),
+        ({}, "darwin", True),
+    ],
+)
 def test_display_detection(env, platform, expected):
     assert has_display(env, platform) is expected
 
@@ -57,7 +62,9 @@ def test_display_detection(env, platform, expected):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the no-display abort is a Linux matter")
 def test_lmstudio_without_a_display_explains_and_exits_1():
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
-    out = subprocess.run([sys.executable, "-m", "lmstudio"], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "lmstudio"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 1
     assert out.stderr.strip() == NO_DISPLAY_MESSAGE
     assert "Fatal" not in out.stderr and "Aborted" not in out.stderr

@@ -80,7 +80,9 @@ def test_bad_learning_rate_while_training_is_a_message(qtbot, window, errors):
     pane = window.training
     for text in ("abc", "-1", "0"):
         pane.lr_edit.setText(text)
-        qtbot.mouseClick(pane.lr_btn, Qt.MouseButton.LeftButton) if pane.lr_btn.isEnabled() else pane.apply_lr()
+        qtbot.mouseClick(
+            pane.lr_btn, Qt.MouseButton.LeftButton
+        ) if pane.lr_btn.isEnabled() else pane.apply_lr()
     assert len(errors.calls) == 3
     assert "not a number" in errors.texts[0] and "out of range" in errors.texts[1]
 

@@ -25,8 +25,9 @@ def make_run(root, arch="transformer", step=5, seed=0, name=None):
     run_dir = root / (name or f"run-{arch}")
     run_dir.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(TokenizerConfig(kind="char"), TEXT)
-    model_cfg = ModelConfig(arch=arch, n_layer=2, n_head=2, n_embd=16, hidden_size=16, block_size=24,
-                            vocab_size=tok.vocab_size)
+    model_cfg = ModelConfig(
+        arch=arch, n_layer=2, n_head=2, n_embd=16, hidden_size=16, block_size=24, vocab_size=tok.vocab_size
+    )
     cfg = RunConfig(name=run_dir.name, model=model_cfg)
     cfg.corpus.source = str(root / "corpus.txt")
     (root / "corpus.txt").write_text(TEXT * 20, encoding="utf-8")
@@ -71,8 +72,13 @@ def generate(qtbot, pane, prompt="the ", max_tokens=30, seed=11):
 def test_generated_text_streams_in_and_matches_the_engine(qtbot, pane):
     assert generate(qtbot, pane) == "completed"
     session = Session.load(pane.run_dir)
-    cfg = SampleConfig(temperature=pane.temperature.value(), top_k=pane.top_k.value(),
-                       top_p=pane.top_p.value(), max_tokens=30, seed=11)
+    cfg = SampleConfig(
+        temperature=pane.temperature.value(),
+        top_k=pane.top_k.value(),
+        top_p=pane.top_p.value(),
+        max_tokens=30,
+        seed=11,
+    )
     expected = [s.text for s in sampling.generate(session, "the ", cfg)]
     assert len(pane.steps) == 30 and len(pane.output.starts) == 30
     assert pane.output.toPlainText() == "the " + "".join(expected)
@@ -120,8 +126,11 @@ def test_step_mode_appends_the_token_a_person_picks(qtbot, pane):
     item = pane.choice_list.item(4)
     wanted = pane.choices[4][0]
     with qtbot.waitSignal(ready, timeout=WAIT):
-        qtbot.mouseClick(pane.choice_list.viewport(), Qt.MouseButton.LeftButton,
-                         pos=pane.choice_list.visualItemRect(item).center())
+        qtbot.mouseClick(
+            pane.choice_list.viewport(),
+            Qt.MouseButton.LeftButton,
+            pos=pane.choice_list.visualItemRect(item).center(),
+        )
     assert pane.steps[-1]["token_id"] == wanted
     with qtbot.waitSignal(ready, timeout=WAIT):
         qtbot.mouseClick(pane.sample_button, Qt.MouseButton.LeftButton)
@@ -141,8 +150,11 @@ def test_a_new_checkpoint_is_loaded_at_once_when_idle(qtbot, pane):
         pane.sessions.checkpoint_written(str(pane.run_dir / ckpt.LATEST_FILE))
     assert loaded.args[0]["step"] == 42 and "step 42" in pane.status.text()
     assert generate(qtbot, pane, max_tokens=5) == "completed"
-    expected = sampling.generate(Session.load(pane.run_dir), "the ", SampleConfig(
-        temperature=pane.temperature.value(), max_tokens=5, seed=11))
+    expected = sampling.generate(
+        Session.load(pane.run_dir),
+        "the ",
+        SampleConfig(temperature=pane.temperature.value(), max_tokens=5, seed=11),
+    )
     assert pane.output.toPlainText() == "the " + "".join(s.text for s in expected)
 
 

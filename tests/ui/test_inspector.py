@@ -46,7 +46,11 @@ def inspect(qtbot, pane, text, view, signal):
 
 def test_attention_grid_single_head_hover_and_export(qtbot, controller, tmp_path):
     pane = open_pane(qtbot, controller, make_run(tmp_path, "transformer"))
-    assert [pane.view_combo.itemText(i) for i in range(pane.view_combo.count())] == [ATTENTION, ACTIVATIONS, LOSS]
+    assert [pane.view_combo.itemText(i) for i in range(pane.view_combo.count())] == [
+        ATTENTION,
+        ACTIVATIONS,
+        LOSS,
+    ]
     text = "the lazy fox"
     inspect(qtbot, pane, text, ATTENTION, controller.attention_ready)
     tokens, ref = lm_inspect.attention(Session.load(pane.run_dir), text)
@@ -93,7 +97,7 @@ def test_lstm_hidden_states_and_gates_over_time(qtbot, controller, tmp_path):
     pane.signal_combo.setCurrentText("gate.forget")
     pane.layer_combo.setCurrentIndex(1)
     m = pane.heatmap.matrices[0]
-    assert m.shape == (16, len(text))                      # units x time
+    assert m.shape == (16, len(text))  # units x time
     np.testing.assert_allclose(m, ref["gate.forget"][1].T, atol=1e-6)
     assert "forget" in pane.heatmap.caption.text()
     ticks = pane.heatmap.plots[0].getAxis("bottom")._tickLevels[0]
@@ -110,7 +114,7 @@ def test_per_token_loss_on_a_validation_snippet_with_tooltips(qtbot, controller,
     with qtbot.waitSignal(controller.losses_ready, timeout=WAIT):
         qtbot.mouseClick(pane.inspect_button, Qt.MouseButton.LeftButton)
     rows = pane.losses["rows"]
-    assert len(rows) == 24 and len(pane.loss_text.starts) == 24           # context 24: 25 tokens shown
+    assert len(rows) == 24 and len(pane.loss_text.starts) == 24  # context 24: 25 tokens shown
     assert pane.loss_text.toPlainText() == snippet[:25]
     assert "Showing the first 25" in pane.note.text()
     ref = lm_inspect.token_losses(Session.load(pane.run_dir), snippet, 5)

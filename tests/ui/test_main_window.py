@@ -11,9 +11,13 @@ from tests.ui.conftest import set_field, tiny_config
 
 
 def test_menus_have_the_documented_shortcuts(window):
-    expected = {window.act_open_corpus: QKeySequence(QKeySequence.StandardKey.Open),
-                window.act_open_run: QKeySequence("Ctrl+R"), window.act_start: QKeySequence("Ctrl+T"),
-                window.act_stop: QKeySequence("Ctrl+."), window.act_quit: QKeySequence("Ctrl+Q")}
+    expected = {
+        window.act_open_corpus: QKeySequence(QKeySequence.StandardKey.Open),
+        window.act_open_run: QKeySequence("Ctrl+R"),
+        window.act_start: QKeySequence("Ctrl+T"),
+        window.act_stop: QKeySequence("Ctrl+."),
+        window.act_quit: QKeySequence("Ctrl+Q"),
+    }
     for action, keys in expected.items():
         assert action.shortcut() == keys, action.text()
     assert QKeySequence("Ctrl+O") == window.act_open_corpus.shortcut()
@@ -43,8 +47,14 @@ def test_about_box_names_version_and_corpus_licences(qtbot, window, monkeypatch)
     qtbot.addWidget(dialog)
     text = dialog.sources.toPlainText()
     assert __version__ in dialog.findChildren(type(dialog.layout().itemAt(0).widget()))[0].text()
-    for needle in ("tiny_shakespeare", "tang300", "MIT", "public domain", "karpathy/char-rnn",
-                   "chinese-poetry"):
+    for needle in (
+        "tiny_shakespeare",
+        "tang300",
+        "MIT",
+        "public domain",
+        "karpathy/char-rnn",
+        "chinese-poetry",
+    ):
         assert needle in text, needle
 
 

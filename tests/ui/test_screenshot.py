@@ -12,14 +12,21 @@ from PySide6.QtGui import QImage
 
 from lmstudio.ui.screenshot import SHOTS
 
-pytestmark = [pytest.mark.xvfb,
-              pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed")]
+pytestmark = [
+    pytest.mark.xvfb,
+    pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed"),
+]
 
 
 def test_app_runs_in_a_real_window_and_screenshots_show_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
-    out = subprocess.run([sys.executable, "-m", "lmstudio.ui.screenshot", str(tmp_path), "--steps", "0"],
-                         capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "lmstudio.ui.screenshot", str(tmp_path), "--steps", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "QThread: Destroyed" not in out.stderr
     for name in SHOTS[:2]:  # setup and tokenizer: the ones taken without training

@@ -31,12 +31,25 @@ def click_builtin(qtbot, win, name: str) -> None:
 def fill_tiny(qtbot, win, arch: str) -> None:
     model, train = win.setup.model.form, win.setup.train.form
     set_field(qtbot, model, "arch", arch)
-    for name, value in (("n_layer", 1), ("n_embd", 32), ("hidden_size", 32), ("n_head", 2), ("block_size", 16)):
+    for name, value in (
+        ("n_layer", 1),
+        ("n_embd", 32),
+        ("hidden_size", 32),
+        ("n_head", 2),
+        ("block_size", 16),
+    ):
         if model.is_field_visible(name):
             set_field(qtbot, model, name, value)
-    for name, value in (("max_steps", 20), ("batch_size", 4), ("eval_interval", 10), ("eval_iters", 2),
-                        ("log_interval", 5), ("warmup_steps", 0), ("sample_interval", 10),
-                        ("sample_tokens", 16)):
+    for name, value in (
+        ("max_steps", 20),
+        ("batch_size", 4),
+        ("eval_interval", 10),
+        ("eval_iters", 2),
+        ("log_interval", 5),
+        ("warmup_steps", 0),
+        ("sample_interval", 10),
+        ("sample_tokens", 16),
+    ):
         set_field(qtbot, train, name, value)
     win.setup.train.name.clear()
     qtbot.keyClicks(win.setup.train.name, f"tiny-{arch}")
@@ -106,13 +119,21 @@ def test_train_lstm_and_transformer_then_overlay_them(qtbot, window, errors):
 
 
 def start_long_run(qtbot, win):
-    cfg = tiny_config("transformer", extra=["train.max_steps=100000", "train.log_interval=1",
-                                            "train.eval_interval=100000", "train.schedule=constant",
-                                            "train.sample_interval=0"])
+    cfg = tiny_config(
+        "transformer",
+        extra=[
+            "train.max_steps=100000",
+            "train.log_interval=1",
+            "train.eval_interval=100000",
+            "train.schedule=constant",
+            "train.sample_interval=0",
+        ],
+    )
     win.setup.set_config(cfg)
     qtbot.waitUntil(lambda: not win.setup.corpus.is_busy(), timeout=TIMEOUT)
-    with qtbot.waitSignal(win.training.state_changed, timeout=TIMEOUT,
-                          check_params_cb=lambda s: s == "running"):
+    with qtbot.waitSignal(
+        win.training.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "running"
+    ):
         win.start_training()
 
 
@@ -178,10 +199,29 @@ def test_training_events_reach_the_plots_through_the_worker_signal(qtbot, window
     pane = window.training
     pane.on_event(E.Started(run_dir="/x", device="CPU, 2 threads", n_params=10, start_step=0, max_steps=100))
     for step in range(1, 101):
-        pane.on_event(E.StepMetrics(step=step, max_steps=100, loss=5 - step / 50, lr=1e-3, grad_norm=1.0,
-                                    tokens_per_s=1000.0, elapsed=step / 10, eta=(100 - step) / 10))
-    pane.on_event(E.EvalMetrics(step=100, train_loss=3.0, val_loss=3.1, val_ppl=float(np.exp(3.1)),
-                                val_acc=0.4, val_bpc=4.0, elapsed=10.0))
+        pane.on_event(
+            E.StepMetrics(
+                step=step,
+                max_steps=100,
+                loss=5 - step / 50,
+                lr=1e-3,
+                grad_norm=1.0,
+                tokens_per_s=1000.0,
+                elapsed=step / 10,
+                eta=(100 - step) / 10,
+            )
+        )
+    pane.on_event(
+        E.EvalMetrics(
+            step=100,
+            train_loss=3.0,
+            val_loss=3.1,
+            val_ppl=float(np.exp(3.1)),
+            val_acc=0.4,
+            val_bpc=4.0,
+            elapsed=10.0,
+        )
+    )
     assert pane.loss_plot.point_count("loss") == 0  # buffered until the redraw
     pane.redraw()
     assert pane.loss_plot.point_count("loss") == 100
@@ -203,7 +243,9 @@ def test_continue_a_stopped_run_from_its_checkpoint(qtbot, window, errors):
     win.runs.select_run(run_dir)
     started = []
     win.training.run_started.connect(started.append)
-    with qtbot.waitSignal(win.training.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "running"):
+    with qtbot.waitSignal(
+        win.training.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "running"
+    ):
         qtbot.mouseClick(win.runs.continue_btn, Qt.MouseButton.LeftButton)
     assert started == [run_dir]  # the same folder, not a new run
     wait_step(qtbot, win, stopped_at + 1)
@@ -248,8 +290,17 @@ def test_a_full_disk_pauses_the_run_and_resume_saves_it(qtbot, window, errors, m
 
     monkeypatch.setattr(ckpt.os, "replace", replace)
     win, pane = window, window.training
-    win.setup.set_config(tiny_config("gru", extra=["train.max_steps=10", "train.eval_interval=5",
-                                                   "train.log_interval=1", "train.sample_interval=0"]))
+    win.setup.set_config(
+        tiny_config(
+            "gru",
+            extra=[
+                "train.max_steps=10",
+                "train.eval_interval=5",
+                "train.log_interval=1",
+                "train.sample_interval=0",
+            ],
+        )
+    )
     qtbot.waitUntil(lambda: not win.setup.corpus.is_busy(), timeout=TIMEOUT)
     with qtbot.waitSignal(pane.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "paused"):
         win.start_training()

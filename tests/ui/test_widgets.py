@@ -128,7 +128,7 @@ def test_vocab_browser_sorts_numbers_numerically_and_searches(qtbot):
 
 def test_token_preview_colours_alternate_per_token(qtbot):
     def split(text):  # a toy tokenizer: pairs of characters
-        return [(text[i:i + 2], i // 2) for i in range(0, len(text), 2)]
+        return [(text[i : i + 2], i // 2) for i in range(0, len(text), 2)]
 
     preview = TokenPreview(split)
     qtbot.addWidget(preview)

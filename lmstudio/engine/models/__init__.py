@@ -8,8 +8,17 @@ from lmstudio.engine.models.recurrent import RecurrentLM, RecurrentState
 from lmstudio.engine.models.sizing import memory_estimate, param_count
 from lmstudio.engine.models.transformer import GPT, KVCache
 
-__all__ = ["GPT", "KVCache", "LanguageModel", "RecurrentLM", "RecurrentState", "build_model",
-           "check_model_config", "memory_estimate", "param_count"]
+__all__ = [
+    "GPT",
+    "KVCache",
+    "LanguageModel",
+    "RecurrentLM",
+    "RecurrentState",
+    "build_model",
+    "check_model_config",
+    "memory_estimate",
+    "param_count",
+]
 
 
 def check_model_config(cfg: ModelConfig) -> None:
@@ -17,8 +26,12 @@ def check_model_config(cfg: ModelConfig) -> None:
     errs = section_errors("model", cfg)
     if cfg.vocab_size < 1 and "model.vocab_size" not in errs:
         errs["model.vocab_size"] = "unknown: train or load a tokenizer first, it sets the vocabulary size"
-    if cfg.arch == "transformer" and "model.n_head" not in errs and "model.n_embd" not in errs \
-            and cfg.n_embd % cfg.n_head:
+    if (
+        cfg.arch == "transformer"
+        and "model.n_head" not in errs
+        and "model.n_embd" not in errs
+        and cfg.n_embd % cfg.n_head
+    ):
         errs["model.n_head"] = f"{cfg.n_head} heads do not divide the embedding width {cfg.n_embd}"
     if errs:
         raise ConfigError(errs)

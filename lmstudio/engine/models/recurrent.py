@@ -26,9 +26,9 @@ _RNN_CLASSES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 @dataclass
 class RecurrentState:
-    h: torch.Tensor               # (L, B, H) hidden state of every layer
+    h: torch.Tensor  # (L, B, H) hidden state of every layer
     c: torch.Tensor | None = None  # (L, B, H) LSTM memory cell; None for RNN and GRU
-    length: int = 0               # tokens consumed so far
+    length: int = 0  # tokens consumed so far
 
 
 class RecurrentLM(LanguageModel):
@@ -39,8 +39,14 @@ class RecurrentLM(LanguageModel):
         self.block_size = cfg.block_size
         self.state_capacity = None  # the hidden state carries on past the training context
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        kwargs = dict(input_size=cfg.n_embd, hidden_size=cfg.hidden_size, num_layers=cfg.n_layer,
-                      bias=cfg.bias, batch_first=True, dropout=cfg.dropout if cfg.n_layer > 1 else 0.0)
+        kwargs = dict(
+            input_size=cfg.n_embd,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.n_layer,
+            bias=cfg.bias,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.n_layer > 1 else 0.0,
+        )
         if cfg.arch == "rnn":
             kwargs["nonlinearity"] = "tanh"
         self.rnn = _RNN_CLASSES[cfg.arch](**kwargs)
@@ -67,8 +73,8 @@ class RecurrentLM(LanguageModel):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         self._check_idx(idx, None)
-        out, _ = self._run(self.wte(idx))                                   # (B, T, H)
-        logits = self.head(self.drop(out))                                  # (B, T, V)
+        out, _ = self._run(self.wte(idx))  # (B, T, H)
+        logits = self.head(self.drop(out))  # (B, T, V)
         return logits, self.loss_from_logits(logits, targets)
 
     # ---- incremental decoding -------------------------------------------------------------------
@@ -81,9 +87,9 @@ class RecurrentLM(LanguageModel):
     def step(self, idx: torch.Tensor, state: RecurrentState) -> tuple[torch.Tensor, RecurrentState]:
         self._check_idx(idx, None)
         carry = (state.h, state.c) if self.arch == "lstm" else state.h
-        out, carry = self._run(self.wte(idx), carry)                        # (B, T_new, H)
+        out, carry = self._run(self.wte(idx), carry)  # (B, T_new, H)
         h, c = carry if self.arch == "lstm" else (carry, None)
-        logits = self.head(self.drop(out))                                  # (B, T_new, V)
+        logits = self.head(self.drop(out))  # (B, T_new, V)
         return logits, RecurrentState(h=h, c=c, length=state.length + idx.size(1))
 
     # ---- introspection --------------------------------------------------------------------------
@@ -104,19 +110,22 @@ class RecurrentLM(LanguageModel):
         if idx.size(0) != 1:
             raise ValueError(f"introspect takes one sequence (1, T), got {tuple(idx.shape)}")
         H = self.cfg.hidden_size
-        names = {"rnn": [], "lstm": ["gate.input", "gate.forget", "gate.cell", "gate.output", "cell"],
-                 "gru": ["gate.reset", "gate.update", "gate.new"]}[self.arch]
+        names = {
+            "rnn": [],
+            "lstm": ["gate.input", "gate.forget", "gate.cell", "gate.output", "cell"],
+            "gru": ["gate.reset", "gate.update", "gate.new"],
+        }[self.arch]
         record: dict[str, list[torch.Tensor]] = {name: [] for name in ["hidden", *names]}
-        inp = self.wte(idx[0])                                              # (T, E)
+        inp = self.wte(idx[0])  # (T, E)
         for k in range(self.cfg.n_layer):
             w_ih, w_hh, b_ih, b_hh = self._layer_weights(k)
             # the input's share of every step at once; only the recurrence needs the Python loop
-            xw = inp @ w_ih.T + (b_ih if b_ih is not None else 0)           # (T, G*H)
+            xw = inp @ w_ih.T + (b_ih if b_ih is not None else 0)  # (T, G*H)
             h = inp.new_zeros(H)
             c = inp.new_zeros(H)
             steps: dict[str, list[torch.Tensor]] = {name: [] for name in record}
             for t in range(xw.size(0)):
-                hw = h @ w_hh.T + (b_hh if b_hh is not None else 0)         # (G*H,)
+                hw = h @ w_hh.T + (b_hh if b_hh is not None else 0)  # (G*H,)
                 if self.arch == "rnn":
                     h = torch.tanh(xw[t] + hw)
                 elif self.arch == "lstm":
@@ -139,9 +148,9 @@ class RecurrentLM(LanguageModel):
                         steps[name].append(v)
                 steps["hidden"].append(h)
             for name, values in steps.items():
-                record[name].append(torch.stack(values))                    # (T, H)
-            inp = record["hidden"][-1]                                      # next layer's input (T, H)
-        logits = self.head(inp)                                             # (T, V)
+                record[name].append(torch.stack(values))  # (T, H)
+            inp = record["hidden"][-1]  # next layer's input (T, H)
+        logits = self.head(inp)  # (T, V)
         out = {name: as_plain(torch.stack(layers)) for name, layers in record.items()}  # (L, T, H)
         out["logits"] = as_plain(logits)
         return out

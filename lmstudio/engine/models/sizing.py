@@ -61,7 +61,12 @@ def memory_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str,
         optimizer = 8 * n
     else:
         optimizer = 4 * n if train_cfg.beta1 > 0 else 0
-    est = {"n_params": n, "params": 4 * n, "grads": 4 * n, "optimizer": optimizer,
-           "activations": _activation_bytes(model_cfg, train_cfg)}
+    est = {
+        "n_params": n,
+        "params": 4 * n,
+        "grads": 4 * n,
+        "optimizer": optimizer,
+        "activations": _activation_bytes(model_cfg, train_cfg),
+    }
     est["total"] = est["params"] + est["grads"] + est["optimizer"] + est["activations"]
     return est

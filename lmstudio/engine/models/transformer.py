@@ -33,17 +33,17 @@ class KVCache:
 
     k: list[torch.Tensor]  # per layer (B, nh, block_size, hs)
     v: list[torch.Tensor]  # per layer (B, nh, block_size, hs)
-    length: int = 0        # positions 0 .. length-1 are filled
+    length: int = 0  # positions 0 .. length-1 are filled
 
 
 def sinusoidal_encoding(n_pos: int, dim: int) -> torch.Tensor:
     """PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(p / 10000^(2i/dim)); shape (n_pos, dim)."""
-    pos = torch.arange(n_pos, dtype=torch.float32).unsqueeze(1)          # (P, 1)
-    two_i = torch.arange(0, dim, 2, dtype=torch.float32)                 # (ceil(dim/2),)
-    angle = pos / torch.pow(10000.0, two_i / dim)                        # (P, ceil(dim/2))
+    pos = torch.arange(n_pos, dtype=torch.float32).unsqueeze(1)  # (P, 1)
+    two_i = torch.arange(0, dim, 2, dtype=torch.float32)  # (ceil(dim/2),)
+    angle = pos / torch.pow(10000.0, two_i / dim)  # (P, ceil(dim/2))
     pe = torch.zeros(n_pos, dim)
     pe[:, 0::2] = torch.sin(angle)
-    pe[:, 1::2] = torch.cos(angle[:, : dim // 2])                        # an odd width has one sine more
+    pe[:, 1::2] = torch.cos(angle[:, : dim // 2])  # an odd width has one sine more
     return pe
 
 
@@ -77,14 +77,15 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self._heads(x)
         if not record:
             y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)  # (B, nh, T, hs)
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )  # (B, nh, T, hs)
             return self._merge(y), None
         T = x.size(1)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (B, nh, T, T)
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         att = att.masked_fill(~causal, float("-inf"))
         att = F.softmax(att, dim=-1)
-        y = self.attn_dropout(att) @ v                                        # (B, nh, T, hs)
+        y = self.attn_dropout(att) @ v  # (B, nh, T, hs)
         return self._merge(y), att
 
     def step(self, x: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, start: int) -> torch.Tensor:
@@ -178,11 +179,11 @@ class GPT(LanguageModel):
 
     def _embed(self, idx: torch.Tensor, start: int) -> torch.Tensor:
         T = idx.size(1)
-        tok = self.wte(idx)                                                   # (B, T, C)
+        tok = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
-            pos = self.wpe.weight[start:start + T]                            # (T, C)
+            pos = self.wpe.weight[start : start + T]  # (T, C)
         else:
-            pos = self.pe[start:start + T]                                    # (T, C)
+            pos = self.pe[start : start + T]  # (T, C)
         return self.drop(tok + pos)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
@@ -190,7 +191,7 @@ class GPT(LanguageModel):
         x = self._embed(idx, 0)
         for block in self.blocks:
             x, _ = block(x)
-        logits = self.lm_head(self.ln_f(x))                                   # (B, T, V)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         return logits, self.loss_from_logits(logits, targets)
 
     @torch.no_grad()
@@ -211,8 +212,11 @@ class GPT(LanguageModel):
             logits = self.lm_head(self.ln_f(x))[0]
         finally:
             self.train(was_training)
-        return {"attention": as_plain(torch.stack(atts)), "hidden": as_plain(torch.stack(hidden)),
-                "logits": as_plain(logits)}
+        return {
+            "attention": as_plain(torch.stack(atts)),
+            "hidden": as_plain(torch.stack(hidden)),
+            "logits": as_plain(logits),
+        }
 
     def init_state(self, batch_size: int) -> KVCache:
         w = self.lm_head.weight
@@ -220,17 +224,21 @@ class GPT(LanguageModel):
         # under autocast the keys come out in the autocast dtype: store them so, at half the memory
         dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else w.dtype
         shape = (batch_size, self.cfg.n_head, self.block_size, self.cfg.n_embd // self.cfg.n_head)
-        return KVCache(k=[torch.zeros(shape, dtype=dtype, device=w.device) for _ in self.blocks],
-                       v=[torch.zeros(shape, dtype=dtype, device=w.device) for _ in self.blocks])
+        return KVCache(
+            k=[torch.zeros(shape, dtype=dtype, device=w.device) for _ in self.blocks],
+            v=[torch.zeros(shape, dtype=dtype, device=w.device) for _ in self.blocks],
+        )
 
     def step(self, idx: torch.Tensor, state: KVCache) -> tuple[torch.Tensor, KVCache]:
         """Feed new tokens; the cache is updated in place and returned. Positions continue from its length."""
         start, T = state.length, idx.size(1)
         if start + T > self.block_size:
-            raise ValueError(f"the cache holds {start} of {self.block_size} positions and cannot take {T} more; "
-                             "start a fresh state with the last window")
+            raise ValueError(
+                f"the cache holds {start} of {self.block_size} positions and cannot take {T} more; "
+                "start a fresh state with the last window"
+            )
         x = self._embed(idx, start)
         for block, k_buf, v_buf in zip(self.blocks, state.k, state.v, strict=True):
             x = block.step(x, k_buf, v_buf, start)
         state.length = start + T
-        return self.lm_head(self.ln_f(x)), state                             # (B, T_new, V)
+        return self.lm_head(self.ln_f(x)), state  # (B, T_new, V)

@@ -83,8 +83,8 @@ class GenerationPane(QWidget):
     def __init__(self, session_controller: SessionController, parent: QWidget | None = None):
         super().__init__(parent)
         self.sessions = session_controller
-        self.steps: list[dict] = []          # every shown token: {token_id, text, prob, top}
-        self.choices: list[tuple] = []       # step mode: (id, text, prob) on offer
+        self.steps: list[dict] = []  # every shown token: {token_id, text, prob, top}
+        self.choices: list[tuple] = []  # step mode: (id, text, prob) on offer
         self.stepping = False
         self.generating = False
         self.chart_shows_choices = False
@@ -174,9 +174,14 @@ class GenerationPane(QWidget):
 
     # ---- settings -------------------------------------------------------------------------------------
     def settings(self) -> dict:
-        return {"temperature": self.temperature.value(), "top_k": self.top_k.value(),
-                "top_p": self.top_p.value(), "max_tokens": self.max_tokens.value(),
-                "seed": self.seed.value(), "n_top": 10}
+        return {
+            "temperature": self.temperature.value(),
+            "top_k": self.top_k.value(),
+            "top_p": self.top_p.value(),
+            "max_tokens": self.max_tokens.value(),
+            "seed": self.seed.value(),
+            "n_top": 10,
+        }
 
     def _set_enabled(self, ready: bool) -> None:
         self.generate_button.setEnabled(ready and not self.generating)
@@ -187,8 +192,10 @@ class GenerationPane(QWidget):
     @Slot(dict)
     def _on_loaded(self, info: dict) -> None:
         self.status.setStyleSheet("")
-        self.run_text = (f"Run {info['name']}: {info['arch']}, checkpoint at step {info['step']}, "
-                         f"context {info['block_size']} tokens, vocabulary {info['vocab_size']}.")
+        self.run_text = (
+            f"Run {info['name']}: {info['arch']}, checkpoint at step {info['step']}, "
+            f"context {info['block_size']} tokens, vocabulary {info['vocab_size']}."
+        )
         self.status.setText(self.run_text)
         if not self._defaults_set and info.get("sample"):
             sample = info["sample"]
@@ -241,8 +248,12 @@ class GenerationPane(QWidget):
         labels = [t for t, _ in step["top"]]
         highlight = next((i for i, t in enumerate(labels) if t == step["label"]), -1)
         self.chart_shows_choices = False
-        self.chart.set_bars(labels, [p for _, p in step["top"]], highlight,
-                            f"token {index} {step['label']!r}: p = {step['prob']:.3f} (red bar)")
+        self.chart.set_bars(
+            labels,
+            [p for _, p in step["top"]],
+            highlight,
+            f"token {index} {step['label']!r}: p = {step['prob']:.3f} (red bar)",
+        )
 
     # ---- step mode -----------------------------------------------------------------------------------
     @Slot()
@@ -264,8 +275,11 @@ class GenerationPane(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, token_id)
             self.choice_list.addItem(item)
         self.chart_shows_choices = True
-        self.chart.set_bars([t for _, t, _ in self.choices], [p for *_, p in self.choices],
-                            title="next token: click a bar to choose it")
+        self.chart.set_bars(
+            [t for _, t, _ in self.choices],
+            [p for *_, p in self.choices],
+            title="next token: click a bar to choose it",
+        )
         self._set_enabled(True)
 
     @Slot(QListWidgetItem)

@@ -28,9 +28,11 @@ from lmstudio.ui.widgets.token_text import TokenText, legend, strength_from_prob
 ATTENTION, ACTIVATIONS, LOSS = "Attention", "Hidden states and gates", "Per-token loss"
 ALL_HEADS = "All heads (grid)"
 
-ATTENTION_CAPTION = ("Colour = attention weight: how much each query token (row) attends to each key token "
-                     "(column); every row sums to 1. Grey above the diagonal is the causal mask: a token "
-                     "never sees the tokens after it.")
+ATTENTION_CAPTION = (
+    "Colour = attention weight: how much each query token (row) attends to each key token "
+    "(column); every row sums to 1. Grey above the diagonal is the causal mask: a token "
+    "never sees the tokens after it."
+)
 _SIGNAL_CAPTIONS = {
     "hidden": "Colour = hidden-state value of each unit (row) after reading each token (column).",
     "cell": "Colour = LSTM memory cell c of each unit (row) after each token (column): what it carries forward.",
@@ -81,8 +83,12 @@ class InspectorPane(QWidget):
         loss_layout.setContentsMargins(0, 0, 0, 0)
         loss_layout.addWidget(self.loss_summary)
         loss_layout.addWidget(self.loss_text, 1)
-        loss_layout.addWidget(legend("background: how unlikely the model found the actual next token "
-                                     "(hover for its probability and the alternatives)"))
+        loss_layout.addWidget(
+            legend(
+                "background: how unlikely the model found the actual next token "
+                "(hover for its probability and the alternatives)"
+            )
+        )
         self.stack = QStackedWidget()
         self.stack.addWidget(self.heatmap)
         self.stack.addWidget(loss_page)
@@ -94,8 +100,12 @@ class InspectorPane(QWidget):
         buttons.addWidget(self.inspect_button)
         top.addLayout(buttons)
         selectors = QHBoxLayout()
-        for label, widget in (("Show", self.view_combo), ("Layer", self.layer_combo), ("Head", self.head_combo),
-                              ("Signal", self.signal_combo)):
+        for label, widget in (
+            ("Show", self.view_combo),
+            ("Layer", self.layer_combo),
+            ("Head", self.head_combo),
+            ("Signal", self.signal_combo),
+        ):
             selectors.addWidget(QLabel(label))
             selectors.addWidget(widget)
         selectors.addStretch(1)
@@ -136,11 +146,15 @@ class InspectorPane(QWidget):
     # ---- session ---------------------------------------------------------------------------------------
     @Slot(dict)
     def _on_loaded(self, info: dict) -> None:
-        same_shape = self.info is not None and all(self.info.get(k) == info.get(k) for k in ("arch", "n_layer", "n_head"))
+        same_shape = self.info is not None and all(
+            self.info.get(k) == info.get(k) for k in ("arch", "n_layer", "n_head")
+        )
         self.info = info
         self.status.setStyleSheet("")
-        self.status.setText(f"Run {info['name']}: {info['arch']}, checkpoint at step {info['step']}. "
-                            f"The model reads at most {info['block_size']} tokens, so longer texts are cut there.")
+        self.status.setText(
+            f"Run {info['name']}: {info['arch']}, checkpoint at step {info['step']}. "
+            f"The model reads at most {info['block_size']} tokens, so longer texts are cut there."
+        )
         if same_shape:
             return
         views = ([ATTENTION] if info["arch"] == "transformer" else []) + [ACTIVATIONS, LOSS]
@@ -148,8 +162,10 @@ class InspectorPane(QWidget):
         self.view_combo.clear()
         self.view_combo.addItems(views)
         self.view_combo.blockSignals(False)
-        for combo, items in ((self.layer_combo, [f"{i + 1}" for i in range(info["n_layer"])]),
-                             (self.head_combo, [ALL_HEADS] + [f"{h + 1}" for h in range(info.get("n_head", 0))])):
+        for combo, items in (
+            (self.layer_combo, [f"{i + 1}" for i in range(info["n_layer"])]),
+            (self.head_combo, [ALL_HEADS] + [f"{h + 1}" for h in range(info.get("n_head", 0))]),
+        ):
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(items)
@@ -213,16 +229,21 @@ class InspectorPane(QWidget):
         self.loss_text.clear_tokens(result["first"])
         for r in rows:
             alts = "\n".join(f"  {t}  {p:.3f}" for t, p in r["top"])
-            self.loss_text.append_token(r["token"], strength_from_prob(r["prob"]),
-                                        f"p = {r['prob']:.3f}, loss = {r['loss']:.2f} nats\nlikeliest here:\n{alts}")
+            self.loss_text.append_token(
+                r["token"],
+                strength_from_prob(r["prob"]),
+                f"p = {r['prob']:.3f}, loss = {r['loss']:.2f} nats\nlikeliest here:\n{alts}",
+            )
         mean = float(np.mean([r["loss"] for r in rows]))
-        self.loss_summary.setText(f"{len(rows)} predictions: mean loss {mean:.3f} nats, "
-                                  f"perplexity {np.exp(mean):.2f}. Hover a token for details.")
+        self.loss_summary.setText(
+            f"{len(rows)} predictions: mean loss {mean:.3f} nats, "
+            f"perplexity {np.exp(mean):.2f}. Hover a token for details."
+        )
         self._select_view(LOSS)
 
     def _select_view(self, view: str) -> None:
         if self.view_combo.currentText() != view:
-            self.view_combo.setCurrentText(view)   # renders through _on_view_changed
+            self.view_combo.setCurrentText(view)  # renders through _on_view_changed
         else:
             self.render()
         self._set_enabled(True)
@@ -244,7 +265,7 @@ class InspectorPane(QWidget):
             maps = self.activations["maps"].get(name)
             if maps is None:
                 return None
-            m = maps[min(layer, len(maps) - 1)].T                                   # (units, T)
+            m = maps[min(layer, len(maps) - 1)].T  # (units, T)
             return [m], [f"unit {i}" for i in range(m.shape[0])], self.activations["tokens"]
         return None
 
@@ -262,11 +283,21 @@ class InspectorPane(QWidget):
         matrices, rows, cols = current
         if view == ATTENTION:
             head = self.head_combo.currentText()
-            titles = [f"head {h + 1}" for h in range(len(matrices))] if head == ALL_HEADS else [f"head {head}"]
+            titles = (
+                [f"head {h + 1}" for h in range(len(matrices))] if head == ALL_HEADS else [f"head {head}"]
+            )
             top = max(float(np.nanmax(m)) for m in matrices)
-            self.heatmap.set_grid(matrices, rows, cols, titles=titles, levels=(0.0, max(top, 1e-6)),
-                                  caption=ATTENTION_CAPTION + f" Layer {self.layer_combo.currentText()}.",
-                                  row_name="query", col_name="key", bar_label="attention weight")
+            self.heatmap.set_grid(
+                matrices,
+                rows,
+                cols,
+                titles=titles,
+                levels=(0.0, max(top, 1e-6)),
+                caption=ATTENTION_CAPTION + f" Layer {self.layer_combo.currentText()}.",
+                row_name="query",
+                col_name="key",
+                bar_label="attention weight",
+            )
             self.note.setText(self.attention["note"])
         else:
             name = self.signal_combo.currentText() or "hidden"
@@ -276,10 +307,18 @@ class InspectorPane(QWidget):
             caption = _SIGNAL_CAPTIONS.get(name, f"Colour = {name}.")
             if name == "hidden" and self.activations.get("arch") == "transformer":
                 caption = "Colour = the residual stream (the block's output) of each dimension (row) at each token (column)."
-            self.heatmap.set_matrix(m, rows, cols, levels=(0.0, 1.0) if gate else (-bound, bound),
-                                    cmap="viridis" if gate else "CET-D1", caption=caption,
-                                    row_name="unit", col_name="token", bar_label=name,
-                                    title=f"layer {self.layer_combo.currentText()}: {name}")
+            self.heatmap.set_matrix(
+                m,
+                rows,
+                cols,
+                levels=(0.0, 1.0) if gate else (-bound, bound),
+                cmap="viridis" if gate else "CET-D1",
+                caption=caption,
+                row_name="unit",
+                col_name="token",
+                bar_label=name,
+                title=f"layer {self.layer_combo.currentText()}: {name}",
+            )
             self.note.setText(self.activations["note"])
 
     # ---- export ------------------------------------------------------------------------------------------
@@ -300,8 +339,12 @@ class InspectorPane(QWidget):
         try:
             if self.view_combo.currentText() == LOSS and self.losses:
                 rows = self.losses["rows"]
-                export.save_matrix_csv(np.array([[r["loss"], r["prob"]] for r in rows]), path,
-                                       [r["token"] for r in rows], ["loss_nats", "prob"])
+                export.save_matrix_csv(
+                    np.array([[r["loss"], r["prob"]] for r in rows]),
+                    path,
+                    [r["token"] for r in rows],
+                    ["loss_nats", "prob"],
+                )
                 return
             current = self.current_matrix()
             if current is None:

@@ -41,8 +41,8 @@ METRICS = {
 
 
 class RunsPane(QWidget):
-    run_selected = Signal(str)       # run_dir: the run Generate and Inspect should use
-    open_config = Signal(str)        # run_dir: load this run's settings into Setup
+    run_selected = Signal(str)  # run_dir: the run Generate and Inspect should use
+    open_config = Signal(str)  # run_dir: load this run's settings into Setup
     continue_requested = Signal(str)  # run_dir: resume training from its last checkpoint
     error_shown = Signal(str)
 
@@ -69,7 +69,9 @@ class RunsPane(QWidget):
         self.use_btn.setObjectName("useRun")
         self.use_btn.clicked.connect(self._use_current)
         self.setup_btn = QPushButton("Load its settings")
-        self.setup_btn.clicked.connect(lambda: self.current_run() and self.open_config.emit(self.current_run()))
+        self.setup_btn.clicked.connect(
+            lambda: self.current_run() and self.open_config.emit(self.current_run())
+        )
         self.continue_btn = QPushButton("Continue training")
         self.continue_btn.setObjectName("continueRun")
         self.continue_btn.setToolTip("Resume from the last checkpoint (a finished run trains as long again)")
@@ -137,14 +139,22 @@ class RunsPane(QWidget):
         for row, run in enumerate(self.runs):
             path = str(run.get("path", ""))
             box = QTableWidgetItem()
-            box.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+            box.setFlags(
+                Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+            )
             box.setCheckState(Qt.CheckState.Checked if path in checked else Qt.CheckState.Unchecked)
             box.setData(Qt.ItemDataRole.UserRole, path)
             self.table.setItem(row, 0, box)
             best = run.get("best_val_loss")
-            values = (run.get("name") or Path(path).name, run.get("arch", ""), run.get("corpus", ""),
-                      f"{run.get('steps', 0):,}" if isinstance(run.get("steps"), int) else str(run.get("steps", "")),
-                      f"{best:.4f}" if isinstance(best, float) and math.isfinite(best) else "–")
+            values = (
+                run.get("name") or Path(path).name,
+                run.get("arch", ""),
+                run.get("corpus", ""),
+                f"{run.get('steps', 0):,}"
+                if isinstance(run.get("steps"), int)
+                else str(run.get("steps", "")),
+                f"{best:.4f}" if isinstance(best, float) and math.isfinite(best) else "–",
+            )
             for col, value in enumerate(values, start=1):
                 item = QTableWidgetItem(str(value))
                 item.setToolTip(path)
@@ -198,8 +208,9 @@ class RunsPane(QWidget):
             self.config_text.setPlainText(describe_error(exc))
         try:
             samples = self.controller.run_samples(path)
-            self.samples_text.setPlainText("\n\n".join(f"— step {s.get('step', '?')} —\n{s.get('text', '')}"
-                                                      for s in reversed(samples)))
+            self.samples_text.setPlainText(
+                "\n\n".join(f"— step {s.get('step', '?')} —\n{s.get('text', '')}" for s in reversed(samples))
+            )
         except Exception as exc:
             self.samples_text.setPlainText(describe_error(exc))
 
@@ -242,8 +253,9 @@ class RunsPane(QWidget):
                 self.error_shown.emit(describe_error(exc))
                 continue
             colour = PALETTE[n % len(PALETTE)]
-            self.plot.add_curve(run_dir, names.get(run_dir, run_dir), colour,
-                                symbol="o" if y_key != "loss" else None)
+            self.plot.add_curve(
+                run_dir, names.get(run_dir, run_dir), colour, symbol="o" if y_key != "loss" else None
+            )
             self.plot.set_series(run_dir, data[time_x if by_time else step_x], data[y_key])
         self.plot.refresh()
         self.plot.autoscale()

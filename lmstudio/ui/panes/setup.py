@@ -126,13 +126,17 @@ class SetupPane(QWidget):
         self.start_btn.setEnabled(not errors)
         if errors:
             first = next(iter(errors.items()))
-            self.summary.setText(f"<span style='color:#b00020'>{len(errors)} setting(s) need attention — "
-                                 f"{first[0]}: {first[1]}</span>")
+            self.summary.setText(
+                f"<span style='color:#b00020'>{len(errors)} setting(s) need attention — "
+                f"{first[0]}: {first[1]}</span>"
+            )
         else:
             m = cfg.model
-            self.summary.setText(f"{m.arch} · {m.n_layer} layers · {m.n_embd} wide · context {m.block_size} · "
-                                 f"{cfg.train.max_steps:,} steps on <b>{cfg.corpus.source}</b> "
-                                 f"({cfg.tokenizer.kind} tokens)")
+            self.summary.setText(
+                f"{m.arch} · {m.n_layer} layers · {m.n_embd} wide · context {m.block_size} · "
+                f"{cfg.train.max_steps:,} steps on <b>{cfg.corpus.source}</b> "
+                f"({cfg.tokenizer.kind} tokens)"
+            )
         self._estimate.poke()
         return errors
 
@@ -148,7 +152,9 @@ class SetupPane(QWidget):
         if built and key == (cfg.corpus.source, dataclasses.astuple(cfg.tokenizer)):
             return built["vocab_size"], ""
         if cfg.tokenizer.kind == "char" and self.corpus.info:
-            return self.corpus.info.get("distinct_chars", 256) + 1, " · vocabulary estimated, build the tokenizer"
+            return self.corpus.info.get(
+                "distinct_chars", 256
+            ) + 1, " · vocabulary estimated, build the tokenizer"
         return cfg.tokenizer.vocab_size, " · vocabulary estimated, build the tokenizer"
 
     def _update_size(self) -> None:

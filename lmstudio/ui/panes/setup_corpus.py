@@ -20,8 +20,15 @@ from lmstudio.ui import dialogs
 from lmstudio.ui.controller import Controller
 from lmstudio.ui.workers import TaskWorker, start_worker
 
-STATS = (("chars", "Characters"), ("distinct_chars", "Distinct characters"), ("lines", "Lines"),
-         ("bytes", "Size (bytes)"), ("encoding", "Encoding"), ("path", "Location"), ("source", "Source"))
+STATS = (
+    ("chars", "Characters"),
+    ("distinct_chars", "Distinct characters"),
+    ("lines", "Lines"),
+    ("bytes", "Size (bytes)"),
+    ("encoding", "Encoding"),
+    ("path", "Location"),
+    ("source", "Source"),
+)
 
 
 class CorpusPage(QWidget):
@@ -37,8 +44,10 @@ class CorpusPage(QWidget):
         self.info: dict = {}
         self._worker: TaskWorker | None = None
 
-        intro = QLabel("A language model learns to continue text. Pick the text it will learn from: "
-                       "a built-in corpus or your own <b>.txt</b> file or folder.")
+        intro = QLabel(
+            "A language model learns to continue text. Pick the text it will learn from: "
+            "a built-in corpus or your own <b>.txt</b> file or folder."
+        )
         intro.setWordWrap(True)
         self.builtins = QListWidget()
         self.builtins.setObjectName("builtinCorpora")
@@ -152,7 +161,9 @@ class CorpusPage(QWidget):
         self.title.setText(info.get("title") or info["name"])
         for key, label in self.stats.items():
             value = info.get(key, "")
-            label.setText(f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+            label.setText(
+                f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+            )
         self.preview.setPlainText(info.get("preview", ""))
         self._select_current()
 

@@ -55,8 +55,10 @@ class ModelPage(QWidget):
     def __init__(self, controller: Controller, parent: QWidget | None = None):
         super().__init__(parent)
         self.controller = controller
-        intro = QLabel("Choose the network that learns to predict the next token. <b>RNN/LSTM/GRU</b> read the "
-                       "text one token at a time; the <b>Transformer</b> looks at the whole context at once.")
+        intro = QLabel(
+            "Choose the network that learns to predict the next token. <b>RNN/LSTM/GRU</b> read the "
+            "text one token at a time; the <b>Transformer</b> looks at the whole context at once."
+        )
         intro.setWordWrap(True)
         self.presets = QComboBox()
         self.presets.setObjectName("presetCombo")
@@ -96,8 +98,9 @@ class ModelPage(QWidget):
         values, _ = self.form.raw_values()
         self.form.set_arch(values.get("arch", "transformer"))
 
-    def show_size(self, n_params: int | None, memory: dict | None, vocab_note: str = "",
-                  error: str = "") -> None:
+    def show_size(
+        self, n_params: int | None, memory: dict | None, vocab_note: str = "", error: str = ""
+    ) -> None:
         if error:
             self.params_label.setText("–")
             self.memory_label.setText(error)
@@ -106,8 +109,10 @@ class ModelPage(QWidget):
         memory = dict(memory or {})
         memory.pop("n_params", None)
         total = memory.pop("total", None)
-        parts = [f"{k.replace('_', ' ')} {human_bytes(v) if isinstance(v, (int, float)) else v}"
-                 for k, v in memory.items()]
+        parts = [
+            f"{k.replace('_', ' ')} {human_bytes(v) if isinstance(v, (int, float)) else v}"
+            for k, v in memory.items()
+        ]
         head = f"about {human_bytes(total)}" if isinstance(total, (int, float)) else ""
         self.memory_label.setText(f"{head} ({', '.join(parts)})" if head else ", ".join(parts) or "–")
 
@@ -115,8 +120,10 @@ class ModelPage(QWidget):
 class TrainPage(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        intro = QLabel("How long and how fast to learn. A few hundred steps on the 300 Tang Poems take seconds; "
-                       "the <i>learning rate</i> is how big each correction is.")
+        intro = QLabel(
+            "How long and how fast to learn. A few hundred steps on the 300 Tang Poems take seconds; "
+            "the <i>learning rate</i> is how big each correction is."
+        )
         intro.setWordWrap(True)
         self.name = QLineEdit(placeholderText="a name for the run (optional)")
         self.name.setObjectName("runName")

@@ -35,8 +35,10 @@ class TokenizerPage(QWidget):
         self.result: dict = {}
         self._worker: TaskWorker | None = None
 
-        intro = QLabel("The model reads numbers, not letters. A <b>tokenizer</b> cuts text into pieces "
-                       "(characters, words or frequent byte sequences) and gives each piece an id.")
+        intro = QLabel(
+            "The model reads numbers, not letters. A <b>tokenizer</b> cuts text into pieces "
+            "(characters, words or frequent byte sequences) and gives each piece an id."
+        )
         intro.setWordWrap(True)
         self.form = ConfigForm("tokenizer")
         self.build_btn = QPushButton("Build tokenizer")
@@ -58,7 +60,9 @@ class TokenizerPage(QWidget):
 
         self.vocab = VocabBrowser()
         self.preview = TokenPreview(self.controller.split)
-        self.preview.input.setPlainText("床前明月光，疑是地上霜。\nTo be, or not to be: that is the question.")
+        self.preview.input.setPlainText(
+            "床前明月光，疑是地上霜。\nTo be, or not to be: that is the question."
+        )
         vocab_box, preview_box = QGroupBox("Vocabulary"), QGroupBox("Try it: how text splits into tokens")
         QVBoxLayout(vocab_box).addWidget(self.vocab)
         QVBoxLayout(preview_box).addWidget(self.preview)
@@ -94,7 +98,9 @@ class TokenizerPage(QWidget):
             self._fail("Choose a corpus first (step 1).")
             return
         source = self.source
-        worker = TaskWorker(lambda progress, cancel: self.controller.build_tokenizer(source, cfg, progress, cancel))
+        worker = TaskWorker(
+            lambda progress, cancel: self.controller.build_tokenizer(source, cfg, progress, cancel)
+        )
         worker.progress.connect(self._on_progress)
         worker.done.connect(self._on_built)
         worker.failed.connect(self._fail)
@@ -120,9 +126,11 @@ class TokenizerPage(QWidget):
             return
         self.result = result
         self.vocab.set_vocab(result["tokens"], result["ids"], result["freq"])
-        self.status.setText(f"{result['kind']} tokenizer: {result['vocab_size']:,} tokens in the vocabulary; "
-                            f"the corpus is {result['n_tokens']:,} tokens "
-                            f"({result['chars_per_token']:.2f} characters per token).")
+        self.status.setText(
+            f"{result['kind']} tokenizer: {result['vocab_size']:,} tokens in the vocabulary; "
+            f"the corpus is {result['n_tokens']:,} tokens "
+            f"({result['chars_per_token']:.2f} characters per token)."
+        )
         self.preview.refresh()
         self.built.emit(result)
 

@@ -44,13 +44,13 @@ def format_duration(seconds: float) -> str:
 
 
 class TrainingPane(QWidget):
-    state_changed = Signal(str)        # idle, starting, running, paused, stopping, finished, stopped, failed
-    run_started = Signal(str)          # run_dir
-    device_used = Signal(str)          # e.g. "CPU, 2 threads", from the trainer's Started event
-    checkpoint_written = Signal(str)   # run_dir
-    run_finished = Signal(str, str)    # run_dir, reason ("completed", "stopped", "failed")
+    state_changed = Signal(str)  # idle, starting, running, paused, stopping, finished, stopped, failed
+    run_started = Signal(str)  # run_dir
+    device_used = Signal(str)  # e.g. "CPU, 2 threads", from the trainer's Started event
+    checkpoint_written = Signal(str)  # run_dir
+    run_finished = Signal(str, str)  # run_dir, reason ("completed", "stopped", "failed")
     error_shown = Signal(str)
-    notice_shown = Signal(str)         # the trainer's Notice: worth telling, training goes on (or waits)
+    notice_shown = Signal(str)  # the trainer's Notice: worth telling, training goes on (or waits)
     start_clicked = Signal()
 
     def __init__(self, controller: Controller, parent: QWidget | None = None):
@@ -195,7 +195,9 @@ class TrainingPane(QWidget):
             self.error_shown.emit(f"{self.lr_edit.text()!r} is not a number. Type a learning rate like 3e-4.")
             return
         if not (0 < lr <= 10):
-            self.error_shown.emit(f"A learning rate of {lr:g} is out of range. Use a value above 0 and at most 10.")
+            self.error_shown.emit(
+                f"A learning rate of {lr:g} is out of range. Use a value above 0 and at most 10."
+            )
             return
         if self.control is not None and self.is_running():
             self.control.set_lr(lr)
@@ -220,9 +222,11 @@ class TrainingPane(QWidget):
             self.speed_plot.append("tokens_per_s", x, ev.tokens_per_s)
             self.progress.setMaximum(ev.max_steps)
             self.progress.setValue(ev.step)
-            self.timing.setText(f"step {ev.step:,} of {ev.max_steps:,} · elapsed {format_duration(ev.elapsed)} · "
-                                f"ETA {format_duration(ev.eta)} · loss {ev.loss:.3f} · lr {ev.lr:.3g} · "
-                                f"{ev.tokens_per_s:,.0f} tokens/s")
+            self.timing.setText(
+                f"step {ev.step:,} of {ev.max_steps:,} · elapsed {format_duration(ev.elapsed)} · "
+                f"ETA {format_duration(ev.eta)} · loss {ev.loss:.3f} · lr {ev.lr:.3g} · "
+                f"{ev.tokens_per_s:,.0f} tokens/s"
+            )
         elif isinstance(ev, E.EvalMetrics):
             x = ev.step
             self.loss_plot.append("train_loss", x, ev.train_loss)
@@ -249,8 +253,10 @@ class TrainingPane(QWidget):
         elif isinstance(ev, E.Finished):
             self.run_dir = ev.run_dir or self.run_dir
             self.progress.setValue(ev.step)
-            self.timing.setText(f"{'Finished' if ev.reason == 'completed' else 'Stopped'} at step {ev.step:,} "
-                                f"after {format_duration(ev.elapsed)}. The run is saved in {self.run_dir}.")
+            self.timing.setText(
+                f"{'Finished' if ev.reason == 'completed' else 'Stopped'} at step {ev.step:,} "
+                f"after {format_duration(ev.elapsed)}. The run is saved in {self.run_dir}."
+            )
             self._set_state("finished" if ev.reason == "completed" else "stopped")
             self.run_finished.emit(self.run_dir, ev.reason)
         elif isinstance(ev, E.Failed):

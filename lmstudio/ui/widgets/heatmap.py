@@ -29,7 +29,7 @@ class Heatmap(QWidget):
     Rows run top to bottom (row 0 at the top), columns left to right, one cell per entry.
     """
 
-    hovered = Signal(str)   # what the pointer is over, e.g. "query 'a' (3) -> key 'b' (1): 0.125"
+    hovered = Signal(str)  # what the pointer is over, e.g. "query 'a' (3) -> key 'b' (1): 0.125"
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -54,16 +54,49 @@ class Heatmap(QWidget):
         self.view.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
     # ---- content -----------------------------------------------------------------------------------
-    def set_matrix(self, matrix: np.ndarray, row_labels: list[str], col_labels: list[str], *,
-                   levels: tuple[float, float] | None = None, caption: str = "", cmap: str = "viridis",
-                   row_name: str = "row", col_name: str = "column", title: str = "", bar_label: str = "") -> None:
-        self.set_grid([matrix], row_labels, col_labels, titles=[title], levels=levels, caption=caption,
-                      cmap=cmap, row_name=row_name, col_name=col_name, n_cols=1, bar_label=bar_label)
+    def set_matrix(
+        self,
+        matrix: np.ndarray,
+        row_labels: list[str],
+        col_labels: list[str],
+        *,
+        levels: tuple[float, float] | None = None,
+        caption: str = "",
+        cmap: str = "viridis",
+        row_name: str = "row",
+        col_name: str = "column",
+        title: str = "",
+        bar_label: str = "",
+    ) -> None:
+        self.set_grid(
+            [matrix],
+            row_labels,
+            col_labels,
+            titles=[title],
+            levels=levels,
+            caption=caption,
+            cmap=cmap,
+            row_name=row_name,
+            col_name=col_name,
+            n_cols=1,
+            bar_label=bar_label,
+        )
 
-    def set_grid(self, matrices: list[np.ndarray], row_labels: list[str], col_labels: list[str], *,
-                 titles: list[str] | None = None, levels: tuple[float, float] | None = None,
-                 caption: str = "", cmap: str = "viridis", row_name: str = "row", col_name: str = "column",
-                 n_cols: int | None = None, bar_label: str = "") -> None:
+    def set_grid(
+        self,
+        matrices: list[np.ndarray],
+        row_labels: list[str],
+        col_labels: list[str],
+        *,
+        titles: list[str] | None = None,
+        levels: tuple[float, float] | None = None,
+        caption: str = "",
+        cmap: str = "viridis",
+        row_name: str = "row",
+        col_name: str = "column",
+        n_cols: int | None = None,
+        bar_label: str = "",
+    ) -> None:
         """``caption`` (above the plot) says what the colour means; ``bar_label`` names the colour bar."""
         self.view.clear()
         self.matrices = [np.asarray(m, dtype=np.float32) for m in matrices]
@@ -71,7 +104,9 @@ class Heatmap(QWidget):
         self.row_labels, self.col_labels = list(row_labels), list(col_labels)
         self.row_name, self.col_name = row_name, col_name
         if levels is None:
-            finite = np.concatenate([m[np.isfinite(m)] for m in self.matrices]) if self.matrices else np.zeros(1)
+            finite = (
+                np.concatenate([m[np.isfinite(m)] for m in self.matrices]) if self.matrices else np.zeros(1)
+            )
             lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
             levels = (lo, hi if hi > lo else lo + 1.0)
         n_cols = n_cols or int(np.ceil(np.sqrt(len(self.matrices))))
@@ -96,10 +131,17 @@ class Heatmap(QWidget):
             left.setTicks(_ticks(self.row_labels) if single or k % n_cols == 0 else [[]])
             self.plots.append(plot)
             self.images.append(image)
-        self.colorbar = pg.ColorBarItem(values=levels, colorMap=pg.colormap.get(cmap), interactive=False,
-                                        label=bar_label or None, width=15)
+        self.colorbar = pg.ColorBarItem(
+            values=levels,
+            colorMap=pg.colormap.get(cmap),
+            interactive=False,
+            label=bar_label or None,
+            width=15,
+        )
         self.colorbar.setImageItem(self.images)
-        self.view.addItem(self.colorbar, row=0, col=n_cols, rowspan=max(1, int(np.ceil(len(self.matrices) / n_cols))))
+        self.view.addItem(
+            self.colorbar, row=0, col=n_cols, rowspan=max(1, int(np.ceil(len(self.matrices) / n_cols)))
+        )
         self.caption.setText(caption)
         self.readout.setText(" ")
 

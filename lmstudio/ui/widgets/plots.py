@@ -51,7 +51,9 @@ class MetricPlot(pg.PlotWidget):
         self._names: dict[str, str] = {}
         self._dirty: set[str] = set()
         self._log_y = False
-        self._vline = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888", style=Qt.PenStyle.DashLine))
+        self._vline = pg.InfiniteLine(
+            angle=90, movable=False, pen=pg.mkPen("#888", style=Qt.PenStyle.DashLine)
+        )
         self._readout = pg.TextItem(color="#222", anchor=(0, 0), fill=pg.mkBrush(255, 255, 255, 220))
         self._vline.setZValue(10)
         self._readout.setZValue(11)
@@ -62,12 +64,21 @@ class MetricPlot(pg.PlotWidget):
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
     # ---- curves -----------------------------------------------------------------------------
-    def add_curve(self, key: str, name: str, color: str | None = None, *, symbol: str | None = None,
-                  width: float = 1.5, dashed: bool = False) -> pg.PlotDataItem:
+    def add_curve(
+        self,
+        key: str,
+        name: str,
+        color: str | None = None,
+        *,
+        symbol: str | None = None,
+        width: float = 1.5,
+        dashed: bool = False,
+    ) -> pg.PlotDataItem:
         color = color or PALETTE[len(self._curves) % len(PALETTE)]
         pen = pg.mkPen(color, width=width, style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
-        curve = self.getPlotItem().plot([], [], name=name, pen=pen, symbol=symbol, symbolSize=5,
-                                        symbolBrush=color, symbolPen=None)
+        curve = self.getPlotItem().plot(
+            [], [], name=name, pen=pen, symbol=symbol, symbolSize=5, symbolBrush=color, symbolPen=None
+        )
         self._curves[key], self._series[key], self._names[key] = curve, Series(), name
         return curve
 

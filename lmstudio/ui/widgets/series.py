@@ -39,8 +39,8 @@ class Series:
         need = self._n + xs.size
         if need > len(self._x):
             self._grow(max(need, 2 * len(self._x)))
-        self._x[self._n:need] = xs
-        self._y[self._n:need] = ys
+        self._x[self._n : need] = xs
+        self._y[self._n : need] = ys
         self._n = need
 
     def clear(self) -> None:

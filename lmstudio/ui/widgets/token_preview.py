@@ -55,6 +55,8 @@ class TokenPreview(QWidget):
         self.output.setTextCursor(cursor)
         if text:
             n = len(self._pieces)
-            self.summary.setText(f"{len(text)} characters → {n} tokens"
-                                 + (f" ({len(text) / n:.2f} characters per token)" if n else ""))
+            self.summary.setText(
+                f"{len(text)} characters → {n} tokens"
+                + (f" ({len(text) / n:.2f} characters per token)" if n else "")
+            )
         self.updated.emit(len(self._pieces))

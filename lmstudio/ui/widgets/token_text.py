@@ -40,7 +40,7 @@ class TokenText(QTextEdit):
         super().__init__(parent)
         self.setReadOnly(True)
         self.setUndoRedoEnabled(False)
-        self.starts: list[int] = []      # document position where each token begins
+        self.starts: list[int] = []  # document position where each token begins
         self.ends: list[int] = []
         self.tooltips: list[str] = []
         self.selected = -1
@@ -86,7 +86,9 @@ class TokenText(QTextEdit):
         left = self.cursorRect(cursor)
         cursor.setPosition(self.ends[index])
         right = self.cursorRect(cursor)
-        return left.center() if right.center().y() != left.center().y() else (left.center() + right.center()) / 2
+        return (
+            left.center() if right.center().y() != left.center().y() else (left.center() + right.center()) / 2
+        )
 
     def token_at_point(self, point) -> int:
         """Index of the token under a viewport point, or -1."""

@@ -23,8 +23,7 @@ _ROOT = QModelIndex()
 
 def visible_token(text: str) -> str:
     """Show whitespace and control characters so a token made of them is not an empty-looking cell."""
-    return (text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
-            or "∅")
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍") or "∅"
 
 
 class VocabModel(QAbstractTableModel):
@@ -56,7 +55,9 @@ class VocabModel(QAbstractTableModel):
         row, col = index.row(), index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             value = self.raw(row, col)
-            return visible_token(str(value)) if col == 0 else f"{int(value):,}" if col == 2 else str(int(value))
+            return (
+                visible_token(str(value)) if col == 0 else f"{int(value):,}" if col == 2 else str(int(value))
+            )
         if role == Qt.ItemDataRole.UserRole:  # the raw value, for sorting and searching
             value = self.raw(row, col)
             return str(value) if col == 0 else int(value)
@@ -81,8 +82,11 @@ class VocabProxy(QSortFilterProxyModel):
         self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
 
     def set_search(self, text: str) -> None:
-        self.setFilterRegularExpression(QRegularExpression(QRegularExpression.escape(text),
-                                        QRegularExpression.PatternOption.CaseInsensitiveOption))
+        self.setFilterRegularExpression(
+            QRegularExpression(
+                QRegularExpression.escape(text), QRegularExpression.PatternOption.CaseInsensitiveOption
+            )
+        )
 
 
 class VocabBrowser(QWidget):
