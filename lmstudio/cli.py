@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float)
     g.add_argument("--seed", type=int)
     g.add_argument("--stream", action="store_true", help="print each token as soon as it is generated")
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per generated token: id, text, prob, unk, masked (see docs/cli.md)",
+    )
     g.add_argument("--which", choices=("latest", "best"), default="latest")
     g.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
 

@@ -244,11 +244,27 @@ def cmd_generate(args) -> int:
         if args.stream:
             print(args.prompt, end="", flush=True)
         for step in generate(session, args.prompt, cfg, cancel=cancel, n_top=0):
-            if args.stream:
+            if args.json:
+                print_json(token_json(step))
+            elif args.stream:
                 print(step.text, end="", flush=True)
             pieces.append(step.text)
-    print(("" if args.stream else args.prompt + "".join(pieces)), flush=True)
+    if not args.json:
+        print(("" if args.stream else args.prompt + "".join(pieces)), flush=True)
     return EXIT_INTERRUPTED if interrupt.interrupted else 0
+
+
+def token_json(step) -> dict:
+    """One generated token for ``generate --json``: its id, the text it added ("" while a character is
+    incomplete), the model's probability, whether it is the unknown token, and the probability the
+    UTF-8 mask removed."""
+    return {
+        "id": step.token_id,
+        "text": step.text,
+        "prob": finite_or_none(step.prob),
+        "unk": step.unk,
+        "masked": step.masked,
+    }
 
 
 # ---- inspect -----------------------------------------------------------------------------------------

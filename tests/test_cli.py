@@ -188,6 +188,35 @@ def test_generate_is_repeatable_with_a_seed_and_streams(run_dir, capsys):
     assert "temperature" in one_error_line(capsys)
 
 
+def test_generate_json_prints_one_object_per_token(run_dir, capsys):
+    args = [
+        "generate",
+        str(run_dir),
+        "--prompt",
+        "春",
+        "--max-tokens",
+        "40",
+        "--seed",
+        "3",
+        "--temperature",
+        "3",
+    ]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    assert main(args + ["--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 40
+    assert "春" + "".join(r["text"] for r in rows) + "\n" == plain
+    from lmstudio.engine.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(run_dir / "tokenizer.json")
+    assert tok.decode([r["id"] for r in rows]) == "".join(r["text"] for r in rows)
+    for r in rows:
+        assert set(r) == {"id", "text", "prob", "unk", "masked"}
+        assert r["unk"] == (r["id"] == 0) and 0 < r["prob"] <= 1 and r["masked"] == 0
+        assert r["text"] == ("\ufffd" if r["unk"] else tok.decode([r["id"]]))
+
+
 def test_inspect_writes_png_and_csv(run_dir, tmp_path, capsys):
     png, csv = tmp_path / "a.png", tmp_path / "a.csv"
     assert main(["inspect", str(run_dir), "--text", "床前明月光", "--out", str(png)]) == 0

@@ -163,6 +163,14 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return len(self._tokens)
 
+    @property
+    def unk_id(self) -> int | None:
+        """The unknown token's id (0 for char and word), or None for BPE, which has none."""
+        return None if self.kind == "bpe" else 0
+
+    def is_unk(self, token_id: int) -> bool:
+        return self.kind != "bpe" and token_id == 0
+
     def encode(self, text: str) -> list[int]:
         return self.encode_array(text).tolist()
 

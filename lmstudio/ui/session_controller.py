@@ -41,6 +41,8 @@ def _step_dict(step, tokenizer) -> dict:
         "prob": step.prob,
         "top": list(step.top),
         "label": tokenizer.id_to_token(step.token_id),
+        "unk": bool(getattr(step, "unk", False)),
+        "masked": float(getattr(step, "masked", 0.0)),
     }
 
 

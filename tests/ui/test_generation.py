@@ -20,11 +20,11 @@ TEXT = "the quick brown fox jumps over the lazy dog.\nso it goes, and on and on.
 WAIT = 15_000
 
 
-def make_run(root, arch="transformer", step=5, seed=0, name=None):
+def make_run(root, arch="transformer", step=5, seed=0, name=None, tokenizer=None):
     """A run folder as training leaves it: config.json, tokenizer.json, model.safetensors (random weights)."""
     run_dir = root / (name or f"run-{arch}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    tok = train_tokenizer(TokenizerConfig(kind="char"), TEXT)
+    tok = tokenizer or train_tokenizer(TokenizerConfig(kind="char"), TEXT)
     model_cfg = ModelConfig(
         arch=arch, n_layer=2, n_head=2, n_embd=16, hidden_size=16, block_size=24, vocab_size=tok.vocab_size
     )
@@ -61,7 +61,10 @@ def pane(qtbot, controller, tmp_path):
 
 def generate(qtbot, pane, prompt="the ", max_tokens=30, seed=11):
     pane.prompt.setPlainText("")
-    qtbot.keyClicks(pane.prompt, prompt)
+    if prompt.isascii():
+        qtbot.keyClicks(pane.prompt, prompt)
+    else:  # QTest cannot type characters outside the keyboard layout (it aborts): paste them
+        pane.prompt.setPlainText(prompt)
     pane.max_tokens.setValue(max_tokens)
     pane.seed.setValue(seed)
     with qtbot.waitSignal(pane.sessions.generation_finished, timeout=WAIT) as finished:
@@ -79,12 +82,15 @@ def test_generated_text_streams_in_and_matches_the_engine(qtbot, pane):
         max_tokens=30,
         seed=11,
     )
-    expected = [s.text for s in sampling.generate(session, "the ", cfg)]
+    from lmstudio.ui.widgets.token_text import UNK_MARK
+
+    # unknown tokens show as a mark (this random model draws one), the rest as their text
+    expected = [UNK_MARK if s.unk else s.text for s in sampling.generate(session, "the ", cfg)]
     assert len(pane.steps) == 30 and len(pane.output.starts) == 30
     assert pane.output.toPlainText() == "the " + "".join(expected)
     # each token's background is shaded by its probability
     cursor = pane.output.textCursor()
-    for i in (0, 7, 29):
+    for i in (i for i in (0, 7, 29) if not pane.steps[i]["unk"]):
         cursor.setPosition(pane.output.starts[i] + 1)
         bg = cursor.charFormat().background().color()
         assert bg == shade_color(strength_from_prob(pane.steps[i]["prob"]))
@@ -136,6 +142,35 @@ def test_step_mode_appends_the_token_a_person_picks(qtbot, pane):
         qtbot.mouseClick(pane.sample_button, Qt.MouseButton.LeftButton)
     assert len(pane.steps) == 3 and len(pane.output.starts) == 3
     assert pane.output.toPlainText().endswith("".join(s["text"] for s in pane.steps))
+
+
+def test_step_mode_shows_the_unknown_token_as_a_mark(qtbot, pane):
+    from lmstudio.ui.widgets.token_text import UNK_MARK
+
+    ready = pane.sessions.step_ready
+    with qtbot.waitSignal(ready, timeout=WAIT):
+        qtbot.mouseClick(pane.step_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(ready, timeout=WAIT):
+        pane.sessions.step_choose(0)
+    assert pane.steps[-1]["unk"] is True and pane.steps[-1]["text"] == "\ufffd"
+    assert pane.output.toPlainText().endswith(UNK_MARK) and "\ufffd" not in pane.output.toPlainText()
+    assert "unknown token" in pane.output.tooltips[-1]
+
+
+def test_bpe_on_chinese_generates_no_replacement_characters_and_says_it_masked(qtbot, controller, tmp_path):
+    from lmstudio.engine.corpus import read_corpus
+
+    tok = train_tokenizer(TokenizerConfig(kind="bpe", vocab_size=300), read_corpus("tang300"))
+    run_dir = make_run(tmp_path, arch="gru", name="bpe", tokenizer=tok)
+    p = GenerationPane(controller)
+    qtbot.addWidget(p)
+    with qtbot.waitSignal(controller.session_loaded, timeout=WAIT):
+        controller.set_run(str(run_dir))
+    p.temperature.setValue(1.5)
+    assert generate(qtbot, p, prompt="春", max_tokens=200, seed=2) == "completed"
+    assert "\ufffd" not in p.output.toPlainText()
+    assert any(s["masked"] > 0 for s in p.steps)
+    assert "UTF-8 mask" in p.status.text()
 
 
 def _save_new_checkpoint(run_dir, step):

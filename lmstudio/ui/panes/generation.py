@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from lmstudio.ui.session_controller import SessionController
-from lmstudio.ui.widgets.token_text import TokenText, legend, strength_from_prob
+from lmstudio.ui.widgets.token_text import UNK_MARK, TokenText, legend, strength_from_prob
 
 _BAR = QColor(90, 130, 200)
 _CHOSEN = QColor(230, 70, 40)
@@ -226,7 +226,11 @@ class GenerationPane(QWidget):
     def _append(self, step: dict) -> None:
         self.steps.append(step)
         tip = f"p = {step['prob']:.3f}\n" + "\n".join(f"{_show(t)}  {p:.3f}" for t, p in step["top"][:5])
-        self.output.append_token(step["text"], strength_from_prob(step["prob"]), tip)
+        if step.get("masked", 0.0) > 0:
+            tip += f"\n(UTF-8 mask removed p = {step['masked']:.3f} of invalid byte tokens)"
+        self.output.append_token(
+            step["text"], strength_from_prob(step["prob"]), tip, unk=step.get("unk", False)
+        )
 
     @Slot(list)
     def _on_tokens(self, batch: list) -> None:
@@ -240,7 +244,24 @@ class GenerationPane(QWidget):
         self._set_enabled(self.sessions.info is not None)
         if reason != "failed":
             self.status.setStyleSheet("")
-            self.status.setText(f"{self.run_text} Generated {len(self.steps)} tokens ({reason}).")
+            self.status.setText(
+                f"{self.run_text} Generated {len(self.steps)} tokens ({reason}).{self.notes()}"
+            )
+
+    def notes(self) -> str:
+        """What the user should know about the text just generated: masked bytes, unknown tokens."""
+        out = ""
+        masked = [s["masked"] for s in self.steps if s.get("masked", 0.0) > 0]
+        if masked:
+            out += (
+                f" UTF-8 mask: at {len(masked)} of {len(self.steps)} tokens, byte tokens that would have "
+                f"broken a character were masked out before sampling (on average "
+                f"p = {sum(masked) / len(masked):.3f} of the model's probability)."
+            )
+        unks = sum(1 for s in self.steps if s.get("unk"))
+        if unks:
+            out += f" {unks} tokens are {UNK_MARK} (unknown: no text of their own)."
+        return out
 
     @Slot(int)
     def show_token(self, index: int) -> None:

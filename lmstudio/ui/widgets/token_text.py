@@ -19,6 +19,13 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QTextEdit, QToolTip, QWidget
 SURPRISE_RGB = (230, 70, 40)
 # surprise (bits) that gets the strongest shade: p = 1/1024
 FULL_SHADE_BITS = 10.0
+# how the unknown token of a char or word tokenizer shows: a mark, never a character the model did not see
+UNK_MARK = "\u27e8unk\u27e9"
+UNK_RGB = (120, 140, 200)
+UNK_TIP = (
+    "<unk>: the unknown token. The model predicted a character or word that has no token of its own "
+    "(it was not in the training vocabulary), so there is no text to show."
+)
 
 
 def strength_from_prob(prob: float) -> float:
@@ -61,11 +68,15 @@ class TokenText(QTextEdit):
         cursor.insertText(text, fmt)
         return start, cursor.position()
 
-    def append_token(self, text: str, strength: float, tooltip: str = "") -> int:
-        """Add a token; returns its index. Empty text (an incomplete character) still gets an index."""
+    def append_token(self, text: str, strength: float, tooltip: str = "", unk: bool = False) -> int:
+        """Add a token; returns its index. Empty text (an incomplete character) still gets an index.
+        An unknown token (``unk``) shows as ``UNK_MARK`` in its own colour, whatever its text."""
         fmt = QTextCharFormat()
-        fmt.setBackground(shade_color(strength))
-        fmt.setForeground(QColor("black"))
+        fmt.setBackground(shade_color(strength) if not unk else QColor(*UNK_RGB))
+        fmt.setForeground(QColor("black") if not unk else QColor("white"))
+        if unk:
+            text = UNK_MARK
+            tooltip = UNK_TIP + ("\n" + tooltip if tooltip else "")
         start, end = self._insert(text, fmt)
         self.starts.append(start)
         self.ends.append(end)
