@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="tiny_tang", help="preset name or .toml file (default: tiny_tang)")
     t.add_argument("--corpus", help="built-in corpus name or path to a .txt file or folder")
     t.add_argument("--tokenizer", choices=("char", "word", "bpe"))
-    t.add_argument("--arch", choices=("rnn", "lstm", "gru", "transformer"))
+    t.add_argument("--arch", choices=("rnn", "lstm", "gru", "conv", "transformer"))
     t.add_argument(
         "--set",
         action="append",
@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--which", choices=("latest", "best"), default="latest")
     e.add_argument("--iters", type=int, help="batches to average (default: the run's eval_iters)")
+    e.add_argument(
+        "--full",
+        action="store_true",
+        help="score every validation token once (non-overlapping windows of the context) instead of batches",
+    )
     e.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
     e.add_argument("--json", action="store_true")
 

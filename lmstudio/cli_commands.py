@@ -109,10 +109,12 @@ class _TextReport:
         kind = type(event).__name__
         if kind == "Started":
             m = event.config.get("model", {})
+            budget = event.config.get("train", {}).get("max_time") or 0
             verb = "Resuming" if event.start_step else "Training"
             self._line(
                 f"{verb} {event.config.get('name') or 'run'}: {m.get('arch')} with "
                 f"{event.n_params / 1e6:.2f}M parameters on {event.device}, {event.max_steps} steps"
+                f"{f' or {budget:g} s, whichever comes first' if budget else ''}"
                 f"{f' from step {event.start_step}' if event.start_step else ''}"
             )
             self._line(f"run folder: {event.run_dir}")
@@ -132,6 +134,13 @@ class _TextReport:
                 f"eval at step {event.step}: train loss {event.train_loss:.4f}, val loss "
                 f"{event.val_loss:.4f}, perplexity {event.val_ppl:.2f}, accuracy {event.val_acc:.1%}, "
                 f"{event.val_bpc:.3f} bits/char"
+            )
+        elif kind == "FullEvalMetrics":
+            estimate = f" (running estimate {event.estimate:.4f})" if event.estimate is not None else ""
+            self._line(
+                f"whole validation split at step {event.step}: val loss {event.val_loss:.4f}{estimate}, "
+                f"perplexity {event.val_ppl:.2f}, {event.val_bpc:.3f} bits/char, "
+                f"{event.tokens:,} tokens in {event.windows:,} windows"
             )
         elif kind == "Sample":
             self._line(f"sample at step {event.step}:\n  " + event.text.replace("\n", "\n  "))
@@ -166,6 +175,8 @@ def cmd_eval(args) -> int:
             raise CliError("--iters must be at least 1")
         cfg.train.eval_iters = args.iters
     _, data = prepare_data(cfg, tokenizer=session.tokenizer, cache_dir=default_cache_dir())
+    if args.full:
+        return _eval_full(args, session, data)
     losses = estimate_losses(
         session.model, data, cfg, session.device, dev.choose_precision(session.device, "fp32")
     )
@@ -192,6 +203,47 @@ def cmd_eval(args) -> int:
             f"accuracy        {result['val_acc']:.2%}\nbits per char   {result['val_bpc']:.4f}\n"
             f"training loss   {result['train_loss']:.4f}"
         )
+    return 0
+
+
+def _eval_full(args, session, data) -> int:
+    """``eval --full``: every validation token once (engine/full_eval.py), recorded for the runs list."""
+    from lmstudio.engine import full_eval
+
+    result = full_eval.full_split_loss(
+        session.model,
+        data.val,
+        session.config.model.block_size,
+        chars_per_token=data.chars_per_token,
+        device=session.device,
+    )
+    try:
+        full_eval.record(session.run_dir, args.which, session.step, result)
+        recorded = True
+    except OSError:  # a read-only run folder: the figure is still printed
+        recorded = False
+    out = {
+        "run_dir": str(session.run_dir),
+        "checkpoint": args.which,
+        "step": session.step,
+        **dataclasses.asdict(result),
+        "recorded": recorded,
+    }
+    if args.json:
+        print_json(out)
+        return 0
+    print(
+        f"{session.run_dir} ({args.which} checkpoint, step {session.step}): the whole validation split, "
+        f"{result.tokens:,} tokens in {result.windows:,} non-overlapping windows of {result.window}"
+    )
+    print(
+        f"validation loss {result.val_loss:.4f}\nperplexity      {result.val_ppl:.3f}\n"
+        f"accuracy        {result.val_acc:.2%}\nbits per char   {result.val_bpc:.4f}"
+    )
+    print(
+        "(each window starts afresh: its first token is predicted from one token of context, its last from "
+        f"{result.window}; see docs/cli.md)"
+    )
     return 0
 
 
@@ -331,9 +383,10 @@ def cmd_runs(args) -> int:
         print("no runs yet; start one with `lmstudio train --preset tiny_tang`")
     for run in runs:
         best = f"{run.best_val_loss:.4f}" if run.best_val_loss is not None else "-"
+        full = f"{run.full_val_loss:.4f}" if run.full_val_loss is not None else "-"
         print(
             f"{run.name:24s} {run.arch:11s} {run.corpus:18s} step {run.steps:>6}/{run.max_steps:<6} "
-            f"best val {best:>7}  {run.path}"
+            f"best val {best:>7}  full val {full:>7}  {run.path}"
         )
     return 0
 

@@ -19,7 +19,7 @@ from lmstudio.engine.errors import UserError
 
 CONFIG_VERSION = 1
 
-ARCHS = ("rnn", "lstm", "gru", "transformer")
+ARCHS = ("rnn", "lstm", "gru", "conv", "transformer")
 TOKENIZER_KINDS = ("char", "word", "bpe")
 
 
@@ -74,9 +74,9 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    # which family: Elman RNN, LSTM, GRU or a GPT-style decoder-only Transformer
+    # which family: Elman RNN, LSTM, GRU, a causal convolutional LM or a GPT-style decoder-only Transformer
     arch: str = _f("transformer", "Architecture", choices=ARCHS)
-    # number of stacked layers (recurrent layers or Transformer blocks)
+    # number of stacked layers (recurrent layers, convolutional blocks or Transformer blocks)
     n_layer: int = _f(4, "Layers", lo=1, hi=48)
     # embedding width (and the Transformer's residual width)
     n_embd: int = _f(128, "Embedding width", lo=4, hi=8192)
@@ -98,6 +98,12 @@ class ModelConfig:
     pos_encoding: str = _f(
         "learned", "Position encoding", choices=("learned", "sinusoidal"), only=("transformer",)
     )
+    # taps of each causal convolution (the convolutional model); with the dilations it sets how far back it sees
+    kernel_size: int = _f(3, "Convolution width (taps per layer)", lo=2, hi=64, only=("conv",))
+    # dilations double from 1 over this many layers, then start again at 1 (WaveNet's cycle)
+    dilation_cycle: int = _f(
+        6, "Layers per dilation cycle (dilations 1, 2, 4, ... then again)", lo=1, hi=16, only=("conv",)
+    )
     # filled from the tokenizer when the model is built; 0 means "not known yet"
     vocab_size: int = _f(0, "Vocabulary size (set from the tokenizer)", lo=0, hi=1 << 20)
 
@@ -108,6 +114,11 @@ class TrainConfig:
     max_steps: int = _f(2000, "Training steps", lo=1, hi=10_000_000)
     # sequences per micro-batch
     batch_size: int = _f(12, "Batch size", lo=1, hi=4096)
+    # a wall-clock budget: stop after this many seconds of training (pauses excluded; 0 = none). The run ends at
+    # whichever of max_steps and max_time comes first, and the learning-rate decay follows the time spent
+    max_time: float = _f(
+        0.0, "Time budget in seconds (0 = none; ends at steps or time, whichever is first)", lo=0.0, hi=1e8
+    )
     # micro-batches per optimizer step
     grad_accum: int = _f(1, "Gradient accumulation steps", lo=1, hi=1024)
     optimizer: str = _f("adamw", "Optimizer", choices=("adamw", "sgd"))
@@ -141,6 +152,8 @@ class TrainConfig:
     # torch.compile the model (auto: on for CUDA, off for CPU where it brought no gain)
     compile: str = _f("auto", "Compile the model with torch.compile", choices=("auto", "on", "off"))
     seed: int = _f(1337, "Random seed", lo=0, hi=2**63 - 1)
+    # when the run ends, score the whole validation split (engine/full_eval.py), not just eval_iters batches
+    full_eval: bool = _f(True, "Score the whole validation split when the run ends")
 
 
 @dataclass

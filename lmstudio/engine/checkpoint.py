@@ -321,10 +321,14 @@ class RunSummary:
     best_val_loss: float | None
     created: float  # seconds since the epoch
     updated: float
+    # the latest weights' loss over the whole validation split (full_eval.json), None when not scored
+    full_val_loss: float | None = None
 
 
 def list_runs(root: str | Path | None = None) -> list[RunSummary]:
     """Every run folder under ``root`` (newest first); folders without a readable config are skipped."""
+    from lmstudio.engine.full_eval import known_loss
+
     root = Path(root) if root is not None else default_runs_dir()
     if not root.is_dir():
         return []
@@ -358,6 +362,7 @@ def list_runs(root: str | Path | None = None) -> list[RunSummary]:
                 best_val_loss=_number(meta.get("best_val")),
                 created=created,
                 updated=updated,
+                full_val_loss=known_loss(folder, "latest", _whole(meta.get("step"))),
             )
         )
     return sorted(runs, key=lambda r: r.updated, reverse=True)

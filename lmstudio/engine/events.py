@@ -48,6 +48,21 @@ class EvalMetrics(Event):
 
 
 @dataclass(frozen=True)
+class FullEvalMetrics(Event):
+    """The loss over the whole validation split (engine/full_eval.py), scored once when a run completes."""
+
+    step: int
+    val_loss: float  # mean over every validation token, non-overlapping windows of the context length
+    val_ppl: float
+    val_acc: float
+    val_bpc: float
+    tokens: int  # validation tokens scored
+    windows: int
+    estimate: float | None  # the last running estimate (eval_iters batches) at this step, for comparison
+    seconds: float  # time spent scoring (not training time)
+
+
+@dataclass(frozen=True)
 class Sample(Event):
     step: int
     text: str

@@ -16,11 +16,16 @@ from lmstudio.config import TrainConfig
 FUSED_ADAMW_DEVICES = ("cuda", "cpu", "mps")
 
 
-def lr_at(step: int, cfg: TrainConfig, peak: float | None = None) -> float:
+def lr_at(step: int, cfg: TrainConfig, peak: float | None = None, elapsed: float = 0.0) -> float:
     """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine decay or constant.
 
     ``peak`` replaces ``cfg.lr`` after a user changed the rate mid-run; the schedule keeps its shape,
     and the floor never sits above the new peak.
+
+    With a time budget (``cfg.max_time > 0``) the decay follows the share of the budget spent (``elapsed``
+    seconds of training), or of the steps if those run out first: a timed run reaches ``min_lr`` when its
+    time is up on a fast machine and a slow one alike. Warmup still counts steps, because what it guards
+    against (Adam's first updates, before its moment estimates settle) happens per step, not per second.
     """
     peak = cfg.lr if peak is None else peak
     floor = min(cfg.min_lr, peak)
@@ -33,6 +38,8 @@ def lr_at(step: int, cfg: TrainConfig, peak: float | None = None) -> float:
     if decay_steps <= 0:
         return floor
     progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
+    if cfg.max_time > 0:
+        progress = max(progress, min(1.0, elapsed / cfg.max_time))
     coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
     return floor + coeff * (peak - floor)
 

@@ -37,6 +37,7 @@ from lmstudio.engine.events import (
     Event,
     Failed,
     Finished,
+    FullEvalMetrics,
     Notice,
     Sample,
     Started,
@@ -54,6 +55,11 @@ STATE_VERSION = 1
 
 class _DiskError(Exception):
     pass
+
+
+def _eta(by_steps: float, max_time: float, elapsed: float) -> float:
+    """Seconds left: at the current pace for the steps, or what is left of the time budget if sooner."""
+    return min(by_steps, max(0.0, max_time - elapsed)) if max_time > 0 else by_steps
 
 
 class Trainer:
@@ -270,7 +276,8 @@ class Trainer:
         last_report, last_report_step = time.perf_counter(), self.step
         run_start = last_report - self.elapsed
         val_loss = None
-        while self.step < t.max_steps:
+        time_up = False
+        while self.step < t.max_steps and not time_up:
             if control.stopping:
                 break
             if control.paused:
@@ -286,7 +293,7 @@ class Trainer:
             new_lr = control.take_lr()
             if new_lr is not None:
                 self.peak_lr = new_lr
-            lr = lr_at(self.step, t, self.peak_lr)
+            lr = lr_at(self.step, t, self.peak_lr, time.perf_counter() - run_start)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
@@ -295,7 +302,9 @@ class Trainer:
                 self.compile_pending = False
                 yield from self._pop_notices()
             watch.check(self.step, loss)
-            log_now = (self.step + 1) % t.log_interval == 0 or self.step + 1 == t.max_steps
+            # the time budget counts everything since the start but pauses (evaluations and saves too)
+            time_up = t.max_time > 0 and time.perf_counter() - run_start >= t.max_time
+            log_now = (self.step + 1) % t.log_interval == 0 or self.step + 1 == t.max_steps or time_up
             grad_norm = self._clip(params, log_now)
             if self.scaler is not None:
                 self.scaler.step(self.optimizer)
@@ -319,13 +328,13 @@ class Trainer:
                     grad_norm=float(grad_norm),
                     tokens_per_s=tokens_per_step / per_step,
                     elapsed=self.elapsed,
-                    eta=per_step * (t.max_steps - self.step),
+                    eta=_eta(per_step * (t.max_steps - self.step), t.max_time, self.elapsed),
                 )
                 self._append(ckpt.METRICS_FILE, event)
                 yield event
                 last_report, last_report_step = time.perf_counter(), self.step
             aux_start = time.perf_counter()
-            at_end = self.step == t.max_steps
+            at_end = self.step == t.max_steps or time_up
             evaluated = at_end or self.step % t.eval_interval == 0
             if evaluated:
                 watch.flush()
@@ -345,10 +354,12 @@ class Trainer:
             # evaluating, sampling and saving are not training speed: keep them out of tokens/s
             last_report += time.perf_counter() - aux_start
         watch.flush()
-        reason = "completed" if self.step >= t.max_steps else "stopped"
+        reason = "completed" if self.step >= t.max_steps or time_up else "stopped"
         if reason == "stopped" and self.saved_step != self.step:
             yield self._save(run_start, best=False, val_loss=None)
         self.elapsed = time.perf_counter() - run_start
+        if reason == "completed" and t.full_eval:
+            yield from self._full_eval(val_loss)
         yield Finished(step=self.step, reason=reason, run_dir=str(self.run_dir), elapsed=self.elapsed)
 
     def _train_step(self) -> torch.Tensor:
@@ -412,6 +423,38 @@ class Trainer:
         yield event
         yield from self._pop_notices()
         return val_loss
+
+    def _full_eval(self, estimate: float | None) -> Iterator[Event]:
+        """Score the final weights on the whole validation split and record it beside the checkpoint."""
+        from lmstudio.engine import full_eval
+
+        try:
+            result = full_eval.full_split_loss(
+                self.model,
+                self.data.val,
+                self.config.model.block_size,
+                chars_per_token=self.data.chars_per_token,
+                device=self.device,
+                autocast=lambda: dev.autocast_context(self.device, self.precision),
+            )
+            full_eval.record(self.run_dir, "latest", self.step, result)
+        except (OSError, RuntimeError) as e:
+            if not (isinstance(e, OSError) or is_oom(e)):
+                raise
+            # the run itself is complete and saved: say what is missing rather than fail it
+            yield Notice(step=self.step, message=f"Could not score the whole validation split ({e}).")
+            return
+        yield FullEvalMetrics(
+            step=self.step,
+            val_loss=result.val_loss,
+            val_ppl=result.val_ppl,
+            val_acc=result.val_acc,
+            val_bpc=result.val_bpc,
+            tokens=result.tokens,
+            windows=result.windows,
+            estimate=estimate,
+            seconds=result.seconds,
+        )
 
     def _call_forward(self, fn):
         try:

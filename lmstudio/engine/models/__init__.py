@@ -1,15 +1,18 @@
-"""The four architectures behind one contract (see base.py), and how to size them before building."""
+"""The five architectures behind one contract (see base.py), and how to size them before building."""
 
 from __future__ import annotations
 
 from lmstudio.config import ConfigError, ModelConfig, section_errors
 from lmstudio.engine.models.base import LanguageModel
+from lmstudio.engine.models.conv import ConvLM, ConvState, receptive_field
 from lmstudio.engine.models.recurrent import RecurrentLM, RecurrentState
 from lmstudio.engine.models.sizing import memory_estimate, param_count
 from lmstudio.engine.models.transformer import GPT, KVCache
 
 __all__ = [
     "GPT",
+    "ConvLM",
+    "ConvState",
     "KVCache",
     "LanguageModel",
     "RecurrentLM",
@@ -18,6 +21,7 @@ __all__ = [
     "check_model_config",
     "memory_estimate",
     "param_count",
+    "receptive_field",
 ]
 
 
@@ -42,4 +46,6 @@ def build_model(cfg: ModelConfig) -> LanguageModel:
     check_model_config(cfg)
     if cfg.arch == "transformer":
         return GPT(cfg)
+    if cfg.arch == "conv":
+        return ConvLM(cfg)
     return RecurrentLM(cfg)

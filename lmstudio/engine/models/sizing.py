@@ -18,6 +18,8 @@ from lmstudio.config import ModelConfig, TrainConfig
 _TRANSFORMER_PER_LAYER = 1 + 1 + 3 + 1 + 1 + 1 + 1 + 4 + 4
 # recurrent layer: its output h plus what the gates leave behind (LSTM i f g o, c, tanh c; GRU r z n, W_hn h)
 _RECURRENT_PER_LAYER = {"rnn": 2, "lstm": 7, "gru": 5}
+# convolutional block: LayerNorm in/out, its zero-padded copy, conv out (2C), sigmoid gate, GLU out, projection
+_CONV_PER_LAYER = 1 + 1 + 1 + 2 + 1 + 1 + 1
 
 
 def param_count(cfg: ModelConfig) -> int:
@@ -40,6 +42,9 @@ def _activation_bytes(m: ModelConfig, t: TrainConfig) -> int:
     if m.arch == "transformer":
         per_token = m.n_embd * (_TRANSFORMER_PER_LAYER * m.n_layer + 3)  # + embedding sum, ln_f in/out
         masks = tokens * m.n_embd * (2 * m.n_layer + 1) if m.dropout > 0 else 0  # one byte each
+    elif m.arch == "conv":
+        per_token = m.n_embd * (_CONV_PER_LAYER * m.n_layer + 3)  # + embedding, ln_f in/out
+        masks = tokens * m.n_embd * (m.n_layer + 1) if m.dropout > 0 else 0
     else:
         per_token = m.n_embd + m.hidden_size * (_RECURRENT_PER_LAYER[m.arch] * m.n_layer + 1)  # + head input
         masks = tokens * m.hidden_size * m.n_layer if m.dropout > 0 else 0

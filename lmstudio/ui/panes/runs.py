@@ -30,7 +30,7 @@ from lmstudio.ui.controller import Controller
 from lmstudio.ui.widgets.plots import PALETTE, MetricPlot
 from lmstudio.ui.workers import describe_error
 
-COLUMNS = ("", "run", "arch", "corpus", "steps", "best val loss")
+COLUMNS = ("", "run", "arch", "corpus", "steps", "best val loss", "full-split val")
 # what the overlay can show: label -> (x key for step axis, x key for time axis, y key)
 METRICS = {
     "validation loss": ("eval_step", "eval_time", "val_loss"),
@@ -146,6 +146,7 @@ class RunsPane(QWidget):
             box.setData(Qt.ItemDataRole.UserRole, path)
             self.table.setItem(row, 0, box)
             best = run.get("best_val_loss")
+            full = run.get("full_val_loss")
             values = (
                 run.get("name") or Path(path).name,
                 run.get("arch", ""),
@@ -154,6 +155,8 @@ class RunsPane(QWidget):
                 if isinstance(run.get("steps"), int)
                 else str(run.get("steps", "")),
                 f"{best:.4f}" if isinstance(best, float) and math.isfinite(best) else "–",
+                # the whole validation split, where it was scored for the latest weights (else unknown)
+                f"{full:.4f}" if isinstance(full, float) and math.isfinite(full) else "–",
             )
             for col, value in enumerate(values, start=1):
                 item = QTableWidgetItem(str(value))

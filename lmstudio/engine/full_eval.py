@@ -1,0 +1,147 @@
+"""The loss over the whole validation split, not an estimate from a few random batches.
+
+The running evaluation (``train_eval.estimate_losses``) averages ``eval_iters`` random windows: cheap, and
+good enough to draw a curve, but two runs' estimates differ by a few hundredths from sampling alone. To
+compare runs, this module scores every validation token exactly once.
+
+How the split is cut: the validation ids ``v[0..N-1]`` are read as consecutive, non-overlapping windows of
+``block_size`` inputs. Window ``k`` feeds ``v[kT .. kT+T-1]`` and is scored on the next tokens
+``v[kT+1 .. kT+T]``; the last window is shorter when ``N - 1`` is not a multiple of ``T``. So every token
+after the first is predicted once, and the mean is over all ``N - 1`` of them (token-weighted, the
+partial window included). Each window starts afresh, as training batches do: the first position of a
+window is predicted from one token of context, the second from two, and so on up to ``T`` (a recurrent
+model starts from a zero state, a convolutional one sees zero padding before the window). Positions near
+a window's start therefore score worse than they would with a sliding window; the figure is the average
+over contexts of every length from 1 to ``T``, the same mix training sees, and the same for every
+architecture. The results of a run are kept in ``full_eval.json`` in its folder (per checkpoint, with its
+step), so the runs list can show them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FULL_EVAL_FILE = "full_eval.json"
+# tokens per forward pass: enough to keep the matrix multiplies busy, small enough for any vocabulary here
+TOKENS_PER_BATCH = 8192
+
+
+@dataclass(frozen=True)
+class FullEval:
+    val_loss: float  # mean cross-entropy (nats) over every scored validation token
+    val_ppl: float  # exp(val_loss)
+    val_acc: float  # share of tokens whose likeliest prediction was right
+    val_bpc: float  # bits per character
+    tokens: int  # validation tokens scored (N - 1)
+    windows: int  # windows they were cut into (the last may be shorter)
+    window: int  # the window length (the model's context, block_size)
+    seconds: float  # how long scoring took
+
+
+def windows_of(ids: np.ndarray, block_size: int) -> list[tuple[int, int]]:
+    """(start, length) of each non-overlapping window over ``ids``: inputs ids[start:start+length],
+    targets ids[start+1:start+length+1]."""
+    n = len(ids) - 1  # tokens that have a predecessor to be predicted from
+    return [(s, min(block_size, n - s)) for s in range(0, max(n, 0), block_size)]
+
+
+@torch.no_grad()
+def full_split_loss(
+    model: torch.nn.Module,
+    ids: np.ndarray,
+    block_size: int,
+    *,
+    chars_per_token: float = 1.0,
+    device: torch.device | str = "cpu",
+    autocast=None,
+) -> FullEval:
+    """Score every token of ``ids`` (a split's token ids) once, in non-overlapping windows of ``block_size``.
+
+    ``autocast``: a context-manager factory (e.g. ``lambda: device.autocast_context(dev, precision)``); None
+    runs in the weights' own precision. The model is put in eval mode for the duration.
+    """
+    if len(ids) < 2:
+        raise ValueError("the split has fewer than two tokens: nothing to score")
+    device = torch.device(device)
+    started = time.perf_counter()
+    wins = windows_of(ids, block_size)
+    full = [s for s, n in wins if n == block_size]
+    tail = [(s, n) for s, n in wins if n < block_size]
+    per_batch = max(1, TOKENS_PER_BATCH // block_size)
+    offsets = np.arange(block_size + 1)
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    total_right = torch.zeros((), dtype=torch.int64, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        batches = [(np.asarray(full[i : i + per_batch]), block_size) for i in range(0, len(full), per_batch)]
+        batches += [(np.asarray([s]), n) for s, n in tail]
+        for starts, length in batches:
+            window = np.asarray(ids[starts[:, None] + offsets[: length + 1]]).astype(np.int64)  # (B, n+1)
+            window = torch.from_numpy(window).to(device)
+            x, y = window[:, :-1], window[:, 1:]  # (B, n), (B, n)
+            with autocast() if autocast is not None else _nothing():
+                logits, _ = model(x)  # (B, n, V)
+            logits = logits.float()
+            total_loss += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
+            total_right += (logits.argmax(dim=-1) == y).sum()
+    finally:
+        model.train(was_training)
+    tokens = len(ids) - 1
+    loss = float(total_loss.item()) / tokens
+    return FullEval(
+        val_loss=loss,
+        val_ppl=math.exp(min(loss, 700.0)),
+        val_acc=int(total_right.item()) / tokens,
+        val_bpc=loss / math.log(2) / max(chars_per_token, 1e-9),
+        tokens=tokens,
+        windows=len(wins),
+        window=block_size,
+        seconds=time.perf_counter() - started,
+    )
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ---- the record in the run folder -------------------------------------------------------------------
+def record(run_dir: str | Path, which: str, step: int, result: FullEval) -> None:
+    """Keep ``result`` as the full-split score of checkpoint ``which`` ("latest" or "best") at ``step``."""
+    from lmstudio.engine.checkpoint import atomic_write_text
+
+    path = Path(run_dir) / FULL_EVAL_FILE
+    data = read_all(run_dir)
+    data[which] = {"step": int(step), **asdict(result)}
+    atomic_write_text(path, json.dumps(data, indent=2))
+
+
+def read_all(run_dir: str | Path) -> dict:
+    """Every recorded full-split score of a run by checkpoint name; {} when none (or the file is unreadable)."""
+    try:
+        data = json.loads((Path(run_dir) / FULL_EVAL_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def known_loss(run_dir: str | Path, which: str, step: int) -> float | None:
+    """The recorded full-split loss of checkpoint ``which`` if it was scored at ``step`` (its current
+    weights), else None: a score of older weights is never shown as the current one."""
+    entry = read_all(run_dir).get(which, {})
+    loss = entry.get("val_loss")
+    if entry.get("step") != step or not isinstance(loss, (int, float)) or not math.isfinite(loss):
+        return None
+    return float(loss)
