@@ -166,6 +166,7 @@ def cmd_eval(args) -> int:
     from lmstudio.engine.checkpoint import default_cache_dir
     from lmstudio.engine.data import prepare_data
     from lmstudio.engine.session import Session
+    from lmstudio.engine.split_stats import unk_warning
     from lmstudio.engine.train_eval import estimate_losses
 
     session = Session.load(existing_run_dir(args.run_dir), device=args.device, which=args.which)
@@ -188,8 +189,11 @@ def cmd_eval(args) -> int:
         "val_loss": val,
         "val_ppl": math.exp(min(val, 700.0)),
         "val_acc": losses["val_acc"],
-        "val_bpc": val / math.log(2) / max(data.chars_per_token, 1e-9),
+        "val_bpc": val / math.log(2) / max(data.val_chars_per_token, 1e-9),
         "train_loss": losses["train_loss"],
+        "train_unk": data.stats["train"].unk_share,
+        "val_unk": data.stats["val"].unk_share,
+        "val_chars_per_token": data.val_chars_per_token,
         "batches": cfg.train.eval_iters,
     }
     if args.json:
@@ -201,8 +205,12 @@ def cmd_eval(args) -> int:
         print(
             f"validation loss {val:.4f}\nperplexity      {result['val_ppl']:.3f}\n"
             f"accuracy        {result['val_acc']:.2%}\nbits per char   {result['val_bpc']:.4f}\n"
-            f"training loss   {result['train_loss']:.4f}"
+            f"training loss   {result['train_loss']:.4f}\n"
+            f"<unk> tokens    {result['train_unk']:.2%} of training, {result['val_unk']:.2%} of validation"
         )
+        warning = unk_warning(data.stats)
+        if warning:
+            print(warning)
     return 0
 
 

@@ -194,8 +194,11 @@ def _rechunk(stream: Iterator[tuple[str, float]], chunk_chars: int) -> Iterator[
 class TokenData:
     """Ids split into training (the first part) and validation (the last ``val_fraction``, as nanoGPT)."""
 
-    def __init__(self, ids: np.ndarray, val_fraction: float = 0.1, n_chars: int | None = None):
+    def __init__(
+        self, ids: np.ndarray, val_fraction: float = 0.1, n_chars: int | None = None, tokenizer=None
+    ):
         self.ids = ids
+        self.tokenizer = tokenizer
         self.val_fraction = val_fraction
         n_train, _ = split_sizes(len(ids), val_fraction)
         self.train = ids[:n_train]
@@ -203,9 +206,25 @@ class TokenData:
         # characters per token, for bits per character; without a count we assume one (char level)
         self.n_chars = n_chars if n_chars is not None else getattr(ids, "n_chars", len(ids))
         self.chars_per_token = self.n_chars / max(1, len(ids))
+        self._stats = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def stats(self):
+        """{"train", "val"}: :class:`~lmstudio.engine.split_stats.SplitStats` (tokens, ``<unk>``, characters),
+        counted once; None without a tokenizer."""
+        if self._stats is None and self.tokenizer is not None:
+            from lmstudio.engine.split_stats import split_stats
+
+            self._stats = split_stats(self.tokenizer, self.train, self.val, self.n_chars)
+        return self._stats
+
+    @property
+    def val_chars_per_token(self) -> float:
+        """Characters per token of the validation split (what bits per character divide by)."""
+        return self.stats["val"].chars_per_token if self.stats else self.chars_per_token
 
 
 class Batcher:
@@ -288,7 +307,7 @@ def prepare_data(
         text, tokenizer, cache_dir, progress, cancel, source=None if text is not None else source
     )
     check_length(len(ids), cfg.model.block_size, cfg.corpus.val_fraction)
-    return tokenizer, TokenData(ids, cfg.corpus.val_fraction)
+    return tokenizer, TokenData(ids, cfg.corpus.val_fraction, tokenizer=tokenizer)
 
 
 def _until(chunks: Iterator[str], cancel: threading.Event | None) -> Iterator[str]:

@@ -43,8 +43,10 @@ class EvalMetrics(Event):
     val_loss: float
     val_ppl: float  # exp(val_loss)
     val_acc: float  # next-token accuracy on validation batches
-    val_bpc: float  # bits per character (val loss in bits * tokens / characters)
+    val_bpc: float  # bits per character (val loss in bits * validation tokens / validation characters)
     elapsed: float
+    train_unk: float = 0.0  # share of the training split's tokens that are <unk>
+    val_unk: float = 0.0  # share of the validation split's tokens that are <unk>
 
 
 @dataclass(frozen=True)

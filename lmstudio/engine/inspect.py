@@ -153,18 +153,39 @@ def token_losses(session, text: str, n_top: int = 5) -> list[TokenLoss]:
     return out
 
 
-def validation_text(session, n_chars: int = 2000, offset: int = 0) -> str:
-    """A stretch of the run's held-out text (the last ``val_fraction`` of the corpus), ``n_chars`` long.
+def validation_text(session, n_chars: int = 2000, offset: int = 0, cache_dir=None) -> str:
+    """About ``n_chars`` characters of the run's validation tokens (the last ``val_fraction`` of the
+    tokens, exactly the text training held out), decoded.
 
-    ``offset`` counts characters from the start of the validation part and wraps around.
+    ``offset`` counts characters (approximately: through the split's characters per token) from the
+    start of the validation tokens and wraps around. A byte-level character cut at the window's edges
+    is left out, so the snippet has no replacement characters the text does not have.
     """
-    from lmstudio.engine.corpus import read_corpus
+    import codecs
+    import math
 
-    cfg = session.config
-    text = read_corpus(cfg.corpus.source)
-    val = text[int(len(text) * (1 - cfg.corpus.val_fraction)) :]
-    if not val:
+    from lmstudio.engine.checkpoint import default_cache_dir
+    from lmstudio.engine.data import prepare_data
+
+    tok = session.tokenizer
+    _, data = prepare_data(
+        session.config, tokenizer=tok, cache_dir=cache_dir if cache_dir is not None else default_cache_dir()
+    )
+    val = data.val
+    if len(val) == 0:
         raise InspectError("This run's corpus has no validation text; type a text to inspect instead.")
-    start = offset % len(val)
-    snippet = val[start : start + n_chars]
-    return snippet if len(snippet) == n_chars or start == 0 else val[:n_chars]
+    per = max(data.val_chars_per_token, 1e-3)
+    n_tokens = min(len(val), math.ceil(n_chars / per) + 8)
+    start = int(offset / per) % len(val)
+    if start + n_tokens > len(val):
+        start = 0 if offset else max(0, len(val) - n_tokens)
+    ids = np.asarray(val[start : start + n_tokens]).tolist()
+    if tok.kind == "bpe":
+        data_bytes = b"".join(tok.token_bytes(i) for i in ids)
+        skip = 0
+        while skip < min(3, len(data_bytes)) and (data_bytes[skip] & 0xC0) == 0x80:
+            skip += 1  # continuation bytes of a character that began before the window
+        text = codecs.getincrementaldecoder("utf-8")("replace").decode(data_bytes[skip:], final=False)
+    else:
+        text = tok.decode(ids)
+    return text[:n_chars]

@@ -189,6 +189,10 @@ class Trainer:
         self.forward = self.model
         self.compile_pending = dev.should_compile(self.device, cfg.train.compile)
         self.notices: list[str] = []
+        from lmstudio.engine.split_stats import unk_warning
+
+        if self.data.stats and unk_warning(self.data.stats):
+            self.notices.append(unk_warning(self.data.stats))
         if self.compile_pending:
             try:
                 self.forward = torch.compile(self.model)
@@ -416,7 +420,9 @@ class Trainer:
             val_loss=val_loss,
             val_ppl=math.exp(min(val_loss, 700.0)),
             val_acc=losses["val_acc"],
-            val_bpc=val_loss / math.log(2) / max(self.data.chars_per_token, 1e-9),
+            val_bpc=val_loss / math.log(2) / max(self.data.val_chars_per_token, 1e-9),
+            train_unk=self.data.stats["train"].unk_share if self.data.stats else 0.0,
+            val_unk=self.data.stats["val"].unk_share if self.data.stats else 0.0,
             elapsed=time.perf_counter() - run_start,
         )
         self._append(ckpt.METRICS_FILE, event)
