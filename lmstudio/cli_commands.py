@@ -222,7 +222,7 @@ def _eval_full(args, session, data) -> int:
         session.model,
         data.val,
         session.config.model.block_size,
-        chars_per_token=data.chars_per_token,
+        chars_per_token=data.val_chars_per_token,
         device=session.device,
     )
     try:

@@ -439,7 +439,7 @@ class Trainer:
                 self.model,
                 self.data.val,
                 self.config.model.block_size,
-                chars_per_token=self.data.chars_per_token,
+                chars_per_token=self.data.val_chars_per_token,
                 device=self.device,
                 autocast=lambda: dev.autocast_context(self.device, self.precision),
             )
