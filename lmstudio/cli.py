@@ -91,9 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--which", choices=("latest", "best"), default="latest")
     g.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
 
-    i = sub.add_parser("inspect", help="save an attention map or activations as PNG or CSV")
+    i = sub.add_parser(
+        "inspect",
+        help="save an attention map, activations, the logit lens or the embedding map as PNG or CSV",
+    )
     i.add_argument("run_dir")
-    i.add_argument("--text", required=True, help="text to run through the model")
+    i.add_argument("--text", help="text to run through the model (every view but embeddings)")
     i.add_argument("--layer", type=int, default=0)
     i.add_argument(
         "--head", type=int, help="attention head (default: all heads side by side in a PNG, head 0 in a CSV)"
@@ -101,7 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument(
         "--what",
         default="attention",
-        help="attention (Transformer), hidden, or a recurrent gate such as gate.forget",
+        help="attention (Transformer), hidden, a recurrent gate such as gate.forget, lens (what each "
+        "layer would predict) or embeddings (a 2-D PCA map of the token embeddings)",
+    )
+    i.add_argument(
+        "--embedding",
+        choices=("input", "output"),
+        default="input",
+        help="with --what embeddings: the input embedding or the output head (one matrix when tied)",
     )
     i.add_argument("--out", required=True, help="FILE.png or FILE.csv")
     i.add_argument("--which", choices=("latest", "best"), default="latest")

@@ -338,6 +338,12 @@ def cmd_inspect(args) -> int:
     if out.suffix.lower() not in (".png", ".csv"):
         raise CliError(f"--out must end in .png or .csv, got {out.name!r}")
     session = Session.load(existing_run_dir(args.run_dir), device="cpu", which=args.which)
+    from lmstudio.cli_views import VIEWS, inspect_view
+
+    if args.what in VIEWS:
+        return inspect_view(args, session, out)
+    if not args.text:
+        raise CliError(f"--what {args.what} needs --text: the text to run through the model")
     what = args.what
     if what == "attention" and session.config.model.arch != "transformer":
         what = "hidden"  # recurrent models have no attention: their hidden state is the natural default

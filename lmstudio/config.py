@@ -159,8 +159,8 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     max_tokens: int = _f(200, "Tokens to generate", lo=1, hi=100_000)
-    # <1 sharpens, >1 flattens the distribution
-    temperature: float = _f(0.8, "Temperature", lo=0.0, hi=100.0, lo_open=True)
+    # <1 sharpens, >1 flattens the distribution; 0 is greedy (always the likeliest token)
+    temperature: float = _f(0.8, "Temperature (0 = greedy)", lo=0.0, hi=100.0)
     # keep only the k likeliest tokens (0 = all)
     top_k: int = _f(0, "Top-k (0 = off)", lo=0, hi=1 << 20)
     # keep the smallest set of tokens whose probability adds up to p (1 = off)

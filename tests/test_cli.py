@@ -184,8 +184,14 @@ def test_generate_is_repeatable_with_a_seed_and_streams(run_dir, capsys):
     assert main(args + ["--stream"]) == 0
     assert capsys.readouterr().out == first
     assert first.startswith("春") and len(first.rstrip("\n")) > 1
-    assert main(["generate", str(run_dir), "--temperature", "0"]) == 1
+    assert main(["generate", str(run_dir), "--temperature", "-0.5"]) == 1
     assert "temperature" in one_error_line(capsys)
+    # temperature 0 is greedy decoding: the same text as top-k 1, whatever the seed
+    greedy = ["generate", str(run_dir), "--prompt", "春", "--max-tokens", "10"]
+    assert main(greedy + ["--temperature", "0", "--seed", "1"]) == 0
+    by_argmax = capsys.readouterr().out
+    assert main(greedy + ["--top-k", "1", "--seed", "2"]) == 0
+    assert capsys.readouterr().out == by_argmax
 
 
 def test_generate_json_prints_one_object_per_token(run_dir, capsys):
@@ -232,6 +238,44 @@ def test_inspect_writes_png_and_csv(run_dir, tmp_path, capsys):
     assert "--layer" in one_error_line(capsys)
     assert main(["inspect", str(run_dir), "--text", "床前", "--out", str(tmp_path / "a.jpg")]) == 1
     assert ".png" in one_error_line(capsys)
+
+
+def test_inspect_lens_and_embeddings(run_dir, tmp_path, capsys):
+    import csv as csv_module
+
+    from lmstudio.engine.lens import logit_lens
+    from lmstudio.engine.session import Session
+
+    lens_csv, lens_png = tmp_path / "lens.csv", tmp_path / "lens.png"
+    assert (
+        main(["inspect", str(run_dir), "--what", "lens", "--text", "床前明月光", "--out", str(lens_csv)]) == 0
+    )
+    assert "wrote" in capsys.readouterr().out
+    rows = list(csv_module.DictReader(lens_csv.open(encoding="utf-8")))
+    session = Session.load(run_dir)
+    n_layer = session.config.model.n_layer
+    assert len(rows) == (n_layer + 1) * 5 and rows[0]["row"] == "embedding" and rows[0]["token"] == "床"
+    assert rows[0]["actual_next"] == "前" and rows[4]["actual_next"] == ""
+    ref = logit_lens(session, "床前明月光")
+    last = [r for r in rows if r["row"] == ref.rows[-1]]
+    assert [r["top1"] for r in last] == [ref.label(i) for i in ref.top_ids[-1, :, 0]]
+    assert main(["inspect", str(run_dir), "--what", "lens", "--text", "床前", "--out", str(lens_png)]) == 0
+    assert lens_png.read_bytes().startswith(b"\x89PNG")
+    emb_csv, emb_png = tmp_path / "emb.csv", tmp_path / "emb.png"
+    assert main(["inspect", str(run_dir), "--what", "embeddings", "--out", str(emb_csv)]) == 0
+    assert "embedding" in capsys.readouterr().out
+    table = list(csv_module.DictReader(emb_csv.open(encoding="utf-8")))
+    assert len(table) == session.tokenizer.vocab_size and table[0]["kind"] == "unknown"
+    assert sum(int(r["count"]) for r in table) > 1000  # frequencies from the run's corpus
+    assert (
+        main(
+            ["inspect", str(run_dir), "--what", "embeddings", "--embedding", "output", "--out", str(emb_png)]
+        )
+        == 0
+    )
+    assert emb_png.read_bytes().startswith(b"\x89PNG")
+    assert main(["inspect", str(run_dir), "--what", "lens", "--out", str(lens_csv)]) == 1
+    assert "--text" in one_error_line(capsys)
 
 
 def test_runs_and_presets_lists(run_dir, capsys):

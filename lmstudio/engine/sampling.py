@@ -20,6 +20,11 @@ Choices worth knowing (see docs/generation-and-inspection.md):
   sampling (:mod:`lmstudio.engine.utf8_mask`), so no U+FFFD appears that the model did not write as a
   whole character; ``TokenStep.masked`` is the model's probability that the mask removed.
 * Prompts are normalised like corpora (CRLF and CR become LF) before encoding.
+  ``TokenStep.sampled_prob`` and ``Candidate.sampled_prob`` come from :func:`sampling_distribution`, the
+  very distribution the sampler drew from (after temperature, top-k and top-p; 0 for a filtered token).
+* Temperature 0 is greedy decoding (argmax). A temperature so small that float32 cannot divide by it
+  (below ``torch.finfo(float32).tiny``) is treated as that smallest one, which is greedy in all but exact
+  ties; logits are shifted by their maximum first, so nothing overflows into NaN.
 """
 
 from __future__ import annotations
@@ -32,10 +37,21 @@ from dataclasses import dataclass, field
 import torch
 
 from lmstudio.config import SampleConfig
+from lmstudio.engine.errors import UserError
 from lmstudio.engine.utf8_mask import guard_for
 
 # most tokens a character can be split into by a byte-level tokenizer
 _MAX_PENDING = 4
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One token the sampler could have drawn, with both distributions."""
+
+    token_id: int
+    label: str  # the tokenizer's display form
+    prob: float  # the model's probability (temperature 1, unfiltered)
+    sampled_prob: float  # probability in the distribution actually sampled (0: filtered out)
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,15 @@ class TokenStep:
     )  # likeliest tokens at this position, best first
     unk: bool = False  # the tokenizer's unknown token (its text is U+FFFD; shown as a mark, not a character)
     masked: float = 0.0  # model probability of tokens masked out because they would break UTF-8
+    # the token's probability in the distribution it was drawn from (after temperature, top-k, top-p)
+    sampled_prob: float = float("nan")
+    # the n_top likeliest tokens by the model with both probabilities, plus the chosen one (last) when it
+    # is not among them
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+class SamplingError(UserError):
+    pass
 
 
 # ---- the distribution ------------------------------------------------------------------------------
@@ -56,8 +81,17 @@ class TokenStep:
 def filter_logits(
     logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
 ) -> torch.Tensor:
-    """Logits (..., V) scaled by temperature with the tokens outside top-k / the nucleus set to -inf."""
-    logits = logits / temperature
+    """Float32 (or float64) logits (..., V) shifted by their maximum and scaled by temperature, with the tokens outside
+    top-k / the nucleus set to -inf. Temperature 0 keeps only the argmax (greedy)."""
+    if logits.dtype != torch.float64:
+        logits = logits.float()  # half-precision logits (autocast) would round the filtered mass
+    if temperature <= 0:
+        best = logits.argmax(dim=-1, keepdim=True)
+        greedy = torch.full_like(logits, float("-inf"))
+        return greedy.scatter(-1, best, 0.0)
+    # shifted, the largest logit is 0 and every other one <= 0: dividing by a tiny temperature can
+    # reach -inf but never inf - inf (NaN); below float32's smallest normal number the divisor would be 0
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / max(temperature, torch.finfo(logits.dtype).tiny)
     if top_k and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -68,9 +102,28 @@ def filter_logits(
         # which keeps the smallest set whose total is >= p (the first token always stays)
         before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
         drop_sorted = before >= top_p
+        drop_sorted[..., 0] = False  # a top_p that float32 rounds to 0 still keeps the likeliest token
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def sampling_distribution(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    forbidden: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The distribution the sampler draws from: probabilities (..., V) after the ``forbidden`` mask (bool,
+    e.g. byte-level BPE's UTF-8 guard), temperature, top-k and top-p, summing to 1, exactly 0 for every
+    filtered token (one-hot at the argmax for temperature 0).
+
+    The sampler draws from this very tensor, and the views show it, so what is shown is what was drawn from.
+    """
+    if forbidden is not None:
+        logits = logits.float().masked_fill(forbidden, float("-inf"))
+    return torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
 
 
 def _seed_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -180,30 +233,56 @@ class _Runner:
         return self.logits
 
 
+def _draw(sampled: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    try:
+        return torch.multinomial(sampled, 1, generator=gen)  # (1,)
+    except RuntimeError as e:  # NaN or inf from the model: its weights are broken
+        raise SamplingError(
+            "The model's output is not a number (NaN or infinity): its weights are broken, most likely "
+            "because training diverged. Load an earlier checkpoint or train again with a lower learning rate."
+        ) from e
+
+
 def _pick(
     logits: torch.Tensor,
     cfg: SampleConfig,
     gen: torch.Generator,
     n_top: int,
     forbidden: torch.Tensor | None = None,
-) -> tuple[int, float, list, float]:
-    """Sample one token, never one of ``forbidden`` (bool (V,)); return (id, model prob, [(id, prob)...],
-    masked model prob) with a single device-to-host copy."""
+    chosen: int | None = None,
+) -> tuple[int, float, float, list, float]:
+    """Sample one token (or take ``chosen``), never one of ``forbidden`` (bool (V,)); return (id, model
+    prob, sampled prob, [(id, prob, sampled prob)...], masked model prob) with a single device-to-host copy."""
     probs = torch.softmax(logits.float(), dim=-1)  # (V,)
-    allowed = logits.float()
     if forbidden is not None:
-        allowed = allowed.masked_fill(forbidden, float("-inf"))
         masked = (probs * forbidden).sum().reshape(1)
     else:
         masked = torch.zeros(1, dtype=probs.dtype, device=probs.device)
-    filtered = filter_logits(allowed, cfg.temperature, cfg.top_k, cfg.top_p)
-    choice = torch.multinomial(torch.softmax(filtered, dim=-1), 1, generator=gen)  # (1,)
+    sampled = sampling_distribution(logits, cfg.temperature, cfg.top_k, cfg.top_p, forbidden)  # (V,)
+    if chosen is not None:
+        choice = torch.tensor([chosen], device=probs.device)
+    elif cfg.temperature <= 0:
+        choice = sampled.argmax().reshape(1)  # greedy: no random draw at all
+    else:
+        choice = _draw(sampled, gen)
     top_p, top_i = torch.topk(probs, min(n_top, probs.numel()))
-    packed = torch.cat([choice.to(probs.dtype), probs[choice], masked, top_p, top_i.to(probs.dtype)]).tolist()
+    packed = torch.cat(
+        [
+            choice.to(probs.dtype),
+            probs[choice],
+            sampled[choice],
+            masked,
+            top_p,
+            sampled[top_i],
+            top_i.to(probs.dtype),
+        ]
+    ).tolist()
     n = top_p.numel()
     token = int(packed[0])
-    top = list(zip((int(i) for i in packed[3 + n :]), packed[3 : 3 + n], strict=True))
-    return token, packed[1], top, packed[2]
+    top = list(
+        zip((int(i) for i in packed[4 + 2 * n :]), packed[4 : 4 + n], packed[4 + n : 4 + 2 * n], strict=True)
+    )
+    return token, packed[1], packed[2], top, packed[3]
 
 
 def _is_unk(tokenizer, token: int) -> bool:
@@ -211,14 +290,21 @@ def _is_unk(tokenizer, token: int) -> bool:
     return unk is not None and token == unk
 
 
-def _step(tokenizer, token: int, prob: float, top: list, piece: str, masked: float = 0.0) -> TokenStep:
+def _step(
+    tokenizer, token: int, prob: float, sampled_prob: float, top: list, piece: str, masked: float = 0.0
+) -> TokenStep:
+    candidates = [Candidate(i, tokenizer.id_to_token(i), p, q) for i, p, q in top]
+    if top and all(i != token for i, _, _ in top):
+        candidates.append(Candidate(token, tokenizer.id_to_token(token), prob, sampled_prob))
     return TokenStep(
         token,
         piece,
         prob,
-        [(tokenizer.id_to_token(i), p) for i, p in top],
+        [(c.label, c.prob) for c in candidates[: len(top)]],
         unk=_is_unk(tokenizer, token),
         masked=masked,
+        sampled_prob=sampled_prob,
+        candidates=candidates,
     )
 
 
@@ -251,11 +337,11 @@ def generate(
         if i:
             runner.push(token)  # fed only when another token is wanted: no wasted step at the end
         forbidden = guard.forbidden(runner.logits.device) if guard is not None else None
-        token, prob, top, masked = _pick(runner.logits, cfg, gen, n_top, forbidden)
+        token, prob, sampled_prob, top, masked = _pick(runner.logits, cfg, gen, n_top, forbidden)
         if guard is not None:
             guard.push(token)
         piece = decoder.push(token)
-        yield _step(session.tokenizer, token, prob, top, piece, masked)
+        yield _step(session.tokenizer, token, prob, sampled_prob, top, piece, masked)
         if stops:
             tail = (tail + piece)[-(longest_stop + len(piece)) :]
             if any(s in tail for s in stops):
@@ -320,25 +406,30 @@ class Stepper:
         ]
 
     @torch.inference_mode()
-    def append(self, token_id: int) -> TokenStep:
-        probs = torch.softmax(self.runner.logits.float(), dim=-1)
-        top_p, top_i = torch.topk(probs, min(self.n_top, probs.numel()))
-        top = list(zip(top_i.tolist(), top_p.tolist(), strict=True))
-        if self.guard is not None:
-            self.guard.push(int(token_id))
-        step = _step(
-            self.session.tokenizer,
-            int(token_id),
-            float(probs[int(token_id)]),
-            top,
-            self.decoder.push(int(token_id)),
+    def candidates(self, n_top: int | None = None) -> list[Candidate]:
+        """The likeliest next tokens with the model's and the sampler's probability (this ``cfg``)."""
+        forbidden = self.guard.forbidden(self.runner.logits.device) if self.guard is not None else None
+        _, _, _, top, _ = _pick(
+            self.runner.logits, self.cfg, self.gen, n_top or self.n_top, forbidden, chosen=0
         )
-        self.runner.push(int(token_id))
+        tok = self.session.tokenizer
+        return [Candidate(i, tok.id_to_token(i), p, q) for i, p, q in top]
+
+    @torch.inference_mode()
+    def append(self, token_id: int) -> TokenStep:
+        forbidden = self.guard.forbidden(self.runner.logits.device) if self.guard is not None else None
+        token, prob, sampled_prob, top, masked = _pick(
+            self.runner.logits, self.cfg, self.gen, self.n_top, forbidden, chosen=int(token_id)
+        )
+        if self.guard is not None:
+            self.guard.push(token)
+        step = _step(self.session.tokenizer, token, prob, sampled_prob, top, self.decoder.push(token), masked)
+        self.runner.push(token)
         self.steps.append(step)
         return step
 
     @torch.inference_mode()
     def sample(self) -> TokenStep:
         forbidden = self.guard.forbidden(self.runner.logits.device) if self.guard is not None else None
-        token, _, _, _ = _pick(self.runner.logits, self.cfg, self.gen, 1, forbidden)
+        token, *_ = _pick(self.runner.logits, self.cfg, self.gen, 0, forbidden)
         return self.append(token)

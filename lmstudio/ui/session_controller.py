@@ -43,6 +43,9 @@ def _step_dict(step, tokenizer) -> dict:
         "label": tokenizer.id_to_token(step.token_id),
         "unk": bool(getattr(step, "unk", False)),
         "masked": float(getattr(step, "masked", 0.0)),
+        "sampled_prob": step.sampled_prob,
+        # (id, label, model prob, sampled prob): the model's likeliest tokens, then the chosen one if not among them
+        "candidates": [(c.token_id, c.label, c.prob, c.sampled_prob) for c in step.candidates],
     }
 
 

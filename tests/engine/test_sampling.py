@@ -155,7 +155,94 @@ def test_top_k_and_temperature_filtering():
     logits = torch.tensor([1.0, 3.0, 2.0, 0.5])
     out = sampling.filter_logits(logits, temperature=2.0, top_k=2)
     assert torch.isinf(out[[0, 3]]).all()
-    torch.testing.assert_close(out[[1, 2]], torch.tensor([1.5, 1.0]))
+    # shifted by the maximum (3), then divided by the temperature
+    torch.testing.assert_close(out[[1, 2]], torch.tensor([0.0, -0.5]))
+
+
+def _reference_distribution(logits, temperature, top_k, top_p):
+    """Independent of filter_logits: numpy in float64, sorting once, the nucleus by an explicit loop."""
+    z = logits.double().numpy() / temperature
+    order = np.argsort(-z, kind="stable")
+    keep = np.zeros(z.size, bool)
+    keep[order[: top_k or z.size]] = True
+    if top_k:  # ties with the k-th value stay, as torch.topk's threshold keeps them
+        keep |= z >= z[order[top_k - 1]]
+    p = np.where(keep, np.exp(z - z.max()), 0.0)
+    p /= p.sum()
+    if top_p < 1.0:
+        total, nucleus = 0.0, np.zeros(z.size, bool)
+        for i in np.argsort(-p, kind="stable"):
+            if total >= top_p:
+                break
+            nucleus[i] = True
+            total += p[i]
+        p = np.where(nucleus, p, 0.0)
+        p /= p.sum()
+    return p
+
+
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p", [(0.3, 5, 1.0), (1.0, 0, 0.9), (1.7, 12, 0.6), (0.8, 3, 0.95)]
+)
+def test_sampling_distribution_equals_a_softmax_of_the_filtered_logits(temperature, top_k, top_p):
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(60, generator=gen) * 3
+    dist = sampling.sampling_distribution(logits, temperature, top_k, top_p)
+    ref = _reference_distribution(logits, temperature, top_k, top_p)
+    np.testing.assert_allclose(dist.double().numpy(), ref, atol=1e-6)
+    assert float(dist.sum()) == pytest.approx(1.0, abs=1e-6)
+    if top_k:
+        assert int((dist > 0).sum()) <= top_k
+
+
+def test_greedy_is_temperature_zero_and_tiny_values_do_not_make_nan():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 50, generator=gen)
+    for t, p in [(0.0, 1.0), (1e-38, 1.0), (1e-46, 1.0), (1.0, 1e-46), (1.0, 1e-38), (1e-30, 1e-30)]:
+        dist = sampling.sampling_distribution(logits, t, 0, p)
+        assert torch.isfinite(dist).all(), (t, p)
+        assert torch.equal(dist, torch.nn.functional.one_hot(logits.argmax(-1), 50).float()), (t, p)
+    s = make_session()
+    for cfg in (
+        SampleConfig(max_tokens=20, temperature=0.0, seed=-1),
+        SampleConfig(max_tokens=20, temperature=1e-38),
+        SampleConfig(max_tokens=20, top_p=1e-46, temperature=1.0),
+    ):
+        ids = s.tokenizer.encode("the ")
+        for st in sampling.generate(s, "the ", cfg, n_top=3):
+            assert st.token_id == int(torch.argmax(full_logits(s, ids))) and st.sampled_prob == 1.0
+            ids.append(st.token_id)
+
+
+def test_each_token_reports_the_distribution_it_was_drawn_from():
+    s = make_session("gru")
+    cfg = SampleConfig(max_tokens=12, seed=5, temperature=0.3, top_k=5)
+    ids = s.tokenizer.encode("on")
+    for st in sampling.generate(s, "on", cfg, n_top=10):
+        logits = full_logits(s, ids)
+        ref = _reference_distribution(logits, 0.3, 5, 1.0)
+        raw = torch.softmax(logits, -1)
+        assert st.sampled_prob == pytest.approx(ref[st.token_id], abs=1e-5) and st.sampled_prob > 0
+        by_id = {c.token_id: c for c in st.candidates}
+        assert st.token_id in by_id  # the chosen token is always among the candidates
+        for c in st.candidates:
+            assert c.prob == pytest.approx(float(raw[c.token_id]), abs=1e-5)
+            assert c.sampled_prob == pytest.approx(ref[c.token_id], abs=1e-5)
+        assert sum(c.sampled_prob > 0 for c in st.candidates) <= 5
+        assert sum(c.sampled_prob for c in st.candidates) == pytest.approx(1.0, abs=1e-5)
+        ids.append(st.token_id)
+
+
+def test_a_chosen_token_outside_the_top_is_added_as_a_candidate():
+    s = make_session()
+    step = sampling.Stepper(s, "the", SampleConfig(seed=0, top_k=2), n_top=3)
+    cands = step.candidates()
+    assert len(cands) == 3 and [c.sampled_prob > 0 for c in cands] == [True, True, False]
+    worst = int(torch.argmin(step.runner.logits))
+    st = step.append(worst)
+    assert [c.token_id for c in st.candidates][-1] == worst and len(st.candidates) == 4
+    assert st.sampled_prob == 0.0 and st.candidates[-1].prob == pytest.approx(st.prob)
+    assert len(st.top) == 3  # the model's top list stays the model's top list
 
 
 def test_stop_string_ends_generation_after_it():

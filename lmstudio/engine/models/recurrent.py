@@ -93,6 +93,43 @@ class RecurrentLM(LanguageModel):
         return logits, RecurrentState(h=h, c=c, length=state.length + idx.size(1))
 
     # ---- introspection --------------------------------------------------------------------------
+    def _single_layer(self, k: int) -> nn.Module:
+        """A one-layer torch module holding layer ``k``'s very parameter tensors (no copy)."""
+        rnn = self.rnn
+        kwargs = dict(
+            input_size=rnn.input_size if k == 0 else rnn.hidden_size,
+            hidden_size=rnn.hidden_size,
+            num_layers=1,
+            bias=rnn.bias,
+            batch_first=True,
+        )
+        if self.arch == "rnn":
+            kwargs["nonlinearity"] = rnn.nonlinearity
+        with torch.device("meta"):
+            layer = _RNN_CLASSES[self.arch](**kwargs)
+        params = {
+            name[: -len(f"_l{k}")] + "_l0": p for name, p in rnn.named_parameters() if name.endswith(f"_l{k}")
+        }
+        layer.load_state_dict(params, assign=True)
+        return layer.train(self.training)
+
+    def layer_states(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """The token embeddings (B, T, E) and each layer's hidden states over time (B, T, H), run through
+        torch's own recurrent kernel one layer at a time over the model's parameters (dropout between
+        layers is off in eval mode, as in ``forward``)."""
+        self._check_idx(idx, None)
+        x = self.wte(idx)  # (B, T, E)
+        states = [x]
+        for k in range(self.cfg.n_layer):
+            x, _ = self._single_layer(k)(x)  # (B, T, H)
+            states.append(x)
+        return states
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """The output head applied to a hidden state (B, T, H): logits (B, T, V). Only states of width
+        ``hidden_size`` fit; the embeddings do when ``n_embd == hidden_size``."""
+        return self.head(self.drop(h))
+
     def _layer_weights(self, k: int):
         rnn = self.rnn
         b_ih = getattr(rnn, f"bias_ih_l{k}") if self.cfg.bias else None

@@ -194,6 +194,22 @@ class GPT(LanguageModel):
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         return logits, self.loss_from_logits(logits, targets)
 
+    def layer_states(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """The residual stream entering the first block and leaving each block, each (B, T, C), computed
+        on the same fast path as ``forward``: ``readout`` of the last one is forward's logits, bit for bit."""
+        self._check_idx(idx, self.block_size)
+        x = self._embed(idx, 0)
+        states = [x]
+        for block in self.blocks:
+            x, _ = block(x)
+            states.append(x)
+        return states
+
+    def readout(self, x: torch.Tensor) -> torch.Tensor:
+        """What the output head makes of a residual-stream state (B, T, C): the final LayerNorm, then
+        lm_head, giving logits (B, T, V) (the "logit lens" applied to any layer)."""
+        return self.lm_head(self.ln_f(x))
+
     @torch.no_grad()
     def introspect(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """attention (L, H, T, T), hidden: the residual stream after each block (L, T, C), logits (T, V)."""
