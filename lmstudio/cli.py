@@ -86,7 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--json",
         action="store_true",
-        help="one JSON object per generated token: id, text, prob, unk, masked (see docs/cli.md)",
+        help="one JSON object per generated token: id, text, prob, unk, masked, sampled_prob (see docs/cli.md)",
+    )
+    g.add_argument(
+        "--top",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --json: the N likeliest candidates of each token, with prob and sampled_prob",
     )
     g.add_argument("--which", choices=("latest", "best"), default="latest")
     g.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))

@@ -298,14 +298,16 @@ def cmd_generate(args) -> int:
     errors = section_errors("sample", cfg)
     if errors:
         raise ConfigError({k.replace("sample.", "--").replace("_", "-"): v for k, v in errors.items()})
+    if args.top < 0 or (args.top and not args.json):
+        raise CliError("--top N needs --json and N >= 0: it adds the N likeliest candidates to each token")
     cancel = threading.Event()
     pieces = []
     with InterruptToStop(cancel.set) as interrupt:
         if args.stream:
             print(args.prompt, end="", flush=True)
-        for step in generate(session, args.prompt, cfg, cancel=cancel, n_top=0):
+        for step in generate(session, args.prompt, cfg, cancel=cancel, n_top=args.top):
             if args.json:
-                print_json(token_json(step))
+                print_json(token_json(step, args.top))
             elif args.stream:
                 print(step.text, end="", flush=True)
             pieces.append(step.text)
@@ -314,17 +316,25 @@ def cmd_generate(args) -> int:
     return EXIT_INTERRUPTED if interrupt.interrupted else 0
 
 
-def token_json(step) -> dict:
+def token_json(step, top: int = 0) -> dict:
     """One generated token for ``generate --json``: its id, the text it added ("" while a character is
-    incomplete), the model's probability, whether it is the unknown token, and the probability the
-    UTF-8 mask removed."""
-    return {
+    incomplete), the model's probability, whether it is the unknown token, the probability the UTF-8
+    mask removed, and its probability in the distribution it was drawn from (after temperature, top-k,
+    top-p); with ``top`` the likeliest candidates (by the model, the chosen one added when not among them)."""
+    out = {
         "id": step.token_id,
         "text": step.text,
         "prob": finite_or_none(step.prob),
         "unk": step.unk,
         "masked": step.masked,
+        "sampled_prob": finite_or_none(step.sampled_prob),
     }
+    if top:
+        out["top"] = [
+            {"id": c.token_id, "token": c.label, "prob": c.prob, "sampled_prob": c.sampled_prob}
+            for c in step.candidates
+        ]
+    return out
 
 
 # ---- inspect -----------------------------------------------------------------------------------------

@@ -218,9 +218,38 @@ def test_generate_json_prints_one_object_per_token(run_dir, capsys):
     tok = Tokenizer.load(run_dir / "tokenizer.json")
     assert tok.decode([r["id"] for r in rows]) == "".join(r["text"] for r in rows)
     for r in rows:
-        assert set(r) == {"id", "text", "prob", "unk", "masked"}
+        assert set(r) == {"id", "text", "prob", "unk", "masked", "sampled_prob"}
         assert r["unk"] == (r["id"] == 0) and 0 < r["prob"] <= 1 and r["masked"] == 0
         assert r["text"] == ("\ufffd" if r["unk"] else tok.decode([r["id"]]))
+        assert 0 < r["sampled_prob"] <= 1
+
+
+def test_generate_json_top_candidates_carry_both_distributions(run_dir, capsys):
+    import torch
+
+    from lmstudio.engine.sampling import prompt_ids
+    from lmstudio.engine.session import Session
+
+    args = ["generate", str(run_dir), "--prompt", "春", "--max-tokens", "6", "--seed", "2"]
+    assert main(args + ["--json", "--top", "5", "--temperature", "0.3", "--top-k", "3"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    session = Session.load(run_dir)
+    ids = prompt_ids(session, "春")
+    for r in rows:
+        with torch.no_grad():
+            logits = session.model(torch.tensor([ids]))[0][0, -1].double()
+        kept = torch.topk(logits, 3).indices
+        filtered = torch.full_like(logits, float("-inf"))
+        filtered[kept] = logits[kept] / 0.3
+        ref, raw = torch.softmax(filtered, -1), torch.softmax(logits, -1)
+        assert len(r["top"]) in (5, 6) and r["id"] in [c["id"] for c in r["top"]]
+        for c in r["top"]:
+            assert c["prob"] == pytest.approx(float(raw[c["id"]]), abs=1e-5)
+            assert c["sampled_prob"] == pytest.approx(float(ref[c["id"]]), abs=1e-5)
+        assert r["sampled_prob"] == pytest.approx(float(ref[r["id"]]), abs=1e-5) and r["id"] in kept.tolist()
+        ids.append(r["id"])
+    assert main(args + ["--top", "3"]) == 1
+    assert "--json" in one_error_line(capsys)
 
 
 def test_inspect_writes_png_and_csv(run_dir, tmp_path, capsys):
