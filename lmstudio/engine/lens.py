@@ -1,7 +1,9 @@
-"""What the model would predict after each layer: the logit lens (Transformer) and layer readout (recurrent).
+"""What the model would predict after each layer: the logit lens (Transformer, convolutional) and layer
+readout (recurrent).
 
-For a Transformer the output head (final LayerNorm, then ``lm_head``) is applied to the residual stream
-entering the first block and leaving every block (nostalgebraist's "logit lens", 2020): the last row is
+For a Transformer (and the causal convolutional model, whose blocks add to a residual stream too) the
+output head (final LayerNorm, then ``lm_head``) is applied to the residual stream entering the first
+block and leaving every block (nostalgebraist's "logit lens", 2020): the last row is
 the model's own prediction, the rows above show how it forms layer by layer. For a recurrent model the
 output head reads each layer's hidden state; the embeddings get a row too when they are as wide as the
 hidden state (``n_embd == hidden_size``). Lower recurrent layers were never trained to be read by the
@@ -42,8 +44,12 @@ class Lens:
         return self.top_ids[:, :, 0] == self.target_ids[None, :]
 
 
+# models whose layers add to one residual stream, read by the final LayerNorm and the head
+RESIDUAL = ("transformer", "conv")
+
+
 def _row_names(session, n_states: int) -> list[str]:
-    if session.config.model.arch == "transformer":
+    if session.config.model.arch in RESIDUAL:
         return ["embedding"] + [f"block {i}" for i in range(1, n_states)]
     return ["embedding"] + [f"layer {i}" for i in range(1, n_states)]
 
@@ -98,7 +104,7 @@ def logit_lens(session, text: str, n_top: int = 5) -> Lens:
             f"tokens at once (its context length)."
         )
     return Lens(
-        kind="logit lens" if session.config.model.arch == "transformer" else "layer readout",
+        kind="logit lens" if session.config.model.arch in RESIDUAL else "layer readout",
         tokens=[display(p) for p in fitted.pieces[:n_shown]],
         rows=names,
         top_ids=top_ids,

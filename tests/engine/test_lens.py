@@ -112,6 +112,20 @@ def test_last_row_is_the_models_logits_and_every_row_matches_a_recomputation(tmp
         np.testing.assert_allclose(got.double().numpy(), want.numpy(), atol=2e-5, err_msg=name)
 
 
+def test_the_convolutional_model_has_a_logit_lens_too():
+    s = make_session("conv", block_size=32, seed=2)
+    ids = s.tokenizer.encode(PHRASE)
+    names, rows = lens.readouts(s, ids)
+    with torch.no_grad():
+        logits, _ = s.model(torch.tensor([ids]))
+        hidden = s.model.introspect(torch.tensor([ids]))["hidden"]  # (L, T, C), the explicit path
+    assert names == ["embedding"] + [f"block {i + 1}" for i in range(len(hidden))]
+    assert torch.equal(rows[-1], logits[0].float())
+    for row, h in zip(rows[1:], hidden, strict=True):
+        torch.testing.assert_close(row, s.model.readout(h[None])[0], atol=1e-5, rtol=1e-5)
+    assert lens.logit_lens(s, PHRASE).kind == "logit lens"
+
+
 def test_lens_grid_last_row_is_the_models_argmax_and_targets_are_the_next_tokens():
     s = make_session("transformer", block_size=32, seed=1)
     result = lens.logit_lens(s, PHRASE, n_top=5)

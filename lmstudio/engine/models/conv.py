@@ -126,6 +126,21 @@ class ConvLM(LanguageModel):
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         return logits, self.loss_from_logits(logits, targets)
 
+    def layer_states(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """The residual stream entering the first block and leaving each block, each (B, T, C), on the
+        same path as ``forward`` (``readout`` of the last one is forward's logits, bit for bit)."""
+        self._check_idx(idx, None)
+        x = self.drop(self.wte(idx))
+        states = [x]
+        for block in self.blocks:
+            x, _ = block(x)
+            states.append(x)
+        return states
+
+    def readout(self, x: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm and lm_head on a residual-stream state (B, T, C): logits (B, T, V)."""
+        return self.lm_head(self.ln_f(x))
+
     # ---- incremental decoding -------------------------------------------------------------------
     def init_state(self, batch_size: int) -> ConvState:
         w = self.lm_head.weight
