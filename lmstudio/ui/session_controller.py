@@ -174,9 +174,13 @@ class _Worker(QObject):
             self.stepper = sampling.Stepper(
                 self.session, prompt, _sample_config(settings), n_top=int(settings.get("n_top", 10))
             )
-            self.step_ready.emit({"step": None, "choices": self.stepper.distribution()})
+            self.step_ready.emit({"step": None, "choices": self._choices()})
 
         self._run(work)
+
+    def _choices(self) -> list[tuple[int, str, float, float]]:
+        """Step mode's next-token candidates: (id, label, model prob, sampler prob)."""
+        return [(c.token_id, c.label, c.prob, c.sampled_prob) for c in self.stepper.candidates()]
 
     @Slot(int)
     def step_choose(self, token_id: int) -> None:
@@ -185,7 +189,7 @@ class _Worker(QObject):
                 raise UserError("Step mode is not running: press Start step mode first.")
             step = self.stepper.append(token_id) if token_id >= 0 else self.stepper.sample()
             self.step_ready.emit(
-                {"step": _step_dict(step, self.session.tokenizer), "choices": self.stepper.distribution()}
+                {"step": _step_dict(step, self.session.tokenizer), "choices": self._choices()}
             )
 
         self._run(work)
@@ -249,7 +253,7 @@ class SessionController(QObject):
     busy_changed = Signal(bool)
     tokens_generated = Signal(list)  # [{token_id, text, label, prob, top: [(label, prob)]}] in order
     generation_finished = Signal(str)  # "completed", "stopped", "stop string"
-    step_ready = Signal(dict)  # {"step": token dict or None, "choices": [(id, text, prob)]}
+    step_ready = Signal(dict)  # {"step": token dict or None, "choices": [(id, label, prob, sampled_prob)]}
     attention_ready = Signal(dict)  # {"tokens", "weights": (L, H, T, T), "note"}
     activations_ready = Signal(dict)  # {"tokens", "maps": {name: (L, T, H)}, "note", "arch"}
     losses_ready = Signal(dict)  # {"first": str, "rows": [{token, loss, prob, top}], "note"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PySide6.QtCore import Qt
@@ -105,8 +106,70 @@ def test_clicking_a_token_shows_its_candidates(qtbot, pane):
         qtbot.mouseClick(pane.output.viewport(), Qt.MouseButton.LeftButton, pos=point)
     assert clicked.args[0] == index
     step = pane.steps[index]
-    assert pane.chart.probs == pytest.approx([p for _, p in step["top"]])
-    assert pane.chart.labels == [t for t, _ in step["top"]]
+    n = len(step["top"])
+    assert pane.chart.probs[:n] == pytest.approx([p for _, p in step["top"]])
+    assert pane.chart.labels[:n] == [t for t, _ in step["top"]]
+    assert pane.chart.labels[pane.chart.chosen] == step["label"]  # the chosen token is always a bar
+
+
+def _filtered_reference(logits, temperature, top_k):
+    """The sampler's distribution computed independently: float64, the k largest logits by argsort."""
+    z = logits.double().numpy() / temperature
+    keep = np.argsort(-z, kind="stable")[:top_k]
+    p = np.zeros_like(z)
+    p[keep] = np.exp(z[keep] - z[keep].max())
+    return p / p.sum()
+
+
+def test_the_chart_shows_the_distribution_the_sampler_drew_from(qtbot, pane):
+    pane.temperature.setValue(0.3)
+    pane.top_k.setValue(5)
+    generate(qtbot, pane, prompt="on ", max_tokens=15, seed=4)
+    session = Session.load(pane.run_dir)
+    ids = sampling.prompt_ids(session, "on ")
+    for index, step in enumerate(pane.steps):
+        point = pane.output.token_rect_center(index)
+        with qtbot.waitSignal(pane.output.token_clicked, timeout=WAIT):
+            qtbot.mouseClick(pane.output.viewport(), Qt.MouseButton.LeftButton, pos=point)
+        chart = pane.chart
+        sampled = np.array(chart.sampled)
+        assert (sampled > 0).sum() <= 5 and sampled.sum() == pytest.approx(1.0, abs=1e-5)
+        with torch.no_grad():
+            logits = session.model(torch.tensor([ids]))[0][0, -1]
+        ref = _filtered_reference(logits, 0.3, 5)
+        raw = torch.softmax(logits.double(), -1).numpy()
+        cand_ids = [c[0] for c in step["candidates"]]
+        np.testing.assert_allclose(sampled, ref[cand_ids], atol=1e-5)
+        np.testing.assert_allclose(chart.probs, raw[cand_ids], atol=1e-5)
+        # the chosen token is always a bar, outlined, and was drawable
+        assert cand_ids[chart.chosen] == step["token_id"] and chart.sampled[chart.chosen] > 0
+        assert chart.filtered == [q == 0 for q in ref[cand_ids]] and sum(chart.filtered) >= 5
+        ids.append(step["token_id"])
+
+
+def test_temperature_zero_is_greedy_and_a_new_generation_clears_the_chart(qtbot, pane):
+    pane.temperature.clear()
+    qtbot.keyClicks(pane.temperature, "0")
+    qtbot.keyClick(pane.temperature, Qt.Key.Key_Tab)
+    assert pane.temperature.value() == 0.0  # typing 0 no longer reverts to the old value
+    pane.temperature.setValue(0.0)
+    assert pane.temperature.text() == "0 (greedy)"
+    generate(qtbot, pane, prompt="so ", max_tokens=12, seed=-1)
+    session = Session.load(pane.run_dir)
+    ids = sampling.prompt_ids(session, "so ")
+    for step in pane.steps:
+        with torch.no_grad():
+            expected = int(session.model(torch.tensor([ids]))[0][0, -1].argmax())
+        assert step["token_id"] == expected and step["sampled_prob"] == 1.0
+        ids.append(expected)
+    pane.show_token(3)
+    assert pane.chart.labels and pane.chart.sampled[pane.chart.chosen] == 1.0
+    assert sum(q > 0 for q in pane.chart.sampled) == 1
+    pane.max_tokens.setValue(5)
+    with qtbot.waitSignal(pane.sessions.generation_finished, timeout=WAIT):
+        qtbot.mouseClick(pane.generate_button, Qt.MouseButton.LeftButton)
+        assert pane.chart.labels == []  # cleared the moment the new generation starts
+    assert pane.chart.labels == [] and len(pane.steps) == 5
 
 
 def test_stop_ends_a_long_generation(qtbot, pane):
@@ -125,6 +188,11 @@ def test_step_mode_appends_the_token_a_person_picks(qtbot, pane):
     with qtbot.waitSignal(ready, timeout=WAIT):
         qtbot.mouseClick(pane.step_button, Qt.MouseButton.LeftButton)
     assert pane.choice_list.count() == 10 and len(pane.chart.probs) == 10
+    # both distributions in step mode: the sampler's (this pane's settings) sums to 1 over what it keeps
+    stepper = sampling.Stepper(Session.load(pane.run_dir), "", _sample_cfg(pane), n_top=10)
+    ref = [(c.token_id, c.prob, c.sampled_prob) for c in stepper.candidates()]
+    assert [c[0] for c in pane.choices] == [r[0] for r in ref]
+    assert pane.chart.sampled == pytest.approx([r[2] for r in ref], abs=1e-6)
     wanted = pane.choices[2][0]
     with qtbot.waitSignal(ready, timeout=WAIT):
         qtbot.mouseClick(pane.chart.viewport(), Qt.MouseButton.LeftButton, pos=pane.chart.bar_center(2))
@@ -142,6 +210,31 @@ def test_step_mode_appends_the_token_a_person_picks(qtbot, pane):
         qtbot.mouseClick(pane.sample_button, Qt.MouseButton.LeftButton)
     assert len(pane.steps) == 3 and len(pane.output.starts) == 3
     assert pane.output.toPlainText().endswith("".join(s["text"] for s in pane.steps))
+
+
+def _sample_cfg(pane):
+    return SampleConfig(
+        **{k: v for k, v in pane.settings().items() if k in SampleConfig.__dataclass_fields__}
+    )
+
+
+def test_step_mode_marks_the_tokens_the_settings_filter_out(qtbot, pane):
+    pane.top_k.setValue(3)
+    ready = pane.sessions.step_ready
+    with qtbot.waitSignal(ready, timeout=WAIT):
+        qtbot.mouseClick(pane.step_button, Qt.MouseButton.LeftButton)
+    assert pane.chart.filtered == [False] * 3 + [True] * 7
+    assert sum(pane.chart.sampled) == pytest.approx(1.0, abs=1e-5)
+    assert "filtered" in pane.choice_list.item(5).text() and "sampler" in pane.choice_list.item(0).text()
+    filtered_id = pane.choices[6][0]
+    with qtbot.waitSignal(ready, timeout=WAIT):  # a person may still pick a filtered token
+        qtbot.mouseClick(pane.chart.viewport(), Qt.MouseButton.LeftButton, pos=pane.chart.bar_center(6))
+    step = pane.steps[-1]
+    assert step["token_id"] == filtered_id and step["sampled_prob"] == 0.0
+    for _ in range(4):
+        with qtbot.waitSignal(ready, timeout=WAIT):
+            qtbot.mouseClick(pane.sample_button, Qt.MouseButton.LeftButton)
+        assert pane.steps[-1]["sampled_prob"] > 0  # the sampler only ever draws kept tokens
 
 
 def test_step_mode_shows_the_unknown_token_as_a_mark(qtbot, pane):

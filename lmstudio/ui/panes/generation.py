@@ -5,10 +5,7 @@ All engine work goes through a SessionController (its own thread); this pane onl
 
 from __future__ import annotations
 
-import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, Signal, Slot
-from PySide6.QtGui import QColor
+from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
@@ -26,57 +23,14 @@ from PySide6.QtWidgets import (
 )
 
 from lmstudio.ui.session_controller import SessionController
+from lmstudio.ui.widgets.distribution_chart import FILTERED_MARK, DistributionChart
+from lmstudio.ui.widgets.distribution_chart import legend as chart_legend
 from lmstudio.ui.widgets.token_text import UNK_MARK, TokenText, legend, strength_from_prob
-
-_BAR = QColor(90, 130, 200)
-_CHOSEN = QColor(230, 70, 40)
 
 
 def _show(label: str) -> str:
     """Labels arrive in the tokenizer's display form already; only an empty one needs a sign."""
     return label or "\u2205"
-
-
-class TopKChart(pg.PlotWidget):
-    """Bars of the likeliest next tokens; clicking a bar emits its index."""
-
-    bar_clicked = Signal(int)
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent, background="w")
-        self.setMenuEnabled(False)
-        self.hideButtons()
-        self.setMouseEnabled(x=False, y=False)
-        self.setLabel("left", "probability")
-        self.getAxis("left").enableAutoSIPrefix(False)
-        self.labels: list[str] = []
-        self.probs: list[float] = []
-        self.bars: pg.BarGraphItem | None = None
-        self.scene().sigMouseClicked.connect(self._on_click)
-
-    def set_bars(self, labels: list[str], probs: list[float], highlight: int = -1, title: str = "") -> None:
-        self.clear()
-        self.labels, self.probs = list(labels), [float(p) for p in probs]
-        brushes = [_CHOSEN if i == highlight else _BAR for i in range(len(probs))]
-        self.bars = pg.BarGraphItem(x=np.arange(len(probs)), height=self.probs, width=0.8, brushes=brushes)
-        self.addItem(self.bars)
-        self.getAxis("bottom").setTicks([[(i, _show(t)) for i, t in enumerate(self.labels)]])
-        self.setXRange(-0.6, max(len(probs), 1) - 0.4, padding=0)
-        self.setYRange(0, max(self.probs + [0.05]) * 1.1, padding=0)
-        self.setTitle(title or None)
-
-    def bar_center(self, index: int):
-        """Widget point in the middle of a bar (tests click there)."""
-        scene = self.getPlotItem().getViewBox().mapViewToScene(QPointF(index, self.probs[index] / 2))
-        return self.mapFromScene(scene)
-
-    def _on_click(self, event) -> None:
-        if not self.labels:
-            return
-        p = self.getPlotItem().getViewBox().mapSceneToView(event.scenePos())
-        index = int(round(p.x()))
-        if 0 <= index < len(self.labels) and abs(p.x() - index) <= 0.4 and p.y() >= 0:
-            self.bar_clicked.emit(index)
 
 
 class GenerationPane(QWidget):
@@ -96,7 +50,12 @@ class GenerationPane(QWidget):
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("Prompt (empty: start from a new line)")
         self.prompt.setMaximumHeight(90)
-        self.temperature = QDoubleSpinBox(minimum=0.05, maximum=5.0, singleStep=0.05, value=0.8, decimals=2)
+        self.temperature = QDoubleSpinBox(minimum=0.0, maximum=5.0, singleStep=0.05, value=0.8, decimals=2)
+        self.temperature.setSpecialValueText("0 (greedy)")  # 0: always the likeliest token
+        self.temperature.setToolTip(
+            "Below 1 sharpens the distribution, above 1 flattens it; 0 is greedy decoding (always the "
+            "likeliest token)."
+        )
         self.top_k = QSpinBox(minimum=0, maximum=100000, value=0)
         self.top_k.setSpecialValueText("off")
         self.top_p = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, value=1.0, decimals=2)
@@ -104,7 +63,7 @@ class GenerationPane(QWidget):
         self.seed = QSpinBox(minimum=-1, maximum=2**31 - 1, value=-1)
         self.seed.setSpecialValueText("random")
         form = QFormLayout()
-        form.addRow("Temperature", self.temperature)
+        form.addRow("Temperature (0 = greedy)", self.temperature)
         form.addRow("Top-k (0 = off)", self.top_k)
         form.addRow("Top-p (1 = off)", self.top_p)
         form.addRow("Max tokens", self.max_tokens)
@@ -138,14 +97,19 @@ class GenerationPane(QWidget):
         left_layout.addWidget(step_box, 1)
 
         self.output = TokenText()
-        self.chart = TopKChart()
-        self.chart_hint = QLabel("Click a generated token to see the candidates the model weighed there.")
+        self.chart = DistributionChart()
+        self.chart_hint = QLabel(
+            "Click a generated token to see the candidates there: what the model believed and what the "
+            "sampler could actually draw."
+        )
+        self.chart_hint.setWordWrap(True)
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.addWidget(self.output, 3)
         right_layout.addWidget(legend())
         right_layout.addWidget(self.chart_hint)
         right_layout.addWidget(self.chart, 2)
+        right_layout.addWidget(chart_legend())
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
@@ -219,6 +183,7 @@ class GenerationPane(QWidget):
         self.generating = True
         self.steps = []
         self.choice_list.clear()
+        self.chart.clear_chart("generating: click a token to see its candidates")
         self.output.clear_tokens(self.prompt.toPlainText())
         self._set_enabled(True)
         self.sessions.generate(self.prompt.toPlainText(), self.settings())
@@ -266,14 +231,19 @@ class GenerationPane(QWidget):
     @Slot(int)
     def show_token(self, index: int) -> None:
         step = self.steps[index]
-        labels = [t for t, _ in step["top"]]
-        highlight = next((i for i, t in enumerate(labels) if t == step["label"]), -1)
+        cands = step.get("candidates") or [(-1, t, p, float("nan")) for t, p in step["top"]]
+        chosen = next((i for i, c in enumerate(cands) if c[0] == step["token_id"]), -1)
+        if chosen < 0:  # steps without candidates (n_top 0): match by label as before
+            chosen = next((i for i, c in enumerate(cands) if c[1] == step["label"]), -1)
         self.chart_shows_choices = False
-        self.chart.set_bars(
-            labels,
-            [p for _, p in step["top"]],
-            highlight,
-            f"token {index} {step['label']!r}: p = {step['prob']:.3f} (red bar)",
+        sampled = step.get("sampled_prob", float("nan"))
+        self.chart.set_candidates(
+            [c[1] for c in cands],
+            [c[2] for c in cands],
+            [c[3] for c in cands],
+            chosen,
+            f"token {index} {step['label']!r}: model p = {step['prob']:.3f}, "
+            f"sampler p = {sampled:.3f} (red outline)",
         )
 
     # ---- step mode -----------------------------------------------------------------------------------
@@ -281,6 +251,7 @@ class GenerationPane(QWidget):
     def start_step_mode(self) -> None:
         self.stepping = True
         self.steps = []
+        self.chart.clear_chart()
         self.output.clear_tokens(self.prompt.toPlainText())
         self._set_enabled(True)
         self.sessions.step_start(self.prompt.toPlainText(), self.settings())
@@ -291,14 +262,16 @@ class GenerationPane(QWidget):
             self._append(result["step"])
         self.choices = list(result["choices"])
         self.choice_list.clear()
-        for token_id, text, prob in self.choices:
-            item = QListWidgetItem(f"{_show(text)}    {prob:.3f}")
+        for token_id, text, prob, sampled in self.choices:
+            mark = f"  {FILTERED_MARK} filtered" if sampled == 0 else f"  sampler {sampled:.3f}"
+            item = QListWidgetItem(f"{_show(text)}    model {prob:.3f}{mark}")
             item.setData(Qt.ItemDataRole.UserRole, token_id)
             self.choice_list.addItem(item)
         self.chart_shows_choices = True
-        self.chart.set_bars(
-            [t for _, t, _ in self.choices],
-            [p for *_, p in self.choices],
+        self.chart.set_candidates(
+            [c[1] for c in self.choices],
+            [c[2] for c in self.choices],
+            [c[3] for c in self.choices],
             title="next token: click a bar to choose it",
         )
         self._set_enabled(True)
