@@ -127,6 +127,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--root", help="runs folder (default: $LMSTUDIO_RUNS or ~/.lmstudio/runs)")
     r.add_argument("--json", action="store_true")
 
+    b = sub.add_parser(
+        "bakeoff",
+        help="train RNN, LSTM, GRU, convolutional and Transformer models for the same time and compare",
+    )
+    b.add_argument(
+        "--corpus",
+        default="tiny_shakespeare",
+        help="built-in corpus name or path (default: tiny_shakespeare)",
+    )
+    b.add_argument(
+        "--budget", type=float, default=90.0, help="seconds of training per architecture (default: 90)"
+    )
+    b.add_argument("--tokenizer", choices=("char", "word", "bpe"), default="char")
+    b.add_argument(
+        "--archs", default="rnn,lstm,gru,conv,transformer", help="comma-separated architectures, in run order"
+    )
+    b.add_argument("--seed", type=int, default=1337)
+    b.add_argument(
+        "--root", help="runs folder for the five runs (default: $LMSTUDIO_RUNS or ~/.lmstudio/runs)"
+    )
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for every run")
+    b.add_argument("--json", action="store_true", help="print the table as one JSON object at the end")
+
     sub.add_parser("presets", help="list the bundled presets")
     return p
 

@@ -161,6 +161,14 @@ class Controller:
             self._estimates[key] = (n, mem)
         return self._estimates[key]
 
+    def receptive_field(self, model_cfg: C.ModelConfig) -> int | None:
+        """Tokens the convolutional model's prediction can depend on; None for the other architectures."""
+        if model_cfg.arch != "conv":
+            return None
+        from lmstudio.engine.models.conv import receptive_field
+
+        return int(receptive_field(model_cfg))
+
     # ---- presets ----------------------------------------------------------------------------
     def presets(self) -> list[str]:
         try:
@@ -177,13 +185,29 @@ class Controller:
 
         return Path(checkpoint.default_runs_dir())
 
-    def new_control(self):
+    def new_control(self, *, pause_on_disk_error: bool = True):
         """The engine's thread-safe TrainControl (pause/resume/stop/set_lr are safe from any thread).
 
-        Someone is at the controls: a checkpoint the disk refuses pauses the run (Resume saves again)."""
+        Someone is at the controls: a checkpoint the disk refuses pauses the run (Resume saves again).
+        The bake-off has no Resume button, so it asks for ``pause_on_disk_error=False`` (fail at once)."""
         from lmstudio.engine.trainer import TrainControl
 
-        return TrainControl(pause_on_disk_error=True)
+        return TrainControl(pause_on_disk_error=pause_on_disk_error)
+
+    def bakeoff_events(
+        self, corpus: str, budget: float, control, overrides: list[str] | None = None
+    ) -> Iterator[Any]:
+        """*worker*: the bake-off's events (engine/bakeoff.py), its runs in the runs folder."""
+        from lmstudio.engine import bakeoff
+
+        yield from bakeoff.run_bakeoff(
+            corpus, budget, self.runs_dir(), control=control, overrides=overrides, cache_dir=cache_dir()
+        )
+
+    def bakeoff_table(self, rows: list) -> str:
+        from lmstudio.engine import bakeoff
+
+        return bakeoff.table_markdown(rows)
 
     def training_events(self, cfg: C.RunConfig, control, resume_dir: str | None = None) -> Iterator[Any]:
         """*worker*: create the run folder and iterate the trainer's events (frozen dataclasses)."""

@@ -66,6 +66,7 @@ class MainWindow(QMainWindow):
         self.setup = SetupPane(self.controller)
         self.training = TrainingPane(self.controller)
         self.runs = RunsPane(self.controller)
+        self.runs.bakeoff.busy = self.training.is_running
         self.session_controller = None
         self.tabs = QTabWidget()
         self.tabs.setObjectName("mainTabs")
@@ -204,6 +205,11 @@ class MainWindow(QMainWindow):
     def start_training(self) -> None:
         if self.training.is_running():
             self.statusBar().showMessage("A run is already training; stop it first (Ctrl+.).", 5000)
+            return
+        if self.runs.bakeoff.is_running():
+            self.statusBar().showMessage(
+                "The bake-off is training; wait for it or stop it on the Runs tab.", 5000
+            )
             return
         if self.setup.corpus.is_busy() or self.setup.tokenizer.is_busy():
             self.show_error("The corpus or tokenizer is still being prepared; try again in a moment.")

@@ -138,3 +138,24 @@ def test_long_text_is_cut_to_the_context_and_the_pane_says_why(qtbot, controller
     inspect(qtbot, pane, long_text, ATTENTION, controller.attention_ready)
     assert pane.heatmap.matrices[0].shape == (24, 24)
     assert "Showing the first 24 of 100 tokens" in pane.note.text() and "context length" in pane.note.text()
+
+
+def test_convolutional_activations_gates_and_reach(qtbot, controller, tmp_path):
+    pane = open_pane(qtbot, controller, make_run(tmp_path, "conv"))
+    assert ATTENTION not in [pane.view_combo.itemText(i) for i in range(pane.view_combo.count())]
+    text = "to be or not"
+    inspect(qtbot, pane, text, ACTIVATIONS, controller.activations_ready)
+    names = [pane.signal_combo.itemText(i) for i in range(pane.signal_combo.count())]
+    assert {"hidden", "gate.glu", "reach"} <= set(names)
+    _, ref = lm_inspect.activations(Session.load(pane.run_dir), text)
+    pane.signal_combo.setCurrentText("gate.glu")
+    m = pane.heatmap.matrices[0]
+    assert m.shape == (16, len(text))  # channels x time
+    np.testing.assert_allclose(m, ref["gate.glu"][0].T, atol=1e-6)
+    # reach: position (row) by input token (column); layer 2 with kernel 3 and dilations 1, 2 sees 7 tokens
+    pane.signal_combo.setCurrentText("reach")
+    pane.layer_combo.setCurrentIndex(1)
+    m = pane.heatmap.matrices[0]
+    assert m.shape == (len(text), len(text))
+    assert m.sum(axis=1).tolist() == [min(t + 1, 7) for t in range(len(text))]
+    assert "receptive" in pane.heatmap.caption.text()

@@ -43,6 +43,10 @@ _SIGNAL_CAPTIONS = {
     "gate.reset": "Colour = reset gate (0 ... 1): how much of the previous state feeds the new candidate.",
     "gate.update": "Colour = update gate (0 take the new candidate ... 1 keep the old state).",
     "gate.new": "Colour = candidate state n (-1 ... 1) the GRU blends in.",
+    "gate.glu": "Colour = the gated linear unit's gate (0 closed ... 1 open): how much of each convolution "
+    "channel (row) passes at each token (column).",
+    "reach": "Lit = the tokens (columns) this layer's output at each position (row) can see: its receptive "
+    "field. It grows layer by layer; the first positions of a text see only as far back as its start.",
 }
 
 
@@ -265,8 +269,11 @@ class InspectorPane(QWidget):
             maps = self.activations["maps"].get(name)
             if maps is None:
                 return None
+            tokens = self.activations["tokens"]
+            if name == "reach":  # (T, T) position x input token, shown like an attention map
+                return [maps[min(layer, len(maps) - 1)]], tokens, tokens
             m = maps[min(layer, len(maps) - 1)].T  # (units, T)
-            return [m], [f"unit {i}" for i in range(m.shape[0])], self.activations["tokens"]
+            return [m], [f"unit {i}" for i in range(m.shape[0])], tokens
         return None
 
     @Slot()
@@ -302,10 +309,11 @@ class InspectorPane(QWidget):
         else:
             name = self.signal_combo.currentText() or "hidden"
             m = matrices[0]
-            gate = name.startswith("gate.") and name not in ("gate.cell", "gate.new")
+            reach = name == "reach"
+            gate = reach or (name.startswith("gate.") and name not in ("gate.cell", "gate.new"))
             bound = float(np.nanmax(np.abs(m))) or 1.0
             caption = _SIGNAL_CAPTIONS.get(name, f"Colour = {name}.")
-            if name == "hidden" and self.activations.get("arch") == "transformer":
+            if name == "hidden" and self.activations.get("arch") in ("transformer", "conv"):
                 caption = "Colour = the residual stream (the block's output) of each dimension (row) at each token (column)."
             self.heatmap.set_matrix(
                 m,
@@ -314,8 +322,8 @@ class InspectorPane(QWidget):
                 levels=(0.0, 1.0) if gate else (-bound, bound),
                 cmap="viridis" if gate else "CET-D1",
                 caption=caption,
-                row_name="unit",
-                col_name="token",
+                row_name="position" if reach else "unit",
+                col_name="input token" if reach else "token",
                 bar_label=name,
                 title=f"layer {self.layer_combo.currentText()}: {name}",
             )

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from lmstudio.ui.controller import Controller
+from lmstudio.ui.panes.bakeoff import BakeoffBox
 from lmstudio.ui.widgets.plots import PALETTE, MetricPlot
 from lmstudio.ui.workers import describe_error
 
@@ -82,6 +83,10 @@ class RunsPane(QWidget):
         for b in (self.refresh_btn, self.use_btn, self.setup_btn, self.continue_btn):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        self.bakeoff = BakeoffBox(controller)
+        self.bakeoff.runs_done.connect(self.show_bakeoff)
+        self.bakeoff.run_started.connect(self._on_bakeoff_run)
+        self.bakeoff.error_shown.connect(self.error_shown)
 
         self.metric = QComboBox()
         self.metric.addItems(list(METRICS))
@@ -116,6 +121,7 @@ class RunsPane(QWidget):
         left_layout.addWidget(QLabel("Tick runs to compare their curves; select one to see its details."))
         left_layout.addWidget(self.table, 2)
         left_layout.addLayout(buttons)
+        left_layout.addWidget(self.bakeoff)
         left_layout.addWidget(self.folder_label)
         left_layout.addWidget(details, 1)
         split = QSplitter()
@@ -229,6 +235,20 @@ class RunsPane(QWidget):
         path = self.current_run()
         if path:
             self.run_selected.emit(path)
+
+    def _on_bakeoff_run(self, run_dir: str) -> None:
+        self.refresh()  # the new contestant appears in the list at once
+
+    def show_bakeoff(self, run_dirs: list[str]) -> None:
+        """Tick exactly the bake-off's runs and plot their validation loss against training time."""
+        self.refresh()
+        for path in self.checked_runs():
+            self.set_checked(path, False)
+        for path in run_dirs:
+            self.set_checked(path, True)
+        self.metric.setCurrentText("validation loss")
+        self.x_axis.setCurrentIndex(1)
+        self.redraw_overlay()
 
     # ---- overlay ----------------------------------------------------------------------------
     def invalidate(self, run_dir: str) -> None:

@@ -159,6 +159,14 @@ class SetupPane(QWidget):
 
     def _update_size(self) -> None:
         cfg, errors = self.config()
+        reach = None
+        if (
+            cfg.model.arch == "conv"
+            and self.controller.ready
+            and not any(k.startswith("model.") for k in errors)
+        ):
+            reach = self.controller.receptive_field(cfg.model)
+        self.model.show_reach(reach, cfg.model.block_size)
         if any(k.startswith(("model.", "train.")) for k in errors):
             self.model.show_size(None, None, error="fix the settings to see the size")
             return

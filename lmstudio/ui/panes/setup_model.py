@@ -57,7 +57,9 @@ class ModelPage(QWidget):
         self.controller = controller
         intro = QLabel(
             "Choose the network that learns to predict the next token. <b>RNN/LSTM/GRU</b> read the "
-            "text one token at a time; the <b>Transformer</b> looks at the whole context at once."
+            "text one token at a time; the <b>convolutional</b> model looks at a fixed window of recent "
+            "tokens through stacked, dilated convolutions; the <b>Transformer</b> looks at the whole "
+            "context at once."
         )
         intro.setWordWrap(True)
         self.presets = QComboBox()
@@ -78,6 +80,11 @@ class ModelPage(QWidget):
         size_form = QFormLayout(size_box)
         size_form.addRow("Parameters", self.params_label)
         size_form.addRow("Memory to train", self.memory_label)
+        self.reach_label = QLabel("–")
+        self.reach_label.setObjectName("receptiveField")
+        self.reach_label.setWordWrap(True)
+        size_form.addRow("Receptive field", self.reach_label)
+        self._size_form = size_form
         body = QWidget()
         body_layout = QVBoxLayout(body)
         body_layout.addWidget(self.form)
@@ -97,6 +104,24 @@ class ModelPage(QWidget):
     def _sync_arch(self) -> None:
         values, _ = self.form.raw_values()
         self.form.set_arch(values.get("arch", "transformer"))
+
+    def show_reach(self, tokens: int | None, context: int = 0) -> None:
+        """How far back the convolutional model sees; the row is hidden for the other architectures."""
+        self._size_form.setRowVisible(self.reach_label, tokens is not None)
+        if tokens is None:
+            return
+        if context > tokens:
+            beyond = (
+                f"; shorter than the context ({context}): no prediction uses more than {tokens} of its window"
+            )
+        elif tokens > context:
+            beyond = (
+                f"; longer than the context ({context}): training windows never fill it, generation (which "
+                "carries on past the context) does"
+            )
+        else:
+            beyond = ", the whole context"
+        self.reach_label.setText(f"each prediction sees the last {tokens} tokens{beyond}")
 
     def show_size(
         self, n_params: int | None, memory: dict | None, vocab_note: str = "", error: str = ""
