@@ -1,4 +1,4 @@
-"""``lmstudio <command>``: the headless face of the app (train, eval, corpus, generate, inspect, runs).
+"""``lmstudio <command>``: the headless face of the app (train, eval, corpus, generate, inspect, export, runs).
 
 Every user mistake (unknown preset, bad ``--set``, missing file, any UserError) prints one line on stderr
 and exits 1, never a traceback. Nothing here touches Qt. Reference: docs/cli.md.
@@ -122,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--out", required=True, help="FILE.png or FILE.csv")
     i.add_argument("--which", choices=("latest", "best"), default="latest")
+
+    x = sub.add_parser("export", help="write a run's model for Hugging Face Transformers or ONNX Runtime")
+    x.add_argument("run_dir")
+    x.add_argument("--format", required=True, choices=("hf", "onnx"), help="hf: a folder; onnx: a file")
+    x.add_argument("--out", required=True, help="DIR for hf (new or empty), FILE.onnx for onnx")
+    x.add_argument("--which", choices=("latest", "best"), default="latest")
+    x.add_argument("--step", action="store_true", help="onnx: also FILE.step.onnx (KV cache / state)")
+    x.add_argument("--force", action="store_true", help="replace an earlier export at --out")
 
     r = sub.add_parser("runs", help="list the runs in the runs folder")
     r.add_argument("--root", help="runs folder (default: $LMSTUDIO_RUNS or ~/.lmstudio/runs)")
