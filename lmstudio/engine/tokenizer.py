@@ -254,8 +254,12 @@ class Tokenizer:
         """Write HF ``tokenizer.json`` (atomically: a temporary file renamed into place)."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(self._hf.to_str(pretty=True), encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(self._hf.to_str(pretty=True), encoding="utf-8")
+            os.replace(tmp, path)
+        except BaseException:  # a full disk mid-write: leave no half file behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:

@@ -13,6 +13,9 @@ import threading
 import torch
 
 from lmstudio.config import ConfigError
+from lmstudio.engine.faults import is_oom
+
+__all__ = ["FiniteWatch", "NonFiniteLoss", "TrainControl", "is_oom"]
 
 
 class NonFiniteLoss(Exception):
@@ -79,13 +82,6 @@ class TrainControl:
     def wait_while_paused(self, timeout: float | None = None) -> bool:
         """Block (no busy loop) until resumed or stopped; True when running again."""
         return self._running.wait(timeout)
-
-
-def is_oom(e: BaseException) -> bool:
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom_type is not None and isinstance(e, oom_type)) or (
-        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
-    )
 
 
 class FiniteWatch:

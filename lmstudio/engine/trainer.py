@@ -29,7 +29,7 @@ import torch
 from lmstudio.config import ConfigError, RunConfig
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import device as dev
-from lmstudio.engine import host_memory
+from lmstudio.engine import faults, host_memory
 from lmstudio.engine.errors import UserError
 from lmstudio.engine.events import (
     Checkpointed,
@@ -54,7 +54,19 @@ STATE_VERSION = 1
 
 
 class _DiskError(Exception):
-    pass
+    """Writing the run folder failed; ``description`` says why (errno, free space, space needed)."""
+
+    def __init__(self, description: str):
+        super().__init__(description)
+        self.description = description
+
+
+def _disk_error(e: Exception, folder: Path, needed: int | None = None) -> Exception:
+    """Any failure while writing the run folder is the disk's (safetensors and torch.save do not raise
+    OSError for a full disk), except running out of memory while doing it."""
+    if faults.is_oom(e):
+        return e
+    return _DiskError(faults.describe_write_failure(e, folder, needed))
 
 
 def _eta(by_steps: float, max_time: float, elapsed: float) -> float:
@@ -87,6 +99,7 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the last checkpoint this trainer wrote
         self.model = None  # the plain module (weights are saved from it)
         self.forward = None  # what the loop calls: the compiled module, or the plain one
+        self._written: list[str] = []  # files a new run wrote while starting (removed if the start fails)
 
     # ---- public ------------------------------------------------------------------------------
     def run(self) -> Iterator[Event]:
@@ -112,24 +125,31 @@ class Trainer:
                 "diverged. Try a lower learning rate (or stronger gradient clipping); "
                 "the last good checkpoint is kept.",
             )
+        kept = (
+            "the previous checkpoint is intact"
+            if self.saved_step is not None or self.resume
+            else "no checkpoint had been saved yet"
+        )
         if isinstance(e, _DiskError):
             return self._failed(
                 "disk",
-                f"could not write to the run folder {self.run_dir} ({e.__cause__}). "
-                "Free disk space or choose another runs folder; the previous "
-                "checkpoint is intact.",
+                f"could not write to the run folder {self.run_dir}: {e.description}. "
+                f"Free disk space or choose another runs folder; {kept}.",
+                detail="".join(traceback.format_exception(e.__cause__)) if e.__cause__ else "",
             )
+        if isinstance(e, faults.NotEnoughMemory):
+            return self._failed("oom", f"not enough memory on {self.device_label}: {e}")
         if isinstance(e, ckpt.CheckpointError):
             return self._failed("checkpoint", str(e))
         if isinstance(e, (ConfigError, dev.DeviceError)):
             return self._failed("config", str(e))
         if isinstance(e, UserError):
             return self._failed("data", str(e))
-        if is_oom(e):
+        if faults.is_oom(e):
             return self._failed(
                 "oom",
                 f"out of memory on {self.device_label}. Use a smaller batch size, a "
-                "shorter context or a smaller model; the last checkpoint is kept.",
+                f"shorter context or a smaller model; {kept.replace('is intact', 'is kept')}.",
             )
         return self._failed(
             "error",
@@ -143,7 +163,7 @@ class Trainer:
 
     def _setup(self) -> None:
         from lmstudio.engine.data import Batcher, prepare_data
-        from lmstudio.engine.models import build_model
+        from lmstudio.engine.models import build_model, memory_estimate
         from lmstudio.engine.tokenizer import Tokenizer
 
         cfg = self.config
@@ -168,6 +188,7 @@ class Trainer:
             cfg, tokenizer=tokenizer, cache_dir=self.cache_dir, cancel=self.control.stop_event
         )
         cfg.model.vocab_size = self.tokenizer.vocab_size
+        faults.check_memory(memory_estimate(cfg.model, cfg.train), self.device)
         with torch.device(self.device):
             self.model = build_model(cfg.model)
         self.model.train()
@@ -183,9 +204,11 @@ class Trainer:
         else:
             try:
                 ckpt.atomic_write_text(self.run_dir / ckpt.CONFIG_FILE, cfg.to_json())
+                self._written.append(ckpt.CONFIG_FILE)
                 ckpt.atomic_write(self.run_dir / ckpt.TOKENIZER_FILE, self.tokenizer.save)
-            except OSError as e:
-                raise _DiskError from e
+                self._written.append(ckpt.TOKENIZER_FILE)
+            except Exception as e:
+                raise _disk_error(e, self.run_dir) from e
         self.forward = self.model
         self.compile_pending = dev.should_compile(self.device, cfg.train.compile)
         self.notices: list[str] = []
@@ -198,6 +221,16 @@ class Trainer:
                 self.forward = torch.compile(self.model)
             except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
                 self._compile_failed(e)
+
+    def _undo_failed_start(self, was_empty: bool) -> None:
+        """A new run that could not start leaves nothing: the files it wrote and the empty folder go."""
+        for name in self._written:
+            (self.run_dir / name).unlink(missing_ok=True)
+        if was_empty:
+            try:
+                self.run_dir.rmdir()
+            except OSError:
+                pass  # not empty after all (someone else's files), or gone already
 
     def _check_same_run(self, cfg: RunConfig, tokenizer) -> None:
         saved = RunConfig.load(self.run_dir / ckpt.CONFIG_FILE)
@@ -246,8 +279,8 @@ class Trainer:
         self.elapsed = float(st.get("elapsed", 0.0))
         try:
             ckpt.truncate_history(self.run_dir, self.step)
-        except OSError as e:
-            raise _DiskError from e
+        except Exception as e:
+            raise _disk_error(e, self.run_dir) from e
 
     def _compile_failed(self, e: BaseException) -> None:
         self.forward = self.model
@@ -257,7 +290,13 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
     def _run(self) -> Iterator[Event]:
-        self._setup()
+        was_empty = not self.run_dir.exists() or (self.run_dir.is_dir() and not any(self.run_dir.iterdir()))
+        try:
+            self._setup()
+        except BaseException:
+            if not self.resume:
+                self._undo_failed_start(was_empty)
+            raise
         # the step loop only: data preparation and tokenizer training give their memory back as usual
         with host_memory.freed_memory_kept():
             yield from self._loop()
@@ -371,7 +410,7 @@ class Trainer:
         try:
             return self._micro_batches()
         except Exception as e:
-            if not self.compile_pending or is_oom(e):
+            if not self.compile_pending or faults.is_oom(e):
                 raise
             # a compiled module compiles on its first call: a failure there falls back to eager mode
             self.optimizer.zero_grad(set_to_none=True)
@@ -466,7 +505,7 @@ class Trainer:
         try:
             return fn(self.forward)
         except Exception as e:
-            if self.forward is self.model or is_oom(e):
+            if self.forward is self.model or faults.is_oom(e):
                 raise
             self._compile_failed(e)  # e.g. a recompile for eval mode failed
             return fn(self.forward)
@@ -496,8 +535,8 @@ class Trainer:
             raise NonFiniteLoss
         try:
             path = ckpt.save_checkpoint(self.run_dir, self.model, state, best=best)
-        except OSError as e:
-            raise _DiskError from e
+        except Exception as e:
+            raise _disk_error(e, self.run_dir, _checkpoint_bytes(self.model, state, best)) from e
         self.saved_step = self.step
         return Checkpointed(step=self.step, path=str(path), best=best)
 
@@ -520,7 +559,7 @@ class Trainer:
                 yield Notice(
                     step=self.step,
                     message=(
-                        f"Could not save the checkpoint at step {self.step} in {self.run_dir} ({e.__cause__}). Training "
+                        f"Could not save the checkpoint at step {self.step} in {self.run_dir} ({e.description}). Training "
                         "is paused and nothing is lost: free disk space (or fix the folder's permissions), then press "
                         "Resume to save again. Stop tries once more, then ends the run with the last checkpoint saved."
                     ),
@@ -536,8 +575,8 @@ class Trainer:
     def _append(self, name: str, event: Event) -> None:
         try:
             ckpt.append_jsonl(self.run_dir / name, event.to_dict())
-        except OSError as e:
-            raise _DiskError from e
+        except Exception as e:
+            raise _disk_error(e, self.run_dir) from e
 
     def _pop_notices(self) -> Iterator[Event]:
         while getattr(self, "notices", None):
@@ -559,3 +598,15 @@ class Trainer:
             gc.collect()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
+
+
+def _checkpoint_bytes(model: torch.nn.Module, state: dict, best: bool) -> int:
+    """About what one checkpoint writes: the weights (twice with best.safetensors) and the optimizer state."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    moments = sum(
+        t.numel() * t.element_size()
+        for per_param in state.get("optimizer", {}).get("state", {}).values()
+        for t in per_param.values()
+        if isinstance(t, torch.Tensor)
+    )
+    return weights * (2 if best else 1) + moments

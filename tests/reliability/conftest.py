@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import subprocess
 import weakref
 from pathlib import Path
 
@@ -93,3 +96,80 @@ def fault_in_forward(monkeypatch, at_call: int, fault):
 
     monkeypatch.setattr(models_module, "build_model", build)
     return built
+
+
+# ---- real faults ----------------------------------------------------------------------------------------
+class SmallDisk:
+    """A real, small filesystem (a tmpfs) to fill up or make read-only; ``root`` is where runs go."""
+
+    def __init__(self, mount: Path):
+        self.mount = mount
+        self.root = mount / "runs"
+        self.root.mkdir()
+        self._filler = mount / "filler.bin"  # outside the runs, on the same filesystem
+
+    def free(self) -> int:
+        return shutil.disk_usage(self.mount).free
+
+    def fill(self, leave: int = 0) -> None:
+        """Write until the filesystem refuses (a real ENOSPC), then give back about ``leave`` bytes."""
+        import errno
+
+        fd = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+        finally:
+            os.close(fd)
+        size = self._filler.stat().st_size
+        os.truncate(self._filler, max(size - leave, 0) // 4096 * 4096)
+
+    def free_up(self) -> None:
+        self._filler.unlink(missing_ok=True)
+
+    def read_only(self, on: bool = True) -> None:
+        _mount("-o", f"remount,{'ro' if on else 'rw'}", str(self.mount))
+
+
+def _mount(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 400 KB tmpfs (needs root, as on the test machines); skips with the reason where mounting is refused.
+    ``test_real_disk.py::test_a_file_size_limit_*`` covers the same fault without mounting."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = _mount("-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)) if shutil.which("mount") else None
+    if done is None or done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({(done.stderr.strip() if done else 'no mount')})")
+    try:
+        yield SmallDisk(mount)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Hidden temporary files any writer may leave: ours (``.<name>.*.tmp``) and safetensors' (``.tmpXXXXXX``)."""
+    return sorted(
+        p.name for p in Path(folder).rglob(".*") if p.name.endswith(".tmp") or p.name.startswith(".tmp")
+    )
+
+
+@contextlib.contextmanager
+def capped_address_space(room: int):
+    """Let this process grow by ``room`` bytes of address space only (``RLIMIT_AS``): an allocation beyond
+    that fails for real in the allocator, as on a machine out of memory. Linux only."""
+    resource = pytest.importorskip("resource")
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs /proc/self/statm (Linux)")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    used = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (used + room, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
