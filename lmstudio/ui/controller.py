@@ -273,3 +273,49 @@ class Controller:
         from lmstudio.engine import checkpoint
 
         return [_plain(s) for s in checkpoint.read_samples(run_dir)]
+
+    # ---- export -----------------------------------------------------------------------------
+    def export_missing(self, fmt: str) -> str:
+        """Why ``fmt`` ("hf" or "onnx") cannot be exported here ("" when it can): the optional libraries
+        it needs that are not installed, and how to install them. Looks them up without importing them."""
+        import importlib.util
+
+        from lmstudio.engine.export_common import EXTRA_MODULES, INSTALL_HINT
+
+        missing = []
+        for name in EXTRA_MODULES[fmt]:
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):  # a broken or blocked installation
+                found = False
+            if not found:
+                missing.append(name)
+        if not missing:
+            return ""
+        return f"This export needs {', '.join(missing)}, not installed here. Install the export extra:\n{INSTALL_HINT}"
+
+    def export_run(
+        self,
+        run_dir: str,
+        fmt: str,
+        out: str,
+        which: str = "latest",
+        overwrite: bool = False,
+        step: bool = False,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict:
+        """*worker*: write the export (see docs/export.md); returns ``{path, summary, notes}``."""
+        target = Path(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "hf":
+            from lmstudio.engine.export_hf import export_hf
+
+            result = export_hf(run_dir, target, which=which, overwrite=overwrite, progress=progress)
+        else:
+            from lmstudio.engine.export_onnx import export_onnx
+
+            result = export_onnx(
+                run_dir, target, which=which, overwrite=overwrite, step=step, progress=progress
+            )
+        return {"path": str(result.path), "summary": result.summary(), "notes": list(result.notes)}

@@ -14,6 +14,13 @@ def open_file(parent: QWidget | None, title: str, filter: str = "Text files (*.t
     return path
 
 
+def save_file(parent: QWidget | None, title: str, start: str = "", filter: str = "All files (*)") -> str:
+    # the caller asks before replacing anything (it may also be typed in), so the dialog does not
+    options = QFileDialog.Option.DontConfirmOverwrite
+    path, _ = QFileDialog.getSaveFileName(parent, title, start, filter, options=options)
+    return path
+
+
 def open_folder(parent: QWidget | None, title: str, start: str = "") -> str:
     return QFileDialog.getExistingDirectory(parent, title, start)
 

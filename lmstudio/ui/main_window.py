@@ -130,6 +130,7 @@ class MainWindow(QMainWindow):
             file, "Open corpus f&older…", self._open_corpus_folder, "Ctrl+Shift+O", "openCorpusFolder"
         )
         self.act_open_run = self._action(file, "Open &run…", self._open_run, "Ctrl+R", "openRun")
+        self.act_export = self._action(file, "&Export model…", self.show_export, "Ctrl+E", "exportModel")
         file.addSeparator()
         self.act_quit = self._action(file, "&Quit", self.close, QKeySequence("Ctrl+Q"), "quit")
         train = bar.addMenu("&Training")
@@ -289,6 +290,14 @@ class MainWindow(QMainWindow):
 
     def show_error(self, message: str) -> None:
         dialogs.show_error(self, "lmstudio", message)
+
+    def show_export(self) -> None:
+        """File → Export: the run shown in Generate/Inspect (or chosen in Runs) to Hugging Face or ONNX."""
+        from lmstudio.ui.export_dialog import ExportDialog
+
+        run = self.runs.current_run() or self.run_label.text().removeprefix("Run: ")
+        self.export_dialog = ExportDialog(self.controller, run, self)
+        self.export_dialog.open()
 
     def show_about(self) -> None:
         AboutDialog(__version__, self.controller.corpus_sources_text(), self).exec()
