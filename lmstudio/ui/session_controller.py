@@ -71,6 +71,8 @@ class _Worker(QObject):
     attention = Signal(dict)
     activations = Signal(dict)
     losses = Signal(dict)
+    lens = Signal(dict)
+    embeddings = Signal(dict)
     snippet = Signal(str)
 
     def __init__(self, cancel: threading.Event, stale: threading.Event):
@@ -80,6 +82,7 @@ class _Worker(QObject):
         self.session = None
         self.run_dir: str | None = None
         self.stepper = None
+        self.counts: tuple[str, object] | None = None  # (run_dir, token counts): the corpus does not change
 
     # ---- plumbing --------------------------------------------------------------------------------
     def _run(self, work) -> None:
@@ -235,6 +238,38 @@ class _Worker(QObject):
 
         self._run(work)
 
+    @Slot(str, int)
+    def inspect_lens(self, text: str, n_top: int) -> None:
+        def work():
+            from dataclasses import fields
+
+            from lmstudio.engine import lens as lm_lens
+
+            result = lm_lens.logit_lens(self.session, text, n_top)
+            out = {f.name: getattr(result, f.name) for f in fields(result)}
+            out["correct"] = result.correct
+            out["arch"] = self.session.config.model.arch
+            self.lens.emit(out)
+
+        self._run(work)
+
+    @Slot(str)
+    def inspect_embeddings(self, which: str) -> None:
+        def work():
+            from dataclasses import fields
+
+            from lmstudio.engine import embeddings as lm_emb
+
+            if self.counts is None or self.counts[0] != self.run_dir:
+                self.counts = (str(self.run_dir), lm_emb.token_counts(self.session))
+            result = lm_emb.embedding_map(self.session, which, counts=self.counts[1])
+            out = {f.name: getattr(result, f.name) for f in fields(result)}
+            out["note"] = result.note
+            out["step"] = int(getattr(self.session, "step", 0))
+            self.embeddings.emit(out)
+
+        self._run(work)
+
     @Slot(int, int)
     def validation_snippet(self, n_chars: int, offset: int) -> None:
         def work():
@@ -257,6 +292,12 @@ class SessionController(QObject):
     attention_ready = Signal(dict)  # {"tokens", "weights": (L, H, T, T), "note"}
     activations_ready = Signal(dict)  # {"tokens", "maps": {name: (L, T, H)}, "note", "arch"}
     losses_ready = Signal(dict)  # {"first": str, "rows": [{token, loss, prob, top}], "note"}
+    # {"kind", "tokens", "rows", "top_ids" (R, T, k), "top_probs", "target_ids" (T,), "target_probs" (R, T),
+    #  "labels": {id: label}, "correct" (R, T), "note", "arch"}
+    lens_ready = Signal(dict)
+    # {"which", "tied", "labels", "kinds", "coords" (V, 2), "explained", "neighbours" (V, k), "similarity",
+    #  "counts" (V,) or None, "note", "step"}
+    embeddings_ready = Signal(dict)
     snippet_ready = Signal(str)
 
     _load = Signal(str)
@@ -267,6 +308,8 @@ class SessionController(QObject):
     _activations = Signal(str)
     _losses = Signal(str, int)
     _snippet = Signal(int, int)
+    _lens = Signal(str, int)
+    _embeddings = Signal(str)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -287,6 +330,8 @@ class SessionController(QObject):
             (self._activations, self._worker.inspect_activations),
             (self._losses, self._worker.inspect_losses),
             (self._snippet, self._worker.validation_snippet),
+            (self._lens, self._worker.inspect_lens),
+            (self._embeddings, self._worker.inspect_embeddings),
         ):
             mine.connect(theirs)
         w = self._worker
@@ -300,6 +345,8 @@ class SessionController(QObject):
         w.activations.connect(self.activations_ready)
         w.losses.connect(self.losses_ready)
         w.snippet.connect(self.snippet_ready)
+        w.lens.connect(self.lens_ready)
+        w.embeddings.connect(self.embeddings_ready)
         self._thread.start()
         app = QCoreApplication.instance()
         if app is not None:
@@ -379,6 +426,14 @@ class SessionController(QObject):
 
     def inspect_losses(self, text: str, n_top: int = 5) -> None:
         self._request(self._losses, text, int(n_top))
+
+    def inspect_lens(self, text: str, n_top: int = 5) -> None:
+        """What every layer would predict at every position of ``text``: ``lens_ready``."""
+        self._request(self._lens, text, int(n_top))
+
+    def inspect_embeddings(self, which: str = "input") -> None:
+        """The 2-D map of the "input" or "output" embedding: ``embeddings_ready``."""
+        self._request(self._embeddings, str(which))
 
     def validation_snippet(self, n_chars: int = 600, offset: int = 0) -> None:
         self._request(self._snippet, int(n_chars), int(offset))

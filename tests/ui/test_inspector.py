@@ -13,7 +13,15 @@ from test_generation import WAIT, make_run
 
 from lmstudio.engine import inspect as lm_inspect
 from lmstudio.engine.session import Session
-from lmstudio.ui.panes.inspector import ACTIVATIONS, ALL_HEADS, ATTENTION, LOSS, InspectorPane
+from lmstudio.ui.panes.inspector import (
+    ACTIVATIONS,
+    ALL_HEADS,
+    ATTENTION,
+    EMBEDDINGS,
+    LENS,
+    LOSS,
+    InspectorPane,
+)
 from lmstudio.ui.session_controller import SessionController
 
 
@@ -50,6 +58,8 @@ def test_attention_grid_single_head_hover_and_export(qtbot, controller, tmp_path
         ATTENTION,
         ACTIVATIONS,
         LOSS,
+        LENS,
+        EMBEDDINGS,
     ]
     text = "the lazy fox"
     inspect(qtbot, pane, text, ATTENTION, controller.attention_ready)

@@ -1,5 +1,6 @@
 """The Inspect tab: attention heatmaps (one head or all heads of a layer), recurrent hidden states and
-gates over time, and a per-token loss view of a text; PNG/CSV export of what is shown.
+gates over time, a per-token loss view of a text, the logit lens / layer readout grid and the embedding
+map; PNG/CSV export of what is shown.
 
 Engine work runs in the SessionController's thread; results arrive as numpy arrays and plain lists.
 """
@@ -22,10 +23,17 @@ from PySide6.QtWidgets import (
 
 from lmstudio.engine import export  # numpy + zlib only: no torch
 from lmstudio.ui.session_controller import SessionController
+from lmstudio.ui.widgets.embedding_map import EmbeddingMap
 from lmstudio.ui.widgets.heatmap import Heatmap
+from lmstudio.ui.widgets.lens_grid import LensGrid
 from lmstudio.ui.widgets.token_text import TokenText, legend, strength_from_prob
 
 ATTENTION, ACTIVATIONS, LOSS = "Attention", "Hidden states and gates", "Per-token loss"
+# the logit lens (Transformer, convolutional: a residual stream) or layer readout (recurrent); the embedding map
+LENS, READOUT, EMBEDDINGS = "Logit lens", "Layer readout", "Embedding map"
+LENS_VIEWS = (LENS, READOUT)
+# the stack's pages by view
+_PAGE = {LOSS: 1, LENS: 2, READOUT: 2, EMBEDDINGS: 3}
 ALL_HEADS = "All heads (grid)"
 
 ATTENTION_CAPTION = (
@@ -58,6 +66,9 @@ class InspectorPane(QWidget):
         self.attention: dict | None = None
         self.activations: dict | None = None
         self.losses: dict | None = None
+        self.lens: dict | None = None
+        self.embeddings: dict | None = None
+        self.embeddings_stale = False  # a newer checkpoint than the map shows
         self._snippet_offset = 0
         # replaced in tests: (caption, filter) -> chosen path or ""
         self.ask_save_path = lambda caption, filt: QFileDialog.getSaveFileName(self, caption, "", filt)[0]
@@ -96,6 +107,10 @@ class InspectorPane(QWidget):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.heatmap)
         self.stack.addWidget(loss_page)
+        self.lens_grid = LensGrid()
+        self.embedding_map = EmbeddingMap()
+        self.stack.addWidget(self.lens_grid)
+        self.stack.addWidget(self.embedding_map)
 
         top = QHBoxLayout()
         top.addWidget(self.text, 1)
@@ -135,6 +150,9 @@ class InspectorPane(QWidget):
         s.attention_ready.connect(self._on_attention)
         s.activations_ready.connect(self._on_activations)
         s.losses_ready.connect(self._on_losses)
+        s.lens_ready.connect(self._on_lens)
+        s.embeddings_ready.connect(self._on_embeddings)
+        self.embedding_map.which.currentTextChanged.connect(self._request_embeddings)
         s.snippet_ready.connect(self.text.setPlainText)
         self._set_enabled(False)
         if s.info:
@@ -143,7 +161,9 @@ class InspectorPane(QWidget):
     def _set_enabled(self, ready: bool) -> None:
         for w in (self.snippet_button, self.inspect_button, self.view_combo):
             w.setEnabled(ready)
-        shown = self.current_matrix() is not None or self.losses is not None
+        shown = (
+            self.current_matrix() is not None or self.losses is not None or self._page_result() is not None
+        )
         self.png_button.setEnabled(ready and shown)
         self.csv_button.setEnabled(ready and shown)
 
@@ -160,8 +180,10 @@ class InspectorPane(QWidget):
             f"The model reads at most {info['block_size']} tokens, so longer texts are cut there."
         )
         if same_shape:
+            self._follow_checkpoint()
             return
-        views = ([ATTENTION] if info["arch"] == "transformer" else []) + [ACTIVATIONS, LOSS]
+        lens = LENS if info["arch"] in ("transformer", "conv") else READOUT
+        views = ([ATTENTION] if info["arch"] == "transformer" else []) + [ACTIVATIONS, LOSS, lens, EMBEDDINGS]
         self.view_combo.blockSignals(True)
         self.view_combo.clear()
         self.view_combo.addItems(views)
@@ -174,8 +196,10 @@ class InspectorPane(QWidget):
             combo.clear()
             combo.addItems(items)
             combo.blockSignals(False)
-        self.attention = self.activations = self.losses = None
+        self.attention = self.activations = self.losses = self.lens = self.embeddings = None
         self.heatmap.clear()
+        self.lens_grid.clear()
+        self.embedding_map.clear()
         self._on_view_changed(self.view_combo.currentText())
         self._set_enabled(True)
 
@@ -193,7 +217,11 @@ class InspectorPane(QWidget):
     def inspect(self) -> None:
         text = self.text.toPlainText()
         view = self.view_combo.currentText()
-        if view == ATTENTION:
+        if view in LENS_VIEWS:
+            self.sessions.inspect_lens(text, 5)
+        elif view == EMBEDDINGS:
+            self._request_embeddings()
+        elif view == ATTENTION:
             self.sessions.inspect_attention(text)
         elif view == ACTIVATIONS:
             self.sessions.inspect_activations(text)
@@ -203,9 +231,15 @@ class InspectorPane(QWidget):
     @Slot(str)
     def _on_view_changed(self, view: str) -> None:
         self.head_combo.setEnabled(view == ATTENTION)
-        self.layer_combo.setEnabled(view != LOSS)
+        self.layer_combo.setEnabled(view in (ATTENTION, ACTIVATIONS))
         self.signal_combo.setEnabled(view == ACTIVATIONS)
-        self.stack.setCurrentIndex(1 if view == LOSS else 0)
+        self.stack.setCurrentIndex(_PAGE.get(view, 0))
+        if (
+            view == EMBEDDINGS
+            and self.info is not None
+            and (self.embeddings is None or self.embeddings_stale)
+        ):
+            self._request_embeddings()  # needs no text: shown as soon as it is chosen
         self.render()
 
     # ---- results ---------------------------------------------------------------------------------------
@@ -245,6 +279,37 @@ class InspectorPane(QWidget):
         )
         self._select_view(LOSS)
 
+    @Slot(dict)
+    def _on_lens(self, result: dict) -> None:
+        self.lens = result
+        self.lens_grid.set_lens(result)
+        self._select_view(READOUT if result["kind"] == "layer readout" else LENS)
+
+    @Slot(dict)
+    def _on_embeddings(self, result: dict) -> None:
+        self.embeddings = result
+        self.embedding_map.set_map(result)
+        self._select_view(EMBEDDINGS)
+
+    @Slot()
+    def _request_embeddings(self, *_) -> None:
+        self.embeddings_stale = False
+        self.sessions.inspect_embeddings(self.embedding_map.which.currentText() or "input")
+
+    def _follow_checkpoint(self) -> None:
+        """A newer checkpoint of the same run was loaded: the map follows it (recomputed in the session
+        thread), at once when it is on screen, else the next time it is shown."""
+        if self.embeddings is None:
+            return
+        if self.view_combo.currentText() == EMBEDDINGS:
+            self._request_embeddings()
+        else:
+            self.embeddings_stale = True
+
+    def _page_result(self) -> dict | None:
+        view = self.view_combo.currentText()
+        return self.lens if view in LENS_VIEWS else self.embeddings if view == EMBEDDINGS else None
+
     def _select_view(self, view: str) -> None:
         if self.view_combo.currentText() != view:
             self.view_combo.setCurrentText(view)  # renders through _on_view_changed
@@ -282,6 +347,10 @@ class InspectorPane(QWidget):
         current = self.current_matrix()
         if view == LOSS:
             self.note.setText(self.losses["note"] if self.losses else "")
+            return
+        if view in LENS_VIEWS or view == EMBEDDINGS:
+            result = self._page_result()
+            self.note.setText(result["note"] if result and view in LENS_VIEWS else "")
             return
         if current is None:
             self.heatmap.clear()
@@ -335,7 +404,10 @@ class InspectorPane(QWidget):
         path = self.ask_save_path("Export the picture as PNG", "PNG images (*.png)")
         if not path:
             return
-        widget = self.loss_text if self.view_combo.currentText() == LOSS else self.heatmap
+        view = self.view_combo.currentText()
+        widget = {LOSS: self.loss_text, LENS: self.lens_grid, READOUT: self.lens_grid}.get(view, self.heatmap)
+        if view == EMBEDDINGS:
+            widget = self.embedding_map
         if not widget.grab().save(path, "PNG"):
             self._on_error(f"Could not write {path}: check the folder exists and is writable.")
 
@@ -345,6 +417,11 @@ class InspectorPane(QWidget):
         if not path:
             return
         try:
+            view = self.view_combo.currentText()
+            if view in LENS_VIEWS or view == EMBEDDINGS:
+                page = self.lens_grid if view in LENS_VIEWS else self.embedding_map
+                page.save_csv(path)
+                return
             if self.view_combo.currentText() == LOSS and self.losses:
                 rows = self.losses["rows"]
                 export.save_matrix_csv(
