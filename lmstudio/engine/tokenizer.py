@@ -7,10 +7,14 @@ loads what we save and gives the same ids. The kinds:
   with a pre-tokenizer that isolates every character (``[\\s\\S]``: Oniguruma has no ``(?s)``) and a
   Fuse decoder. Encoding does not go through HF: a numpy lookup table over code points gives the
   same ids some 20x faster.
-* ``word``: a WordLevel model over "words": runs of letters, digits and marks; each CJK ideograph
-  or kana on its own (Chinese and Japanese have no spaces, so a character is the only split that
-  needs no dictionary); each punctuation mark or symbol on its own; each run of whitespace as one
-  token. Whitespace is kept, so ``decode(encode(t)) == t`` whenever every word was seen in training.
+* ``word``: a WordLevel model over "words": runs of letters, digits and marks; Chinese words as jieba
+  segments them (:mod:`lmstudio.engine.segment`; a word outside the vocabulary falls back to its
+  characters); each kana on its own; each punctuation mark or symbol on its own; each run of
+  whitespace as one token. Whitespace is kept, so ``decode(encode(t)) == t`` whenever every word (or,
+  for Chinese, every character of an unknown word) is in the vocabulary. HF's pre-tokenizer keeps a
+  run of Han characters whole; lmstudio cuts it into words first, so a program reading our
+  ``tokenizer.json`` with HF alone gets the same ids for text without Chinese only. Word tokenizers
+  saved before segmentation (one token per Han character) load and work as they did.
 * ``bpe``: byte-level BPE (GPT-2 style) trained to a chosen vocabulary size. Every byte is in the
   vocabulary, so any text round-trips exactly.
 
@@ -35,13 +39,20 @@ from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 from lmstudio.engine.errors import UserError
+from lmstudio.engine.segment import has_han, is_han_run
+from lmstudio.engine.segment import pieces as segment_pieces
 
 UNK = "\ufffd"
 CHAR_PATTERN = r"[\s\S]"
 # a CJK ideograph or kana alone | a run of other non-space, non-punctuation characters (letters,
 # digits, marks) | a run of whitespace | one punctuation mark or symbol
-WORD_PATTERN = (
+WORD_PATTERN_PER_CHAR = (
     r"\p{Han}|[\p{Hiragana}\p{Katakana}]|[^\s\p{P}\p{S}\p{Han}\p{Hiragana}\p{Katakana}]+"
+    r"|\s+|[\p{P}\p{S}]"
+)
+# the same with a run of Han kept whole: lmstudio hands HF one jieba word at a time
+WORD_PATTERN = (
+    r"\p{Han}+|[\p{Hiragana}\p{Katakana}]|[^\s\p{P}\p{S}\p{Han}\p{Hiragana}\p{Katakana}]+"
     r"|\s+|[\p{P}\p{S}]"
 )
 PIECE_CHARS = 1 << 16  # texts are cut into pieces of about this size for parallel HF calls
@@ -130,10 +141,12 @@ def _scrub(text: str) -> str:
 class Tokenizer:
     """One tokenizer of any kind; see the module docstring for what each kind does."""
 
-    def __init__(self, hf: HFTokenizer, kind: str):
+    def __init__(self, hf: HFTokenizer, kind: str, segmented: bool = False):
         self._hf = hf
         self.kind = kind
+        self.segmented = kind == "word" and segmented  # Chinese cut into words by jieba first
         vocab = hf.get_vocab(with_added_tokens=True)
+        self._vocab = vocab
         self._tokens: list[str] = [""] * (max(vocab.values(), default=-1) + 1)
         for token, i in vocab.items():
             self._tokens[i] = token
@@ -179,6 +192,12 @@ class Tokenizer:
         if self.kind == "char":
             points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
             return self._lut[np.minimum(points, len(self._lut) - 1)]
+        if self.segmented and has_han(text):
+            text = _scrub(text)
+            encodings = self._hf.encode_batch(
+                [self.words(p) for p in safe_pieces(text)], is_pretokenized=True, add_special_tokens=False
+            )
+            return np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encodings])
         try:
             if len(text) <= PIECE_CHARS:
                 return np.asarray(self._hf.encode(text, add_special_tokens=False).ids, dtype=np.int64)
@@ -192,6 +211,17 @@ class Tokenizer:
         if not encodings:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encodings])
+
+    def words(self, text: str) -> list[str]:
+        """``text`` cut into jieba words (a Chinese word outside the vocabulary: its characters) and the
+        runs between them, for HF's pre-tokenizer to split further; concatenating to ``text``."""
+        out = []
+        for piece in segment_pieces(text):
+            if len(piece) > 1 and piece not in self._vocab and is_han_run(piece):
+                out.extend(piece)
+            else:
+                out.append(piece)
+        return out
 
     def decode(self, ids: Iterable[int]) -> str:
         n = len(self._tokens)
@@ -231,7 +261,15 @@ class Tokenizer:
         """
         if self.kind == "char":
             return list(zip(text, self.encode_array(text).tolist(), strict=True))
-        if self.kind == "word":
+        if self.kind == "word" and self.segmented and has_han(text):
+            words = self.words(_scrub(text))
+            enc = self._hf.encode(words, is_pretokenized=True, add_special_tokens=False)
+            pieces = [
+                (words[w][s:e], i) for (s, e), i, w in zip(enc.offsets, enc.ids, enc.word_ids, strict=True)
+            ]
+            if "".join(p for p, _ in pieces) == text:
+                return pieces
+        elif self.kind == "word":
             enc = self._hf.encode(_scrub(text), add_special_tokens=False)
             pieces = [(text[s:e], i) for (s, e), i in zip(enc.offsets, enc.ids, strict=True)]
             if "".join(p for p, _ in pieces) == text:
@@ -283,7 +321,9 @@ class Tokenizer:
             return cls(hf, "bpe")
         if model == "WordLevel":
             pattern = ((spec.get("pre_tokenizer") or {}).get("pattern") or {}).get("Regex")
-            return cls(hf, "char" if pattern == CHAR_PATTERN else "word")
+            if pattern == CHAR_PATTERN:
+                return cls(hf, "char")
+            return cls(hf, "word", segmented=pattern == WORD_PATTERN)
         raise TokenizerError(f"{where} uses a {model} model; lmstudio reads char, word and BPE tokenizers.")
 
     def fingerprint(self) -> str:
@@ -310,6 +350,20 @@ def _chunks(text: str | Iterable[str]) -> Iterator[str]:
         yield from safe_pieces(_scrub(chunk))
 
 
+def _segmented_chunks(text: str | Iterable[str]) -> Iterator[str]:
+    """The chunks for the word trainer, each Chinese word a string of its own (HF's pattern keeps a
+    Han run whole, so a word stays one token). The characters of a longer word are counted as well,
+    so that a word left out of the vocabulary can fall back to characters that are in it."""
+    for chunk in _chunks(text):
+        if has_han(chunk):
+            for piece in segment_pieces(chunk):
+                yield piece
+                if len(piece) > 1 and is_han_run(piece):
+                    yield from piece
+        else:
+            yield chunk
+
+
 def train_tokenizer(cfg, text: str | Iterable[str]) -> Tokenizer:
     """Train the tokenizer ``cfg`` (a TokenizerConfig) describes on ``text`` (a string or an iterable of
     strings, e.g. ``corpus.iter_corpus_chunks``, for corpora too big to hold)."""
@@ -333,7 +387,7 @@ def train_tokenizer(cfg, text: str | Iterable[str]) -> Tokenizer:
             show_progress=False,
             special_tokens=[],
         )
-        counter.train_from_iterator(_chunks(text), trainer)
+        counter.train_from_iterator(_segmented_chunks(text), trainer)
         # the trainer orders words by frequency; keep that order after the unknown token
         words = [w for w, _ in sorted(counter.get_vocab().items(), key=lambda kv: kv[1]) if w != UNK]
         if not words:
@@ -342,7 +396,7 @@ def train_tokenizer(cfg, text: str | Iterable[str]) -> Tokenizer:
                 "or lower tokenizer.min_frequency."
             )
         vocab = {UNK: 0} | {w: i for i, w in enumerate(words, start=1)}
-        return Tokenizer(_word_level(vocab, WORD_PATTERN), "word")
+        return Tokenizer(_word_level(vocab, WORD_PATTERN), "word", segmented=True)
     if kind == "bpe":
         if cfg.vocab_size < 256:
             raise TokenizerError(

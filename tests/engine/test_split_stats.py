@@ -48,9 +48,20 @@ def _reference(run_dir):
     cfg = RunConfig.load(run_dir / "config.json")
     hf = HFTokenizer.from_file(str(run_dir / "tokenizer.json"))
     text = read_corpus(cfg.corpus.source)
-    enc = hf.encode(text, add_special_tokens=False)
-    n_train, n_val = split_sizes(len(enc.ids), cfg.corpus.val_fraction)
-    val_start_char = enc.offsets[n_train][0]
+    if cfg.tokenizer.kind == "word":  # HF keeps a Han run whole: hand it lmstudio's jieba words
+        from lmstudio.engine.tokenizer import Tokenizer
+
+        words = Tokenizer.load(run_dir / "tokenizer.json").words(text)
+        starts = [0]
+        for w in words:
+            starts.append(starts[-1] + len(w))
+        enc = hf.encode(words, is_pretokenized=True, add_special_tokens=False)
+        n_train, n_val = split_sizes(len(enc.ids), cfg.corpus.val_fraction)
+        val_start_char = starts[enc.word_ids[n_train]] + enc.offsets[n_train][0]
+    else:
+        enc = hf.encode(text, add_special_tokens=False)
+        n_train, n_val = split_sizes(len(enc.ids), cfg.corpus.val_fraction)
+        val_start_char = enc.offsets[n_train][0]
     val_chars = len(text) - val_start_char
     unk = hf.token_to_id("\ufffd")
     share = {

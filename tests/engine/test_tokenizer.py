@@ -117,9 +117,16 @@ def test_word_round_trip_on_chinese(toks, data):
     assert 0 not in tok.encode(text)
 
 
-def test_chinese_words_are_single_characters(toks):
+def test_chinese_is_cut_into_real_words(toks):
     tok = toks["tang", "word"]
-    assert [p for p, _ in tok.split("床前明月光，疑是地上霜。\n")] == list("床前明月光，疑是地上霜。\n")
+    words = {w for w, _ in tok.vocab()}
+    # names, places and phrases of the poems, in the corpus's traditional characters
+    assert {"李白", "杜甫", "長安", "明月", "萬里", "故人"} <= words
+    assert sum(1 for w in words if len(w) > 1 and "\\" not in w) > 500
+    pieces = [p for p, _ in tok.split("牀前明月光，疑是地上霜。\n")]
+    assert "".join(pieces) == "牀前明月光，疑是地上霜。\n" and any(len(p) > 1 and p != "\n" for p in pieces)
+    assert 0 not in tok.encode("牀前明月光，疑是地上霜。\n")  # 牀: the corpus has no 床
+    # other scripts: spaces and punctuation as before; Chinese words in mixed text
     tok = train_tokenizer(_cfg("word", 1000), "Hello,  world!\n\nhello world 你好 x2")
     assert [p for p, _ in tok.split("Hello,  world!\n\n你好")] == [
         "Hello",
@@ -128,9 +135,30 @@ def test_chinese_words_are_single_characters(toks):
         "world",
         "!",
         "\n\n",
-        "你",
-        "好",
+        "你好",
     ]
+
+
+def test_a_chinese_word_outside_the_vocabulary_falls_back_to_its_characters(toks):
+    tok = train_tokenizer(_cfg("word", 1000), "明天 明月 天上\n")
+    assert "明月" in {w for w, _ in tok.vocab()}
+    # 月明 is a word to jieba but not in this vocabulary: its characters are
+    ids = tok.encode("天明月明")
+    assert 0 not in ids and tok.decode(ids) == "天明月明"
+
+
+def test_word_tokenizers_saved_before_segmentation_load_and_work_as_before():
+    import json
+
+    from lmstudio.engine.tokenizer import WORD_PATTERN, WORD_PATTERN_PER_CHAR
+
+    tok = train_tokenizer(_cfg("word", 1000), "春眠不覺曉，處處聞啼鳥。\n")
+    spec = json.loads(tok.to_str())
+    assert spec["pre_tokenizer"]["pattern"]["Regex"] == WORD_PATTERN
+    spec["pre_tokenizer"]["pattern"]["Regex"] = WORD_PATTERN_PER_CHAR
+    old = Tokenizer.from_str(json.dumps(spec))
+    assert old.kind == "word" and not old.segmented
+    assert [p for p, _ in old.split("春眠不覺曉")] == list("春眠不覺曉")
 
 
 # ---- unseen text ------------------------------------------------------------------------------------
@@ -164,7 +192,14 @@ def test_saved_file_loads_in_hf_alone_with_the_same_ids(toks, tmp_path, kind):
     tok.save(path)
     text = TANG[:3000] + " unseen: Ωmega 🙂\n\n\n end"
     hf = HFTokenizer.from_file(str(path))
-    assert hf.encode(text).ids == tok.encode(text)
+    if kind == "word":
+        # HF keeps a Han run whole; given lmstudio's jieba words it gives the same ids, and on text
+        # without Chinese it needs nothing else
+        assert hf.encode(tok.words(text), is_pretokenized=True).ids == tok.encode(text)
+        plain = SHAKES[:3000]
+        assert hf.encode(plain).ids == tok.encode(plain)
+    else:
+        assert hf.encode(text).ids == tok.encode(text)
     assert hf.get_vocab_size() == tok.vocab_size
     again = Tokenizer.load(path)
     assert again.kind == kind and again.fingerprint() == tok.fingerprint()
