@@ -228,6 +228,14 @@ def _write_folder(session, tmp: Path, name: str, which: str) -> tuple[list[str],
         ]
         load_code, use_code = RECURRENT_LOAD_CODE, RECURRENT_USE_CODE
     _write_tokenizer(session.tokenizer, mcfg.block_size if mcfg.arch == "transformer" else None, tmp)
+    if getattr(session.tokenizer, "segmented", False):
+        notes = [
+            *notes,
+            "Chinese text: this word tokenizer cuts Chinese into words with jieba (dictionary mode) "
+            "before the vocabulary lookup, which the Hugging Face tokenizer cannot do; it keeps a run of "
+            "Chinese characters whole. Segment first and pass the words with `is_split_into_words=True` "
+            "(lmstudio's `Tokenizer.words(text)` gives them); text without Chinese needs nothing else.",
+        ]
     card = model_card(
         config=session.config,
         run_dir=session.run_dir,
