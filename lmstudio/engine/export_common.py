@@ -151,6 +151,14 @@ def move_into_place(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
 
 
+def describe_write_error(e: BaseException) -> str:
+    """A refused write in words, with what to do (a full disk is the usual cause)."""
+    text = getattr(e, "strerror", None) or str(e)
+    if "No space left" in str(e) or getattr(e, "errno", None) == 28:
+        return "the disk is full (No space left on device); free some space or choose another place"
+    return text
+
+
 def remove_quietly(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from lmstudio.engine import checkpoint as ckpt
@@ -38,6 +39,7 @@ from lmstudio.engine.export_common import (
     ExportError,
     ExportResult,
     check_destination,
+    describe_write_error,
     model_card,
     move_into_place,
     quiet_libraries,
@@ -202,9 +204,9 @@ def export_hf(
         with quiet_libraries():
             notes, diff, n = _write_folder(session, tmp, out.name, which)
         move_into_place(tmp, out)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error
         remove_quietly(tmp)
-        raise ExportError(f"cannot write {out}: {e.strerror or e}") from None
+        raise ExportError(f"cannot write {out}: {describe_write_error(e)}") from None
     except BaseException:
         remove_quietly(tmp)
         raise

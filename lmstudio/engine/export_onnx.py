@@ -34,6 +34,7 @@ from lmstudio.engine.export_common import (
     ExportError,
     ExportResult,
     check_destination,
+    describe_write_error,
     quiet_libraries,
     remove_quietly,
     require_extra,
@@ -160,7 +161,7 @@ def export_onnx(
     except OSError as e:
         for tmp in temps:
             remove_quietly(tmp)
-        raise ExportError(f"cannot write {out}: {e.strerror or e}") from None
+        raise ExportError(f"cannot write {out}: {describe_write_error(e)}") from None
     except BaseException:
         for tmp in temps:
             remove_quietly(tmp)
