@@ -238,6 +238,22 @@ def test_an_existing_folder_is_kept_unless_it_is_an_earlier_export(runs, exporte
     assert not [p for p in exported["lstm"].parent.iterdir() if p.name.startswith(".")]  # no temp left
 
 
+def test_a_jieba_word_tokenizer_run_exports_and_its_card_says_how_to_segment(tmp_path):
+    from transformers import AutoTokenizer
+
+    with cache_in(tmp_path):
+        run = train(tmp_path, "word", **{"tokenizer.kind": "word", "train.max_steps": 2})
+    session = Session.load(run)
+    assert session.tokenizer.segmented
+    folder = export_hf(run, tmp_path / "word-hf").path
+    assert "is_split_into_words" in (folder / "README.md").read_text(encoding="utf-8")
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    text = "春眠不覺曉，處處聞啼鳥。夜來風雨聲"
+    words = session.tokenizer.words(text)
+    ids = tok(words, is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    assert ids == session.tokenizer.encode(text)
+
+
 def test_the_convolutional_model_is_refused_with_the_reason(tmp_path, capsys):
     run = train(tmp_path, "conv", **{"model.arch": "conv", "train.max_steps": 2})
     capsys.readouterr()
