@@ -197,12 +197,13 @@ def export_hf(
             f"a {arch} model has no class in Hugging Face Transformers and no layout another tool would "
             "know; export it with --format onnx (ONNX Runtime runs every architecture)"
         )
+    report(0.2)
     tmp = temp_sibling(out)
     remove_quietly(tmp)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         with quiet_libraries():
-            notes, diff, n = _write_folder(session, tmp, out.name, which)
+            notes, diff, n = _write_folder(session, tmp, out.name, which, report)
         move_into_place(tmp, out)
     except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error
         remove_quietly(tmp)
@@ -215,7 +216,7 @@ def export_hf(
     return ExportResult(out, "hf", arch, diff, n, checked_by, notes)
 
 
-def _write_folder(session, tmp: Path, name: str, which: str) -> tuple[list[str], float, int]:
+def _write_folder(session, tmp: Path, name: str, which: str, report) -> tuple[list[str], float, int]:
     mcfg = session.config.model
     if mcfg.arch == "transformer":
         notes = _write_gpt2(session.model, tmp)
@@ -229,6 +230,7 @@ def _write_folder(session, tmp: Path, name: str, which: str) -> tuple[list[str],
             "the model loads with the plain PyTorch below (the tokenizer with `AutoTokenizer`)."
         ]
         load_code, use_code = RECURRENT_LOAD_CODE, RECURRENT_USE_CODE
+    report(0.5)
     _write_tokenizer(session.tokenizer, mcfg.block_size if mcfg.arch == "transformer" else None, tmp)
     if getattr(session.tokenizer, "segmented", False):
         notes = [
@@ -249,7 +251,9 @@ def _write_folder(session, tmp: Path, name: str, which: str) -> tuple[list[str],
         notes=notes,
     )
     (tmp / "README.md").write_text(card, encoding="utf-8")
+    report(0.7)
     diff, n = _check(session, tmp)
+    report(0.95)
     return notes, diff, n
 
 

@@ -209,6 +209,17 @@ def test_recurrent_folder_loads_with_the_model_cards_code(runs, exported, name, 
     assert config["model_type"] == "lmstudio-recurrent" and config["arch"] == name
 
 
+def test_the_best_checkpoint_exports_with_its_own_loss(runs, tmp_path):
+    from lmstudio.engine import checkpoint as ckpt
+
+    seen = []
+    folder = export_hf(runs["gpt"], tmp_path / "best-hf", which="best", progress=seen.append).path
+    assert seen == sorted(seen) and seen[-1] == 1.0  # progress only goes forward, to the end
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    best = min(r["val_loss"] for r in ckpt.read_metrics(runs["gpt"]) if "val_loss" in r)
+    assert "the best checkpoint" in card and f"validation loss {best:.4f}" in card
+
+
 def test_model_card_names_corpus_licence_settings_loss_and_date(runs, exported):
     from lmstudio.engine import checkpoint as ckpt
 
