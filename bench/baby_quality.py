@@ -21,10 +21,10 @@ import torch
 from lmstudio.config import load_preset
 from lmstudio.engine import device as dev
 from lmstudio.engine.data import prepare_data
-from lmstudio.engine.events import EvalMetrics, Failed, Finished, Started
 from lmstudio.engine.session import Session
 from lmstudio.engine.train_eval import estimate_losses
 from lmstudio.engine.trainer import Trainer
+from lmstudio.events import EvalMetrics, Failed, Finished, Started
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ import torch
 
 from lmstudio.config import load_preset
 from lmstudio.engine import schedule
-from lmstudio.engine.events import EvalMetrics, Failed, Finished, Started, StepMetrics
 from lmstudio.engine.trainer import Trainer
+from lmstudio.events import EvalMetrics, Failed, Finished, Started, StepMetrics
 
 VARIANTS = {
     "all-on": {"overrides": [], "fused": True},

@@ -57,8 +57,8 @@ def run_headless(steps: int, runs: str) -> list[float]:
 def run_app(app, steps: int) -> tuple[list[float], list[float]]:
     from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
 
+    from lmstudio import events as E
     from lmstudio.config import load_preset
-    from lmstudio.engine import events as E
     from lmstudio.ui.main_window import MainWindow
 
     win = MainWindow(warm_up=False)

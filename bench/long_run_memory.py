@@ -36,8 +36,8 @@ def main() -> int:
     import torch
     from PySide6.QtCore import QCoreApplication, QElapsedTimer, QEventLoop, QSettings, QTimer
 
+    from lmstudio import events as E
     from lmstudio.config import RunConfig
-    from lmstudio.engine import events as E
     from lmstudio.ui.app import make_application
     from lmstudio.ui.controller import Controller
     from lmstudio.ui.main_window import MainWindow

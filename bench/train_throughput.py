@@ -26,10 +26,10 @@ import torch
 
 from lmstudio.config import load_preset
 from lmstudio.engine.data import prepare_data
-from lmstudio.engine.events import StepMetrics
 from lmstudio.engine.models import build_model
 from lmstudio.engine.schedule import build_optimizer, lr_at
 from lmstudio.engine.trainer import Trainer
+from lmstudio.events import StepMetrics
 
 
 def plain_loop(cfg, data, steps_per_chunk: int):

@@ -47,8 +47,8 @@ def _config(cache: str):
 
 def lmstudio_chunks(cache: str, run_dir: str, chunk: int):
     """The Trainer on the preset, reports every ``chunk`` steps; evaluation, samples, saving out of the way."""
-    from lmstudio.engine.events import Failed, Started, StepMetrics
     from lmstudio.engine.trainer import Trainer
+    from lmstudio.events import Failed, Started, StepMetrics
 
     cfg, _ = _config(cache)
     cfg = cfg.override(

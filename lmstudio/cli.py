@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from lmstudio import __version__
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import UserError
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130  # the shell's convention for "stopped by Ctrl-C" (128 + SIGINT)

@@ -341,7 +341,8 @@ def token_json(step, top: int = 0) -> dict:
 def cmd_inspect(args) -> int:
     import numpy as np
 
-    from lmstudio.engine import export, inspect
+    from lmstudio import matrix_export as export
+    from lmstudio.engine import inspect
     from lmstudio.engine.session import Session
 
     out = Path(args.out)

@@ -15,20 +15,12 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import ConfigError
 
 CONFIG_VERSION = 1
 
 ARCHS = ("rnn", "lstm", "gru", "conv", "transformer")
 TOKENIZER_KINDS = ("char", "word", "bpe")
-
-
-class ConfigError(UserError, ValueError):
-    """A setting is invalid. ``errors`` maps a dotted field name to the reason."""
-
-    def __init__(self, errors: dict[str, str]):
-        self.errors = dict(errors)
-        super().__init__("; ".join(f"{k}: {v}" for k, v in self.errors.items()))
 
 
 def _f(
@@ -323,8 +315,11 @@ def _split_assignment(text: str) -> tuple[str, str]:
 
 def field_type(spec: dataclasses.Field) -> type:
     """The Python type of a field's default (annotations are strings under __future__)."""
-    default = spec.default if spec.default is not MISSING else spec.default_factory()  # type: ignore[misc]
-    return type(default)
+    if spec.default is not MISSING:
+        return type(spec.default)
+    factory = spec.default_factory
+    assert factory is not MISSING, f"field {spec.name} has no default"
+    return type(factory())
 
 
 def parse_value(spec: dataclasses.Field, raw: str) -> Any:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmstudio.config import RunConfig
-from lmstudio.engine.events import Event
+from lmstudio.events import Event
 
 ARCH_ORDER = ("rnn", "lstm", "gru", "conv", "transformer")
 # about 0.8M parameters each with a character vocabulary (~65 symbols); widths of the recurrent models

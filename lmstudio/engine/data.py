@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -33,6 +34,10 @@ from lmstudio.engine.corpus import (
     split_sizes,
 )
 from lmstudio.engine.tokenizer import Tokenizer, safe_cut, safe_pieces, train_tokenizer
+from lmstudio.runfolder import default_cache_dir
+
+if TYPE_CHECKING:
+    from lmstudio.engine.split_stats import SplitStats
 
 CACHE_VERSION = 1
 CHUNK_CHARS = 1 << 20
@@ -44,11 +49,6 @@ class Cancelled(CorpusError):
 
     def __init__(self, message: str = "Preparing the data was cancelled."):
         super().__init__(message)
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("LMSTUDIO_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".lmstudio" / "cache"
 
 
 def ids_dtype(vocab_size: int) -> np.dtype:
@@ -81,7 +81,7 @@ def encode_to_cache(
     corpus_hash = (
         hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         if text is not None
-        else "file:" + corpus_fingerprint(source)
+        else "file:" + corpus_fingerprint(cast(str, source))
     )
     token_hash = tokenizer.fingerprint()
     key = hashlib.sha256(f"{CACHE_VERSION}\0{corpus_hash}\0{token_hash}".encode()).hexdigest()[:24]
@@ -105,7 +105,7 @@ def encode_to_cache(
     chunks = (
         _text_chunks(text, chunk_chars)
         if text is not None
-        else _rechunk(iter_chunks_with_progress(source, chunk_chars), chunk_chars)
+        else _rechunk(iter_chunks_with_progress(cast(str, source), chunk_chars), chunk_chars)
     )
     tmp = cache / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     length = n_chars = 0
@@ -155,7 +155,7 @@ def _open_cached(bin_path: Path, meta_path: Path, expected: dict) -> np.memmap |
     if not isinstance(length, int) or length <= 0 or size != length * dtype.itemsize:
         return None
     ids = np.memmap(bin_path, dtype=dtype, mode="r", shape=(length,))
-    ids.n_chars = int(meta.get("chars", length))
+    setattr(ids, "n_chars", int(meta.get("chars", length)))  # noqa: B010 - numpy declares no such field
     return ids
 
 
@@ -206,7 +206,7 @@ class TokenData:
         # characters per token, for bits per character; without a count we assume one (char level)
         self.n_chars = n_chars if n_chars is not None else getattr(ids, "n_chars", len(ids))
         self.chars_per_token = self.n_chars / max(1, len(ids))
-        self._stats = None
+        self._stats: dict[str, SplitStats] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -257,8 +257,9 @@ class Batcher:
         arr = self.data.train if split == "train" else self.data.val
         ix = torch.randint(len(arr) - self.block_size, (self.batch_size,), generator=self._gens[split])
         # one fancy-indexed gather from the memmap instead of B slices
-        window = np.asarray(arr[ix.numpy()[:, None] + self._offsets]).astype(np.int64)  # (B, T+1)
-        window = torch.from_numpy(window)
+        window = torch.from_numpy(
+            np.asarray(arr[ix.numpy()[:, None] + self._offsets]).astype(np.int64)
+        )  # (B, T+1)
         x, y = window[:, :-1].contiguous(), window[:, 1:].contiguous()  # (B, T), (B, T)
         device = torch.device(device)
         if device.type == "cuda":

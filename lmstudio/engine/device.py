@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import UserError
 
 
 class DeviceError(UserError):
@@ -130,7 +130,7 @@ def seed_everything(seed: int) -> None:
 
 def rng_state() -> dict:
     """torch's global RNG states (dropout draws from them), as tensors for ``train_state.pt``."""
-    state = {"cpu": torch.get_rng_state()}
+    state: dict[str, torch.Tensor | list[torch.Tensor]] = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

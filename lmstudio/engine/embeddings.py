@@ -136,8 +136,8 @@ def token_counts(session) -> np.ndarray | None:
     the corpus cannot be read any more (moved or deleted)."""
     from lmstudio.engine.checkpoint import default_cache_dir
     from lmstudio.engine.data import prepare_data
-    from lmstudio.engine.errors import UserError
     from lmstudio.engine.tokenizer import token_frequencies
+    from lmstudio.errors import UserError
 
     try:
         _, data = prepare_data(session.config, tokenizer=session.tokenizer, cache_dir=default_cache_dir())

@@ -1,8 +1,5 @@
-"""Errors meant for a person: ``str(e)`` says what happened and what to do.
+"""The engine's errors are the shared layer's (``lmstudio.errors``); this name is kept for old imports."""
 
-The UI shows them in a dialog and the CLI prints one line and exits non-zero; any other exception is a bug.
-"""
+from lmstudio.errors import ConfigError, UserError
 
-
-class UserError(Exception):
-    """Base of every error the app or the CLI shows to the user as a message."""
+__all__ = ["ConfigError", "UserError"]

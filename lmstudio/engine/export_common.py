@@ -16,13 +16,14 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import UserError
 
 INSTALL_HINT = "pip install -e '.[export]'  (or: pip install 'lmstudio-playground[export]')"
 EXTRA_MODULES = {"hf": ("transformers",), "onnx": ("onnx", "onnxruntime", "onnxscript")}
@@ -79,7 +80,7 @@ def quiet_libraries():
     import logging
     import warnings
 
-    restore = []
+    restore: list[tuple[Callable[[Any], object], Any]] = []
     try:
         from transformers.utils import logging as hf_logging
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmstudio.engine import export
+from lmstudio import matrix_export as export
 from lmstudio.engine.embeddings import KINDS, EmbeddingMap
 from lmstudio.engine.lens import Lens
 

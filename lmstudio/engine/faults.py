@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import UserError
 
 # what allocators say when they fail (lower case); CUDA's own type is checked separately
 _OOM_PATTERNS = (
@@ -52,13 +52,14 @@ def is_oom(e: BaseException) -> bool:
 # ---- disks ------------------------------------------------------------------------------------------
 def fault_errno(e: BaseException) -> int | None:
     """The errno behind a write failure: an OSError's own, or the "(os error N)" Rust libraries print."""
-    while e is not None:
-        if isinstance(e, OSError) and e.errno:
-            return e.errno
-        found = re.search(r"os error (\d+)", str(e))
+    link: BaseException | None = e
+    while link is not None:
+        if isinstance(link, OSError) and link.errno:
+            return link.errno
+        found = re.search(r"os error (\d+)", str(link))
         if found:
             return int(found.group(1))
-        e = e.__cause__ or e.__context__
+        link = link.__cause__ or link.__context__
     return None
 
 

@@ -29,7 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-FULL_EVAL_FILE = "full_eval.json"
+from lmstudio.runfolder import FULL_EVAL_FILE, atomic_write_text
+from lmstudio.runfolder import known_full_loss as known_loss
+from lmstudio.runfolder import read_full_evals as read_all
+
+__all__ = ["FULL_EVAL_FILE", "FullEval", "full_split_loss", "known_loss", "read_all", "record", "windows_of"]
+
 # tokens per forward pass: enough to keep the matrix multiplies busy, small enough for any vocabulary here
 TOKENS_PER_BATCH = 8192
 
@@ -85,8 +90,8 @@ def full_split_loss(
         batches = [(np.asarray(full[i : i + per_batch]), block_size) for i in range(0, len(full), per_batch)]
         batches += [(np.asarray([s]), n) for s, n in tail]
         for starts, length in batches:
-            window = np.asarray(ids[starts[:, None] + offsets[: length + 1]]).astype(np.int64)  # (B, n+1)
-            window = torch.from_numpy(window).to(device)
+            rows = np.asarray(ids[starts[:, None] + offsets[: length + 1]]).astype(np.int64)  # (B, n+1)
+            window = torch.from_numpy(rows).to(device)
             x, y = window[:, :-1], window[:, 1:]  # (B, n), (B, n)
             with autocast() if autocast is not None else _nothing():
                 logits, _ = model(x)  # (B, n, V)
@@ -120,28 +125,7 @@ class _nothing:
 # ---- the record in the run folder -------------------------------------------------------------------
 def record(run_dir: str | Path, which: str, step: int, result: FullEval) -> None:
     """Keep ``result`` as the full-split score of checkpoint ``which`` ("latest" or "best") at ``step``."""
-    from lmstudio.engine.checkpoint import atomic_write_text
-
     path = Path(run_dir) / FULL_EVAL_FILE
     data = read_all(run_dir)
     data[which] = {"step": int(step), **asdict(result)}
     atomic_write_text(path, json.dumps(data, indent=2))
-
-
-def read_all(run_dir: str | Path) -> dict:
-    """Every recorded full-split score of a run by checkpoint name; {} when none (or the file is unreadable)."""
-    try:
-        data = json.loads((Path(run_dir) / FULL_EVAL_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
-
-
-def known_loss(run_dir: str | Path, which: str, step: int) -> float | None:
-    """The recorded full-split loss of checkpoint ``which`` if it was scored at ``step`` (its current
-    weights), else None: a score of older weights is never shown as the current one."""
-    entry = read_all(run_dir).get(which, {})
-    loss = entry.get("val_loss")
-    if entry.get("step") != step or not isinstance(loss, (int, float)) or not math.isfinite(loss):
-        return None
-    return float(loss)

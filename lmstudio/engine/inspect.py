@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import UserError
 
 
 class InspectError(UserError):

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 import torch
 
 from lmstudio.config import SampleConfig
-from lmstudio.engine.errors import UserError
 from lmstudio.engine.utf8_mask import guard_for
+from lmstudio.errors import UserError
 
 # most tokens a character can be split into by a byte-level tokenizer
 _MAX_PENDING = 4

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import torch
 
-from lmstudio.config import ConfigError, RunConfig
+from lmstudio import runfolder
+from lmstudio.config import RunConfig
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import device as dev
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import UserError
 
 
 @dataclass
@@ -34,15 +35,7 @@ class Session:
         from lmstudio.engine.tokenizer import Tokenizer
 
         run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise ckpt.CheckpointError(f"{run_dir} is not a run folder (it does not exist)")
-        config_path = run_dir / ckpt.CONFIG_FILE
-        if not config_path.is_file():
-            raise ckpt.CheckpointError(f"{config_path} is missing: {run_dir} is not a run folder")
-        try:
-            config = RunConfig.load(config_path).validate()
-        except ConfigError as e:
-            raise ckpt.CheckpointError(f"{config_path} is damaged: {e}") from None
+        config = runfolder.load_run_config(run_dir)
         tok_path = run_dir / ckpt.TOKENIZER_FILE
         if not tok_path.is_file():
             raise ckpt.CheckpointError(f"{tok_path} is missing: the run has no tokenizer")
@@ -52,11 +45,7 @@ class Session:
             raise ckpt.CheckpointError(f"{tok_path} cannot be read: {e}") from None
         except Exception as e:  # noqa: BLE001 - a damaged file can fail in many ways inside `tokenizers`
             raise ckpt.CheckpointError(f"{tok_path} is damaged ({type(e).__name__}: {e})") from None
-        if config.model.vocab_size != tokenizer.vocab_size:
-            raise ckpt.CheckpointError(
-                f"{tok_path} has {tokenizer.vocab_size} tokens but config.json expects "
-                f"{config.model.vocab_size}: the files come from different runs"
-            )
+        runfolder.check_vocab(run_dir, tokenizer.vocab_size, config.model.vocab_size)
         torch_device = dev.resolve_device(device)
         with torch.device(torch_device):
             model = build_model(config.model)

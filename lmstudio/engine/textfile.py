@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import UserError
 
 
 class CorpusError(UserError):
@@ -122,7 +122,7 @@ def detect_encoding(sample: bytes, path: Path | str = "the file", complete: bool
             )
         raise CorpusError(f"Cannot tell the text encoding of {path}. Save it as UTF-8 and try again.")
     codec = {
-        "utf_8": "utf-8-sig" if best.bom else "utf-8",
+        "utf_8": "utf-8-sig" if best is not None and best.bom else "utf-8",
         "utf_16": "utf-16",
         "utf_32": "utf-32",
         "utf_16_le": "utf-16-le",
@@ -199,7 +199,7 @@ def stream_file(path: Path, chunk_chars: int, blank_ok: bool = False) -> Iterato
     decoder = codecs.getincrementaldecoder(codec)(errors="replace")
     held_cr = ""  # a trailing "\r" may be the first half of "\r\n" split between reads
     at_start = True
-    pending: list[str] = []  # leading whitespace, held until we know the file is not blank
+    pending: list[str] | None = []  # leading whitespace, held until we know the file is not blank
     pending_bytes = 0
     seen_any = False
     with _open(path) as f:

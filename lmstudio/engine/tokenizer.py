@@ -38,9 +38,9 @@ import numpy as np
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from lmstudio.engine.errors import UserError
 from lmstudio.engine.segment import has_han, is_han_run
 from lmstudio.engine.segment import pieces as segment_pieces
+from lmstudio.errors import UserError
 
 UNK = "\ufffd"
 CHAR_PATTERN = r"[\s\S]"
@@ -381,7 +381,7 @@ def train_tokenizer(cfg, text: str | Iterable[str]) -> Tokenizer:
         return Tokenizer(_word_level(vocab, CHAR_PATTERN), "char")
     if kind == "word":
         counter = _word_level({UNK: 0}, WORD_PATTERN)
-        trainer = trainers.WordLevelTrainer(
+        trainer: trainers.Trainer = trainers.WordLevelTrainer(
             vocab_size=max(1, cfg.vocab_size - 1),
             min_frequency=cfg.min_frequency,
             show_progress=False,

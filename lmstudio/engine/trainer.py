@@ -26,12 +26,16 @@ from pathlib import Path
 
 import torch
 
+from lmstudio import runfolder
 from lmstudio.config import ConfigError, RunConfig
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import device as dev
 from lmstudio.engine import faults, host_memory
-from lmstudio.engine.errors import UserError
-from lmstudio.engine.events import (
+from lmstudio.engine.schedule import build_optimizer, lr_at
+from lmstudio.engine.train_control import FiniteWatch, NonFiniteLoss, TrainControl, is_oom
+from lmstudio.engine.train_eval import estimate_losses, training_sample
+from lmstudio.errors import UserError
+from lmstudio.events import (
     Checkpointed,
     EvalMetrics,
     Event,
@@ -44,9 +48,6 @@ from lmstudio.engine.events import (
     StateChanged,
     StepMetrics,
 )
-from lmstudio.engine.schedule import build_optimizer, lr_at
-from lmstudio.engine.train_control import FiniteWatch, NonFiniteLoss, TrainControl, is_oom
-from lmstudio.engine.train_eval import estimate_losses, training_sample
 
 __all__ = ["TrainControl", "Trainer", "is_oom"]
 
@@ -179,7 +180,7 @@ class Trainer:
             ckpt.remove_stale_temp_files(self.run_dir)  # a killed run's half-written files, never read
             self.state = ckpt.load_train_state(self.run_dir)
             tokenizer = Tokenizer.load(self.run_dir / ckpt.TOKENIZER_FILE)
-            self._check_same_run(cfg, tokenizer)
+            runfolder.check_same_run(self.run_dir, cfg, tokenizer.vocab_size)
         elif (self.run_dir / ckpt.CONFIG_FILE).exists():
             raise ConfigError(
                 {"run": f"{self.run_dir} already holds a run; resume it or choose a new folder"}
@@ -231,28 +232,6 @@ class Trainer:
                 self.run_dir.rmdir()
             except OSError:
                 pass  # not empty after all (someone else's files), or gone already
-
-    def _check_same_run(self, cfg: RunConfig, tokenizer) -> None:
-        saved = RunConfig.load(self.run_dir / ckpt.CONFIG_FILE)
-        if saved.model.vocab_size and tokenizer.vocab_size != saved.model.vocab_size:
-            raise ckpt.CheckpointError(
-                f"{self.run_dir / ckpt.TOKENIZER_FILE} has {tokenizer.vocab_size} tokens "
-                f"but config.json expects {saved.model.vocab_size}: the files come from "
-                "different runs"
-            )
-        for section in ("model", "tokenizer"):
-            a, b = getattr(saved, section), getattr(cfg, section)
-            if section == "model":
-                b = type(b)(**{**b.__dict__, "vocab_size": a.vocab_size})
-            if a != b:
-                raise ConfigError(
-                    {
-                        section: f"differs from the run being resumed in {self.run_dir}; "
-                        "start a new run to change it"
-                    }
-                )
-        if saved.corpus.source != cfg.corpus.source:
-            raise ConfigError({"corpus.source": "differs from the run being resumed; start a new run"})
 
     def _restore(self) -> None:
         st = self.state

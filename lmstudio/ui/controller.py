@@ -16,16 +16,14 @@ from typing import Any
 import numpy as np
 
 from lmstudio import config as C
-from lmstudio import resources
+from lmstudio import resources, runfolder
 
 Progress = Callable[[float], None]
 
 
 def cache_dir() -> Path:
-    """Where encoded corpora are cached ($LMSTUDIO_CACHE or ~/.lmstudio/cache): the engine decides."""
-    from lmstudio.engine import checkpoint
-
-    return Path(checkpoint.default_cache_dir())
+    """Where encoded corpora are cached ($LMSTUDIO_CACHE or ~/.lmstudio/cache)."""
+    return runfolder.default_cache_dir()
 
 
 def _plain(obj: Any) -> Any:
@@ -181,9 +179,7 @@ class Controller:
 
     # ---- training ---------------------------------------------------------------------------
     def runs_dir(self) -> Path:
-        from lmstudio.engine import checkpoint
-
-        return Path(checkpoint.default_runs_dir())
+        return runfolder.default_runs_dir()
 
     def new_control(self, *, pause_on_disk_error: bool = True):
         """The engine's thread-safe TrainControl (pause/resume/stop/set_lr are safe from any thread).
@@ -211,13 +207,12 @@ class Controller:
 
     def training_events(self, cfg: C.RunConfig, control, resume_dir: str | None = None) -> Iterator[Any]:
         """*worker*: create the run folder and iterate the trainer's events (frozen dataclasses)."""
-        from lmstudio.engine import checkpoint
         from lmstudio.engine.trainer import Trainer
 
         if resume_dir:
             run_dir, resume = Path(resume_dir), True
         else:
-            run_dir, resume = checkpoint.new_run_dir(self.runs_dir(), cfg.name or cfg.model.arch), False
+            run_dir, resume = runfolder.new_run_dir(self.runs_dir(), cfg.name or cfg.model.arch), False
         trainer = Trainer(
             cfg,
             run_dir,
@@ -230,22 +225,15 @@ class Controller:
 
     # ---- runs -------------------------------------------------------------------------------
     def list_runs(self) -> list[dict]:
-        from lmstudio.engine import checkpoint
-
-        root = self.runs_dir()
-        if not root.is_dir():
-            return []
-        return [_plain(r) for r in checkpoint.list_runs(root)]
+        return [_plain(r) for r in runfolder.list_runs(self.runs_dir())]
 
     def run_config(self, run_dir: str) -> C.RunConfig:
-        return C.RunConfig.load(Path(run_dir) / "config.json")
+        return C.RunConfig.load(Path(run_dir) / runfolder.CONFIG_FILE)
 
     def run_curves(self, run_dir: str) -> dict[str, np.ndarray]:
         """A run's metrics.jsonl as arrays: ``step``/``time``/``loss`` for steps and ``eval_*`` for evals."""
-        from lmstudio.engine import checkpoint
-
         steps, evals = [], []
-        for row in checkpoint.read_metrics(run_dir):
+        for row in runfolder.read_metrics(run_dir):
             kind = row.get("event", "")
             if kind == "EvalMetrics" or ("val_loss" in row and kind != "StepMetrics"):
                 evals.append(row)
@@ -270,9 +258,7 @@ class Controller:
         }
 
     def run_samples(self, run_dir: str) -> list[dict]:
-        from lmstudio.engine import checkpoint
-
-        return [_plain(s) for s in checkpoint.read_samples(run_dir)]
+        return [_plain(s) for s in runfolder.read_samples(run_dir)]
 
     # ---- export -----------------------------------------------------------------------------
     def export_missing(self, fmt: str) -> str:

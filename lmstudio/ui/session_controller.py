@@ -28,7 +28,7 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import UserError
 
 # token batches reach the GUI at most this often while streaming (a signal per token costs more than the token)
 _EMIT_EVERY_S = 0.04

@@ -20,7 +20,7 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
 
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import UserError
 
 _threads: dict[QThread, QObject] = {}
 _reaper: _Reaper | None = None

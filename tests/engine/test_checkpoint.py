@@ -8,12 +8,13 @@ import os
 import pytest
 import torch
 
+from lmstudio import runfolder
 from lmstudio.config import RunConfig
 from lmstudio.engine import checkpoint as ckpt
-from lmstudio.engine.events import StepMetrics
 from lmstudio.engine.models import build_model
 from lmstudio.engine.session import Session
 from lmstudio.engine.trainer import TrainControl, Trainer
+from lmstudio.events import StepMetrics
 
 
 def tiny(*overrides: str) -> RunConfig:
@@ -57,7 +58,7 @@ def test_default_folders_follow_the_environment(tmp_path, monkeypatch):
     assert ckpt.default_runs_dir() == tmp_path / "runs"
     assert ckpt.default_cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("LMSTUDIO_RUNS")
-    assert ckpt.default_runs_dir() == ckpt.Path.home() / ".lmstudio" / "runs"
+    assert ckpt.default_runs_dir() == runfolder.Path.home() / ".lmstudio" / "runs"
 
 
 def test_new_run_dir_never_reuses_a_folder(tmp_path):

@@ -21,7 +21,7 @@ from lmstudio.engine.corpus import (
     read_corpus,
     split_sizes,
 )
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import UserError
 from lmstudio.resources import corpora_dir
 
 TANG = (corpora_dir() / "tang300.txt").read_text(encoding="utf-8")

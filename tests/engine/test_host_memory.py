@@ -124,8 +124,8 @@ def test_nested_uses_keep_the_setting_until_the_last_one_leaves():
 
 def test_the_trainer_keeps_freed_memory_during_its_step_loop_only(tmp_path):
     from lmstudio.config import RunConfig
-    from lmstudio.engine.events import Finished, StepMetrics
     from lmstudio.engine.trainer import Trainer
+    from lmstudio.events import Finished, StepMetrics
 
     cfg = (
         RunConfig(name="t")

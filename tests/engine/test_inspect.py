@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from test_sampling import TEXT, make_session
 
-from lmstudio.engine import export
+from lmstudio import matrix_export as export
 from lmstudio.engine import inspect as lm_inspect
-from lmstudio.engine.errors import UserError
+from lmstudio.errors import UserError
 
 
 def test_attention_rows_sum_to_one_and_never_look_ahead():

@@ -12,8 +12,8 @@ from tokenizers import Tokenizer as HFTokenizer
 from lmstudio.config import RunConfig
 from lmstudio.engine import inspect as lm_inspect
 from lmstudio.engine.corpus import read_corpus, split_sizes
-from lmstudio.engine.events import EvalMetrics, Notice
 from lmstudio.engine.trainer import Trainer
+from lmstudio.events import EvalMetrics, Notice
 
 
 def _config(kind: str, source: str = "tang300", vocab: int = 1000) -> RunConfig:

@@ -10,9 +10,9 @@ import pytest
 from lmstudio.config import TrainConfig
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import full_eval
-from lmstudio.engine.events import Checkpointed, EvalMetrics, Finished, FullEvalMetrics, StepMetrics
 from lmstudio.engine.schedule import lr_at
 from lmstudio.engine.trainer import Trainer
+from lmstudio.events import Checkpointed, EvalMetrics, Finished, FullEvalMetrics, StepMetrics
 from tests.engine.test_trainer import run_all, tiny_config
 
 

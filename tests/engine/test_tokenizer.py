@@ -13,7 +13,6 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from lmstudio.config import TokenizerConfig
 from lmstudio.engine.corpus import read_corpus
-from lmstudio.engine.errors import UserError
 from lmstudio.engine.tokenizer import (
     UNK,
     Tokenizer,
@@ -23,6 +22,7 @@ from lmstudio.engine.tokenizer import (
     token_frequencies,
     train_tokenizer,
 )
+from lmstudio.errors import UserError
 
 TANG = read_corpus("tang300")
 SHAKES = read_corpus("tiny_shakespeare")[:150_000]

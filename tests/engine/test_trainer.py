@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from lmstudio.config import RunConfig, TrainConfig
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import models as models_module
-from lmstudio.engine.events import (
+from lmstudio.engine.schedule import build_optimizer, lr_at, param_groups
+from lmstudio.engine.trainer import TrainControl, Trainer
+from lmstudio.events import (
     Checkpointed,
     EvalMetrics,
     Failed,
@@ -24,8 +26,6 @@ from lmstudio.engine.events import (
     StateChanged,
     StepMetrics,
 )
-from lmstudio.engine.schedule import build_optimizer, lr_at, param_groups
-from lmstudio.engine.trainer import TrainControl, Trainer
 
 
 def tiny_config(*overrides: str) -> RunConfig:

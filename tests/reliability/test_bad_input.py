@@ -17,12 +17,12 @@ from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import inspect as insp
 from lmstudio.engine import sampling
 from lmstudio.engine.corpus import CorpusError, iter_corpus_chunks, read_corpus
-from lmstudio.engine.errors import UserError
-from lmstudio.engine.events import Failed, Finished
 from lmstudio.engine.models import build_model
 from lmstudio.engine.session import Session
 from lmstudio.engine.tokenizer import train_tokenizer
 from lmstudio.engine.trainer import Trainer
+from lmstudio.errors import UserError
+from lmstudio.events import Failed, Finished
 from tests.reliability.conftest import run_all, tiny_config
 
 ZH = "床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉。\n" * 40

@@ -16,9 +16,9 @@ import torch
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import data as data_module
 from lmstudio.engine import models as models_module
-from lmstudio.engine.events import Checkpointed, Failed, Finished, StepMetrics
 from lmstudio.engine.session import Session
 from lmstudio.engine.trainer import TrainControl, Trainer
+from lmstudio.events import Checkpointed, Failed, Finished, StepMetrics
 from tests.reliability.conftest import run_all, tiny_config
 
 

@@ -15,10 +15,10 @@ import torch
 
 from lmstudio.cli import main as cli_main
 from lmstudio.engine import checkpoint as ckpt
-from lmstudio.engine.errors import UserError
-from lmstudio.engine.events import Failed
 from lmstudio.engine.session import Session
 from lmstudio.engine.trainer import Trainer
+from lmstudio.errors import UserError
+from lmstudio.events import Failed
 from tests.reliability.conftest import copy_run, run_all, tiny_config
 
 

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from lmstudio.engine import checkpoint as ckpt
-from lmstudio.engine.events import Failed, Finished
 from lmstudio.engine.session import Session
 from lmstudio.engine.trainer import Trainer
+from lmstudio.events import Failed, Finished
 from tests.reliability.conftest import TINY, run_all, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,12 +73,13 @@ CHILD = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from lmstudio.config import RunConfig
+    from lmstudio import runfolder
     from lmstudio.engine import checkpoint as ckpt
     from lmstudio.engine.trainer import Trainer
 
     where, run, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
     calls = {"n": 0}
-    real_save_model, real_replace = ckpt.save_model, ckpt.os.replace
+    real_save_model, real_replace = ckpt.save_model, runfolder.os.replace
 
     def block(message):
         print(message, flush=True)
@@ -98,7 +99,7 @@ CHILD = textwrap.dedent("""
             block("BLOCKED before the state rename")  # new weights in place, the old state still there
         real_replace(src, dst)
 
-    ckpt.save_model, ckpt.os.replace = save_model, replace
+    ckpt.save_model, runfolder.os.replace = save_model, replace
     cfg = RunConfig(name="killed").override(overrides).validate()
     for event in Trainer(cfg, run).run():
         print(type(event).__name__, getattr(event, "step", ""), flush=True)

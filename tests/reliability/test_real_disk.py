@@ -16,9 +16,9 @@ import textwrap
 import pytest
 
 from lmstudio.engine import checkpoint as ckpt
-from lmstudio.engine.events import Checkpointed, Failed, Finished, Notice, StateChanged
 from lmstudio.engine.session import Session
 from lmstudio.engine.trainer import TrainControl, Trainer
+from lmstudio.events import Checkpointed, Failed, Finished, Notice, StateChanged
 from tests.reliability.conftest import leftovers, run_all, tiny_config
 
 SMALL = "corpus.source=tiny_shakespeare"  # 65 characters: a checkpoint of ~110 KB fits the 400 KB disk

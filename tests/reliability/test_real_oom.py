@@ -13,11 +13,11 @@ import textwrap
 import pytest
 
 from lmstudio.engine import checkpoint as ckpt
-from lmstudio.engine.events import Failed, Started
 from lmstudio.engine.faults import format_bytes
 from lmstudio.engine.models import memory_estimate
 from lmstudio.engine.session import Session
 from lmstudio.engine.trainer import Trainer
+from lmstudio.events import Failed, Started
 from tests.reliability.conftest import run_all, tiny_config
 
 # a context of 256 and width 64: batch 4 trains in a few MB; batch 1000 needs ~2.5 GB of activations,

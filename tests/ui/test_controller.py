@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from lmstudio import events as E
 from lmstudio.engine import data as engine_data
-from lmstudio.engine import events as E
 from lmstudio.ui.controller import Controller
 from tests.ui.conftest import tiny_config
 

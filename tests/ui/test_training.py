@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt
 
-from lmstudio.engine import events as E
+from lmstudio import events as E
 from lmstudio.ui import dialogs, workers
 from lmstudio.ui.main_window import TAB_RUNS, TAB_TRAINING
 from tests.ui.conftest import Recorder, set_field, tiny_config
@@ -279,6 +279,7 @@ def test_a_full_disk_pauses_the_run_and_resume_saves_it(qtbot, window, errors, m
     import errno
     import os
 
+    from lmstudio import runfolder
     from lmstudio.engine import checkpoint as ckpt
 
     real_replace, disk_full = os.replace, [True]
@@ -288,7 +289,7 @@ def test_a_full_disk_pauses_the_run_and_resume_saves_it(qtbot, window, errors, m
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_replace(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(ckpt.os, "replace", replace)
+    monkeypatch.setattr(runfolder.os, "replace", replace)
     win, pane = window, window.training
     win.setup.set_config(
         tiny_config(

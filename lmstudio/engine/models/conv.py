@@ -25,6 +25,7 @@ Incremental decoding keeps, per layer, a buffer of the last ``(k-1) * d`` inputs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +114,7 @@ class ConvLM(LanguageModel):
         nn.init.normal_(self.lm_head.weight, std=0.02)
         if not cfg.tie_weights:
             nn.init.normal_(self.wte.weight, std=0.02)
-        for block in self.blocks:
+        for block in self.conv_blocks:
             nn.init.normal_(block.proj.weight, std=0.02 / (2 * cfg.n_layer) ** 0.5)
             if block.proj.bias is not None:
                 nn.init.zeros_(block.proj.bias)
@@ -137,6 +138,10 @@ class ConvLM(LanguageModel):
             states.append(x)
         return states
 
+    @property
+    def conv_blocks(self) -> list[GatedConvBlock]:
+        return cast("list[GatedConvBlock]", list(self.blocks))
+
     def readout(self, x: torch.Tensor) -> torch.Tensor:
         """The final LayerNorm and lm_head on a residual-stream state (B, T, C): logits (B, T, V)."""
         return self.lm_head(self.ln_f(x))
@@ -147,7 +152,7 @@ class ConvLM(LanguageModel):
         return ConvState(
             buffers=[
                 torch.zeros(batch_size, self.cfg.n_embd, b.history, dtype=w.dtype, device=w.device)
-                for b in self.blocks
+                for b in self.conv_blocks
             ]
         )
 
@@ -155,7 +160,7 @@ class ConvLM(LanguageModel):
         self._check_idx(idx, None)
         x = self.drop(self.wte(idx))  # (B, T_new, C)
         buffers = []
-        for block, buffer in zip(self.blocks, state.buffers, strict=True):
+        for block, buffer in zip(self.conv_blocks, state.buffers, strict=True):
             x, buffer = block.step(x, buffer)
             buffers.append(buffer)
         logits = self.lm_head(self.ln_f(x))  # (B, T_new, V)

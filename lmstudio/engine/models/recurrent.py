@@ -39,7 +39,7 @@ class RecurrentLM(LanguageModel):
         self.block_size = cfg.block_size
         self.state_capacity = None  # the hidden state carries on past the training context
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        kwargs = dict(
+        kwargs: dict[str, object] = dict(
             input_size=cfg.n_embd,
             hidden_size=cfg.hidden_size,
             num_layers=cfg.n_layer,

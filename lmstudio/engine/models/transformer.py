@@ -141,6 +141,8 @@ class Block(nn.Module):
 
 
 class GPT(LanguageModel):
+    pe: torch.Tensor  # the sinusoidal buffer, when pos_encoding is not learned
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -148,7 +150,7 @@ class GPT(LanguageModel):
         self.state_capacity = cfg.block_size
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         if cfg.pos_encoding == "learned":
-            self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+            self.wpe: nn.Embedding | None = nn.Embedding(cfg.block_size, cfg.n_embd)
         else:
             self.wpe = None
             # fixed, so kept out of the checkpoint and rebuilt from the formula
@@ -255,6 +257,7 @@ class GPT(LanguageModel):
             )
         x = self._embed(idx, start)
         for block, k_buf, v_buf in zip(self.blocks, state.k, state.v, strict=True):
+            assert isinstance(block, Block)
             x = block.step(x, k_buf, v_buf, start)
         state.length = start + T
         return self.lm_head(self.ln_f(x)), state  # (B, T_new, V)

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lmstudio.engine import export  # numpy + zlib only: no torch
+from lmstudio import matrix_export as export
 from lmstudio.ui.session_controller import SessionController
 from lmstudio.ui.widgets.embedding_map import EmbeddingMap
 from lmstudio.ui.widgets.heatmap import Heatmap

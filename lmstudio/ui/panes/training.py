@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from lmstudio import config as C
-from lmstudio.engine import events as E
+from lmstudio import events as E
 from lmstudio.ui.controller import Controller
 from lmstudio.ui.widgets.plots import MetricPlot
 from lmstudio.ui.workers import TrainWorker, start_worker
