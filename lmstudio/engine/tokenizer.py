@@ -215,7 +215,7 @@ class Tokenizer:
     def words(self, text: str) -> list[str]:
         """``text`` cut into jieba words (a Chinese word outside the vocabulary: its characters) and the
         runs between them, for HF's pre-tokenizer to split further; concatenating to ``text``."""
-        out = []
+        out: list[str] = []
         for piece in segment_pieces(text):
             if len(piece) > 1 and piece not in self._vocab and is_han_run(piece):
                 out.extend(piece)
@@ -265,7 +265,8 @@ class Tokenizer:
             words = self.words(_scrub(text))
             enc = self._hf.encode(words, is_pretokenized=True, add_special_tokens=False)
             pieces = [
-                (words[w][s:e], i) for (s, e), i, w in zip(enc.offsets, enc.ids, enc.word_ids, strict=True)
+                (words[w][s:e] if w is not None else "", i)
+                for (s, e), i, w in zip(enc.offsets, enc.ids, enc.word_ids, strict=True)
             ]
             if "".join(p for p, _ in pieces) == text:
                 return pieces
