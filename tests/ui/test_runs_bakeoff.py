@@ -81,3 +81,16 @@ def qtbot_left():
     from PySide6.QtCore import Qt
 
     return Qt.MouseButton.LeftButton
+
+
+def test_a_timed_run_shows_progress_by_the_clock_and_its_whole_split_score(qtbot, window):
+    from tests.ui.conftest import wait_finished
+
+    cfg = tiny_config("conv", extra=["train.max_steps=10000000", "train.max_time=1.0"])
+    assert window.training.start(cfg)
+    run_dir, reason = wait_finished(qtbot, window)
+    assert reason == "completed"
+    pane = window.training
+    assert pane.progress.maximum() == 1000 and pane.progress.value() == 1000
+    full = ckpt.list_runs(window.controller.runs_dir())[0].full_val_loss
+    assert full is not None and f"whole split: {full:.4f}" in pane.timing.text()

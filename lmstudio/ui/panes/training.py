@@ -148,6 +148,8 @@ class TrainingPane(QWidget):
 
         self._redraw = QTimer(self, interval=REDRAW_MS)
         self._redraw.timeout.connect(self.redraw)
+        self._budget = 0.0  # train.max_time of the current run (0: none)
+        self._full = ""  # the whole-split score of the run that just completed, as a sentence
         self._set_state("idle")
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -166,6 +168,8 @@ class TrainingPane(QWidget):
         self.worker.crashed.connect(self._on_crashed)
         self.worker.finished.connect(self._on_worker_finished)
         self.progress.setRange(0, cfg.train.max_steps)
+        self._budget = cfg.train.max_time  # a timed run's progress bar follows the clock, not the steps
+        self._full = ""
         self.lr_edit.setText(repr(cfg.train.lr))
         self._started_at = time.monotonic()
         self._set_state("starting")
@@ -220,10 +224,16 @@ class TrainingPane(QWidget):
             self.loss_plot.append("loss", x, ev.loss)
             self.lr_plot.append("lr", x, ev.lr)
             self.speed_plot.append("tokens_per_s", x, ev.tokens_per_s)
-            self.progress.setMaximum(ev.max_steps)
-            self.progress.setValue(ev.step)
+            budget = self._budget
+            if budget > 0:
+                self.progress.setMaximum(1000)
+                self.progress.setValue(min(1000, int(1000 * ev.elapsed / budget)))
+            else:
+                self.progress.setMaximum(ev.max_steps)
+                self.progress.setValue(ev.step)
+            of = f" of {format_duration(budget)}" if budget > 0 else ""
             self.timing.setText(
-                f"step {ev.step:,} of {ev.max_steps:,} · elapsed {format_duration(ev.elapsed)} · "
+                f"step {ev.step:,} of {ev.max_steps:,} · elapsed {format_duration(ev.elapsed)}{of} · "
                 f"ETA {format_duration(ev.eta)} · loss {ev.loss:.3f} · lr {ev.lr:.3g} · "
                 f"{ev.tokens_per_s:,.0f} tokens/s"
             )
@@ -233,6 +243,9 @@ class TrainingPane(QWidget):
             self.loss_plot.append("val_loss", x, ev.val_loss)
             self.ppl_plot.append("val_ppl", x, ev.val_ppl)
             self.acc_plot.append("val_acc", x, ev.val_acc)
+        elif isinstance(ev, E.FullEvalMetrics):
+            estimate = f" (running estimate {ev.estimate:.4f})" if ev.estimate is not None else ""
+            self._full = f" Validation loss over the whole split: {ev.val_loss:.4f}{estimate}."
         elif isinstance(ev, E.Sample):
             self._sample = f"step {ev.step}:\n{ev.text}"
             self._sample_dirty = True
@@ -252,10 +265,13 @@ class TrainingPane(QWidget):
             self.notice_shown.emit(ev.message)
         elif isinstance(ev, E.Finished):
             self.run_dir = ev.run_dir or self.run_dir
-            self.progress.setValue(ev.step)
+            if self.progress.maximum() == 1000 and self._budget > 0:
+                self.progress.setValue(1000 if ev.reason == "completed" else self.progress.value())
+            else:
+                self.progress.setValue(ev.step)
             self.timing.setText(
                 f"{'Finished' if ev.reason == 'completed' else 'Stopped'} at step {ev.step:,} "
-                f"after {format_duration(ev.elapsed)}. The run is saved in {self.run_dir}."
+                f"after {format_duration(ev.elapsed)}.{self._full} The run is saved in {self.run_dir}."
             )
             self._set_state("finished" if ev.reason == "completed" else "stopped")
             self.run_finished.emit(self.run_dir, ev.reason)
