@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
     t.add_argument("--json", action="store_true", help="print one JSON object per event")
+    t.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train on N processes of this machine (one per GPU, or CPU processes) through torchrun",
+    )
 
     e = sub.add_parser("eval", help="validation loss, perplexity and accuracy of a trained run")
     e.add_argument("run_dir")
@@ -171,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` passes them on
     from lmstudio import cli_commands
 
     handler = getattr(cli_commands, f"cmd_{args.command}")

@@ -26,9 +26,26 @@ from lmstudio.cli import (
 
 # ---- train -------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
+    if args.nproc is not None:
+        from lmstudio.engine import launch
+
+        launch.check_nproc(args.nproc, args.device)
+        return launch.launch(args.nproc, launch.strip_nproc(args.argv))
+    from lmstudio.engine import distributed
+
+    ranks = distributed.init_from_env()  # torchrun started this process: join the others
+    try:
+        return _train(args, ranks)
+    except distributed.PeerFailed:  # another rank failed and printed why
+        return EXIT_USER_ERROR
+    finally:
+        ranks.close()
+
+
+def _config_and_folder(args, ranks):
     from lmstudio.config import ConfigError, RunConfig, load_preset
     from lmstudio.engine import checkpoint as ckpt
-    from lmstudio.engine.trainer import TrainControl, Trainer
+    from lmstudio.engine.distributed import check_batch_split
 
     overrides = list(args.set)
     if args.resume:
@@ -46,6 +63,7 @@ def cmd_train(args) -> int:
             overrides.append(f"{key}={getattr(args, flag)}")
     try:
         cfg = cfg.override(overrides).validate()
+        check_batch_split(cfg.train.batch_size, ranks.world_size)
     except ConfigError as e:
         if not args.resume:
             raise
@@ -55,6 +73,8 @@ def cmd_train(args) -> int:
             {(k if k in typed else f"{run_dir / ckpt.CONFIG_FILE}: {k}"): v for k, v in e.errors.items()}
         ) from None
     if not args.resume:
+        if not ranks.is_main:
+            return cfg, None  # rank 0 makes the folder and tells the others
         if args.out:
             run_dir = Path(args.out)
             if (run_dir / ckpt.CONFIG_FILE).exists():
@@ -65,13 +85,39 @@ def cmd_train(args) -> int:
             run_dir.mkdir(parents=True, exist_ok=True)
         else:
             run_dir = ckpt.new_run_dir(ckpt.default_runs_dir(), cfg.name or Path(args.preset).stem)
+    return cfg, run_dir
+
+
+def _train(args, ranks) -> int:
+    from lmstudio.engine import checkpoint as ckpt
+    from lmstudio.engine import distributed
+    from lmstudio.engine.trainer import TrainControl, Trainer
+
+    cfg, run_dir = ranks.together(lambda: _config_and_folder(args, ranks))
+    tokenizer = None
+    if ranks.active:
+        run_dir = Path(ranks.broadcast(str(run_dir)))
+        if not args.resume:  # one tokenizer for all ranks, trained once
+            tokenizer = distributed.shared_tokenizer(ranks, cfg, ckpt.default_cache_dir())
     control = TrainControl()
+    if ranks.active and ranks.is_main:
+        ranks.control_file = distributed.ControlFile(run_dir)  # the app's pause / resume / stop
     trainer = Trainer(
-        cfg, run_dir, control=control, resume=bool(args.resume), cache_dir=ckpt.default_cache_dir()
+        cfg,
+        run_dir,
+        control=control,
+        resume=bool(args.resume),
+        cache_dir=ckpt.default_cache_dir(),
+        tokenizer=tokenizer,
+        dist=ranks,
     )
-    report = _JsonReport() if args.json else _TextReport(sys.stdout.isatty())
+    if not ranks.is_main:
+        report = _OtherRankReport(ranks.rank)
+    else:
+        report = _JsonReport() if args.json else _TextReport(sys.stdout.isatty())
     code = 0
-    with InterruptToStop(control.stop) as interrupt:
+    # several ranks: torchrun passes Ctrl-C on as SIGINT and a shutdown as SIGTERM; both stop gracefully
+    with InterruptToStop(control.stop) as interrupt, _TermToStop(control.stop, ranks.active):
         try:
             for event in trainer.run():
                 report(event)
@@ -84,6 +130,40 @@ def cmd_train(args) -> int:
             print_error("aborted; the run can be resumed from its last checkpoint")
             return EXIT_INTERRUPTED
     return code
+
+
+class _TermToStop:
+    """While active (and ``enabled``), SIGTERM asks for a graceful stop instead of ending the process."""
+
+    def __init__(self, on_term, enabled: bool):
+        self.on_term, self.enabled = on_term, enabled
+        self._previous = None
+
+    def __enter__(self):
+        import signal
+
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: self.on_term())
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
+class _OtherRankReport:
+    """Ranks other than 0 print only a failure of their own (rank 0 reports everything else, and a NaN
+    loss, being the mean over ranks, fails every rank at once)."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def __call__(self, event) -> None:
+        if type(event).__name__ == "Failed" and event.kind not in ("peer", "nan"):
+            print_error(f"rank {self.rank}: {event.message}")
 
 
 class _JsonReport:
@@ -118,6 +198,13 @@ class _TextReport:
                 f"{f' from step {event.start_step}' if event.start_step else ''}"
             )
             self._line(f"run folder: {event.run_dir}")
+            if event.world_size > 1:
+                t = event.config.get("train", {})
+                b, n, acc = t.get("batch_size", 0), event.world_size, t.get("grad_accum", 1)
+                self._line(
+                    f"global batch {b * acc} sequences per step = {b // n} per process × {n} processes"
+                    f" × {acc} accumulation"
+                )
         elif kind == "StepMetrics":
             text = (
                 f"step {event.step}/{event.max_steps}  loss {event.loss:.4f}  lr {event.lr:.2e}  "
@@ -154,7 +241,7 @@ class _TextReport:
                 f"{'finished' if event.reason == 'completed' else 'stopped'} at step {event.step} "
                 f"after {format_duration(event.elapsed)}; run folder: {event.run_dir}"
             )
-        elif kind == "Failed":
+        elif kind == "Failed" and event.kind != "peer":  # "peer": the failing rank says why
             self._line(f"lmstudio: error: {event.message}", err=True)
 
 

@@ -24,6 +24,7 @@ class Started(Event):
     start_step: int  # 0 for a new run, the checkpoint's step when resuming
     max_steps: int
     config: dict = field(default_factory=dict)
+    world_size: int = 1  # processes training together (torchrun); train.batch_size is split among them
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ class Finished(Event):
 @dataclass(frozen=True)
 class Failed(Event):
     step: int
-    kind: str  # "oom", "nan", "disk", "config", "data", "checkpoint", "error"
+    kind: str  # "oom", "nan", "disk", "config", "data", "checkpoint", "error";
+    # "peer": another process of a distributed run failed (it reports the cause itself)
     message: str  # what happened and what to do, for a person
     run_dir: str = ""
     detail: str = ""  # a traceback for kind "error" (a bug), to copy into a report; else empty

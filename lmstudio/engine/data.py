@@ -233,9 +233,23 @@ class Batcher:
     Each split draws offsets from its own seeded ``torch.Generator``, so evaluation never shifts the
     training batches, and ``state_dict()`` / ``load_state_dict()`` make a resumed run draw the very
     batches the uninterrupted run would have drawn.
+
+    With ``world_size`` > 1 (one process of a distributed run, ``distributed.py``) every rank draws the
+    same ``batch_size`` offsets and keeps rows ``rank * b`` to ``(rank + 1) * b`` (``b = batch_size /
+    world_size``): the ranks together see exactly the batch one process would, and the generator state
+    is the same on every rank, so it resumes on any number of ranks.
     """
 
-    def __init__(self, data: TokenData, batch_size: int, block_size: int, seed: int = 1337):
+    def __init__(
+        self,
+        data: TokenData,
+        batch_size: int,
+        block_size: int,
+        seed: int = 1337,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         check_length(len(data), block_size, data.val_fraction)
         for name, arr in (("training", data.train), ("validation", data.val)):
             if len(arr) < block_size + 1:
@@ -243,7 +257,11 @@ class Batcher:
                     f"The {name} part has {len(arr)} tokens, fewer than a context of {block_size} "
                     "plus one. Use a longer text or a shorter context."
                 )
+        if batch_size % world_size:
+            raise ValueError(f"a batch of {batch_size} does not split over {world_size} ranks")
         self.data, self.batch_size, self.block_size, self.seed = data, batch_size, block_size, seed
+        per_rank = batch_size // world_size
+        self._rows = slice(rank * per_rank, (rank + 1) * per_rank) if world_size > 1 else slice(None)
         self._gens = {
             "train": torch.Generator().manual_seed(seed),
             "val": torch.Generator().manual_seed(seed + 1),
@@ -256,6 +274,7 @@ class Batcher:
         """(x, y), each int64 (B, T) on ``device``; y[:, t] is the token after x[:, t]."""
         arr = self.data.train if split == "train" else self.data.val
         ix = torch.randint(len(arr) - self.block_size, (self.batch_size,), generator=self._gens[split])
+        ix = ix[self._rows]  # this rank's rows of the global batch (all of them in one process)
         # one fancy-indexed gather from the memmap instead of B slices
         window = torch.from_numpy(
             np.asarray(arr[ix.numpy()[:, None] + self._offsets]).astype(np.int64)

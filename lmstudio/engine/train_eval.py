@@ -36,12 +36,21 @@ def _eval_mode(module: torch.nn.Module):
 
 @torch.no_grad()
 def estimate_losses(
-    forward, data, cfg: RunConfig, device: torch.device, precision: dev.Precision
+    forward,
+    data,
+    cfg: RunConfig,
+    device: torch.device,
+    precision: dev.Precision,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, float]:
     """Mean loss on ``eval_iters`` batches of each split, and next-token accuracy on validation.
 
     The batches come from a Batcher seeded the same way every time, so successive evaluations compare
-    the model on the same text instead of adding sampling noise to the curve.
+    the model on the same text instead of adding sampling noise to the curve. In a distributed run each
+    rank evaluates its slice of those batches (``rank``, ``world_size``); averaging the ranks' results
+    gives the one-process figures.
     """
     from lmstudio.engine.data import Batcher
 
@@ -49,7 +58,9 @@ def estimate_losses(
     out: dict[str, float] = {}
     with _fork_rng(device), _eval_mode(forward):
         for split in ("train", "val"):
-            batcher = Batcher(data, t.batch_size, cfg.model.block_size, t.seed + 1)
+            batcher = Batcher(
+                data, t.batch_size, cfg.model.block_size, t.seed + 1, rank=rank, world_size=world_size
+            )
             losses = torch.zeros(t.eval_iters, device=device)
             correct = torch.zeros((), device=device)
             count = 0

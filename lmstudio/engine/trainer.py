@@ -30,7 +30,7 @@ from lmstudio import runfolder
 from lmstudio.config import ConfigError, RunConfig
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import device as dev
-from lmstudio.engine import faults, host_memory
+from lmstudio.engine import distributed, faults, host_memory
 from lmstudio.engine.schedule import build_optimizer, lr_at
 from lmstudio.engine.train_control import FiniteWatch, NonFiniteLoss, TrainControl, is_oom
 from lmstudio.engine.train_eval import estimate_losses, training_sample
@@ -87,9 +87,13 @@ class Trainer:
         resume: bool = False,
         cache_dir: str | Path | None = None,
         tokenizer=None,
+        dist: distributed.SingleProcess | None = None,
     ):
         """``tokenizer``: one already trained for this config (e.g. by the setup screen), so the trainer
-        need not train it again; ignored when resuming (the run's own tokenizer.json is used)."""
+        need not train it again; ignored when resuming (the run's own tokenizer.json is used).
+        ``dist``: this process's place in a torchrun launch (``distributed.init_from_env``); the default
+        is an ordinary one-process run."""
+        self.dist = dist or distributed.SINGLE
         self.config = config
         self.run_dir = Path(run_dir)
         self.control = control or TrainControl()
@@ -119,6 +123,8 @@ class Trainer:
         yield failed
 
     def _classify(self, e: Exception) -> Failed:
+        if self.dist.is_peer_failure(e):
+            return self._failed("peer", "another process of this run failed and reports why")
         if isinstance(e, NonFiniteLoss):
             return self._failed(
                 "nan",
@@ -169,7 +175,7 @@ class Trainer:
 
         cfg = self.config
         cfg.validate()
-        self.device = dev.resolve_device(cfg.train.device)
+        self.device = self.dist.place(dev.resolve_device(cfg.train.device))
         self.device_label = dev.describe_device(self.device)
         self.precision = dev.choose_precision(self.device, cfg.train.precision)
         dev.configure_backends(self.device)
@@ -177,7 +183,8 @@ class Trainer:
         self.state: dict = {}
         tokenizer = self.given_tokenizer
         if self.resume:
-            ckpt.remove_stale_temp_files(self.run_dir)  # a killed run's half-written files, never read
+            if self.dist.is_main:  # a killed run's half-written files, never read
+                ckpt.remove_stale_temp_files(self.run_dir)
             self.state = ckpt.load_train_state(self.run_dir)
             tokenizer = Tokenizer.load(self.run_dir / ckpt.TOKENIZER_FILE)
             runfolder.check_same_run(self.run_dir, cfg, tokenizer.vocab_size)
@@ -195,14 +202,17 @@ class Trainer:
         self.model.train()
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.use_scaler else None
-        self.batcher = Batcher(self.data, cfg.train.batch_size, cfg.model.block_size, cfg.train.seed)
+        self.batcher = Batcher(
+            self.data, cfg.train.batch_size, cfg.model.block_size, cfg.train.seed, **self.dist.shard
+        )
         self.best_val = math.inf
         self.peak_lr = cfg.train.lr
         self.elapsed = 0.0
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.resume:
             self._restore()
-        else:
+        elif self.dist.is_main:
             try:
                 ckpt.atomic_write_text(self.run_dir / ckpt.CONFIG_FILE, cfg.to_json())
                 self._written.append(ckpt.CONFIG_FILE)
@@ -210,7 +220,13 @@ class Trainer:
                 self._written.append(ckpt.TOKENIZER_FILE)
             except Exception as e:
                 raise _disk_error(e, self.run_dir) from e
-        self.forward = self.model
+
+    def _setup_forward(self) -> None:
+        """What the loop calls: the model, wrapped for several ranks (a collective: kept out of ``_setup``,
+        which every rank must be able to fail alone), compiled where that pays."""
+        cfg = self.config
+        self.dist.seed_ranks(cfg.train.seed, self.step)
+        self.forward = self.dist.wrap(self.model, self.device)
         self.compile_pending = dev.should_compile(self.device, cfg.train.compile)
         self.notices: list[str] = []
         from lmstudio.engine.split_stats import unk_warning
@@ -219,7 +235,7 @@ class Trainer:
             self.notices.append(unk_warning(self.data.stats))
         if self.compile_pending:
             try:
-                self.forward = torch.compile(self.model)
+                self.forward = torch.compile(self.forward)
             except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
                 self._compile_failed(e)
 
@@ -256,13 +272,15 @@ class Trainer:
         self.best_val = math.inf if st.get("best_val") is None else float(st["best_val"])
         self.peak_lr = float(st.get("peak_lr", self.config.train.lr))
         self.elapsed = float(st.get("elapsed", 0.0))
+        if not self.dist.is_main:
+            return
         try:
             ckpt.truncate_history(self.run_dir, self.step)
         except Exception as e:
             raise _disk_error(e, self.run_dir) from e
 
     def _compile_failed(self, e: BaseException) -> None:
-        self.forward = self.model
+        self.forward = self.dist.ddp or self.model
         self.compile_pending = False
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         self.notices.append(f"torch.compile failed ({type(e).__name__}: {first}); training without it")
@@ -271,11 +289,12 @@ class Trainer:
     def _run(self) -> Iterator[Event]:
         was_empty = not self.run_dir.exists() or (self.run_dir.is_dir() and not any(self.run_dir.iterdir()))
         try:
-            self._setup()
+            self.dist.together(self._setup)  # a set-up failure is reported by one rank, not by all of them
         except BaseException:
-            if not self.resume:
+            if not self.resume and self.dist.is_main:  # the files and folder are rank 0's
                 self._undo_failed_start(was_empty)
             raise
+        self._setup_forward()
         # the step loop only: data preparation and tokenizer training give their memory back as usual
         with host_memory.freed_memory_kept():
             yield from self._loop()
@@ -284,14 +303,15 @@ class Trainer:
         cfg, t = self.config, self.config.train
         yield Started(
             run_dir=str(self.run_dir),
-            device=self.device_label,
+            device=self.dist.describe(self.device_label),
             n_params=self.model.num_params(),
             start_step=self.step,
             max_steps=t.max_steps,
             config=cfg.to_dict(),
+            world_size=self.dist.world_size,
         )
         yield from self._pop_notices()
-        control = self.control
+        control = self.dist.shared_control(self.control)  # several ranks: the flags all ranks agreed on
         tokens_per_step = t.batch_size * cfg.model.block_size * t.grad_accum
         watch = FiniteWatch(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -300,6 +320,7 @@ class Trainer:
         val_loss = None
         time_up = False
         while self.step < t.max_steps and not time_up:
+            self.dist.sync_control(control)
             if control.stopping:
                 break
             if control.paused:
@@ -315,17 +336,20 @@ class Trainer:
             new_lr = control.take_lr()
             if new_lr is not None:
                 self.peak_lr = new_lr
-            lr = lr_at(self.step, t, self.peak_lr, time.perf_counter() - run_start)
+            spent = time.perf_counter() - run_start
+            if t.max_time > 0:  # several ranks: their clocks differ, and the schedule must not
+                spent = self.dist.max(spent)
+            lr = lr_at(self.step, t, self.peak_lr, spent)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
-            loss = self._train_step()
+            loss = self.dist.mean(self._train_step())  # several ranks: the mean, the same on each
             if self.compile_pending:
                 self.compile_pending = False
                 yield from self._pop_notices()
             watch.check(self.step, loss)
             # the time budget counts everything since the start but pauses (evaluations and saves too)
-            time_up = t.max_time > 0 and time.perf_counter() - run_start >= t.max_time
+            time_up = t.max_time > 0 and self.dist.max(time.perf_counter() - run_start) >= t.max_time
             log_now = (self.step + 1) % t.log_interval == 0 or self.step + 1 == t.max_steps or time_up
             grad_norm = self._clip(params, log_now)
             if self.scaler is not None:
@@ -399,16 +423,17 @@ class Trainer:
     def _micro_batches(self) -> torch.Tensor:
         accum = self.config.train.grad_accum
         total = None
-        for _ in range(accum):
+        for i in range(accum):
             x, y = self.batcher.get("train", self.device)
-            with dev.autocast_context(self.device, self.precision):
-                _, loss = self.forward(x, y)
-            if accum > 1:
-                loss = loss / accum  # gradients add up over micro-batches; scale so they average
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-            else:
-                loss.backward()
+            with self.dist.no_sync(last=i == accum - 1):  # several ranks: all-reduce once per step
+                with dev.autocast_context(self.device, self.precision):
+                    _, loss = self.forward(x, y)
+                if accum > 1:
+                    loss = loss / accum  # gradients add up over micro-batches; scale so they average
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
             total = loss.detach() if total is None else total + loss.detach()
         return total
 
@@ -426,8 +451,11 @@ class Trainer:
     # ---- evaluation, samples, checkpoints -----------------------------------------------------
     def _evaluate(self, run_start: float) -> Iterator[Event]:
         losses = self._call_forward(
-            lambda fwd: estimate_losses(fwd, self.data, self.config, self.device, self.precision)
+            lambda fwd: estimate_losses(
+                fwd, self.data, self.config, self.device, self.precision, **self.dist.shard
+            )
         )
+        losses = self.dist.average(losses)  # several ranks: each evaluated its slice of the batches
         val_loss = losses["val_loss"]
         if not math.isfinite(val_loss):
             raise NonFiniteLoss
@@ -490,7 +518,9 @@ class Trainer:
             return fn(self.forward)
 
     def _sample(self) -> Sample:
-        text = training_sample(self.model, self.tokenizer, self.config, self.step)
+        text = (
+            training_sample(self.model, self.tokenizer, self.config, self.step) if self.dist.is_main else ""
+        )
         event = Sample(step=self.step, text=text)
         self._append(ckpt.SAMPLES_FILE, event)
         return event
@@ -507,13 +537,18 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "batcher": self.batcher.state_dict(),
-            "rng": dev.rng_state(),
+            "rng": dev.rng_state(),  # rank 0's; other ranks re-derive theirs (distributed.py)
+            "world_size": self.dist.world_size,
         }
         # gradients that overflow behind a finite loss leave NaN weights after the step: never save those
         if not torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all():
             raise NonFiniteLoss
         try:
-            path = ckpt.save_checkpoint(self.run_dir, self.model, state, best=best)
+            path = (
+                ckpt.save_checkpoint(self.run_dir, self.model, state, best=best)
+                if self.dist.is_main  # rank 0 alone writes; the weights are the same on every rank
+                else self.run_dir / ckpt.LATEST_FILE
+            )
         except Exception as e:
             raise _disk_error(e, self.run_dir, _checkpoint_bytes(self.model, state, best)) from e
         self.saved_step = self.step
@@ -552,6 +587,8 @@ class Trainer:
                 # resumed or stopped, save again: the space may have been freed before Stop was pressed
 
     def _append(self, name: str, event: Event) -> None:
+        if not self.dist.is_main:
+            return
         try:
             ckpt.append_jsonl(self.run_dir / name, event.to_dict())
         except Exception as e:
