@@ -169,6 +169,11 @@ class Trainer:
     device_label = "this device"
 
     def _setup(self) -> None:
+        self.dist.together(self._prepare)  # several ranks: a failure is reported by one rank, not by all
+        self._setup_forward()
+
+    def _prepare(self) -> None:
+        """Device, data, model, optimizer and run folder (no waiting for other ranks in here)."""
         from lmstudio.engine.data import Batcher, prepare_data
         from lmstudio.engine.models import build_model, memory_estimate
         from lmstudio.engine.tokenizer import Tokenizer
@@ -289,12 +294,11 @@ class Trainer:
     def _run(self) -> Iterator[Event]:
         was_empty = not self.run_dir.exists() or (self.run_dir.is_dir() and not any(self.run_dir.iterdir()))
         try:
-            self.dist.together(self._setup)  # a set-up failure is reported by one rank, not by all of them
+            self._setup()
         except BaseException:
             if not self.resume and self.dist.is_main:  # the files and folder are rank 0's
                 self._undo_failed_start(was_empty)
             raise
-        self._setup_forward()
         # the step loop only: data preparation and tokenizer training give their memory back as usual
         with host_memory.freed_memory_kept():
             yield from self._loop()

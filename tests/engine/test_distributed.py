@@ -239,6 +239,7 @@ def test_a_control_file_pauses_resumes_and_stops(tmp_path):
 
 
 # ---- two real processes ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_ranks_give_the_per_step_losses_of_one_process_with_the_double_batch_and_only_rank_0_writes(
     tmp_path,
 ):
@@ -283,7 +284,8 @@ def test_two_ranks_give_the_per_step_losses_of_one_process_with_the_double_batch
     assert main(["generate", str(run), "--max-tokens", "5", "--seed", "1"]) == 0
 
 
-def test_pause_and_stop_from_the_control_file_reach_rank_1(tmp_path):
+@pytest.mark.slow
+def test_pause_from_the_control_file_and_sigterm_to_rank_0_reach_rank_1(tmp_path):
     run = tmp_path / "two"
     child = lmstudio_train(
         tmp_path,
@@ -305,7 +307,9 @@ def test_pause_and_stop_from_the_control_file_reach_rank_1(tmp_path):
     distributed.write_control(run, pause=False)
     child.wait_for(lambda e: e.get("event") == "StateChanged" and e["state"] == "running")
     child.wait_for(lambda e: e.get("event") == "StepMetrics" and e["step"] > paused["step"])
-    distributed.write_control(run, stop=True)
+    ranks = ranks_of(child.proc.pid)
+    assert sorted(ranks) == [0, 1]
+    os.kill(ranks[0], signal.SIGTERM)  # a stop told to rank 0 alone: both ranks stop at the same step
     code, events, err = child.finish()
     assert code == 0 and "error" not in err.lower(), err
     done = [e for e in events if e["event"] == "Finished"]
@@ -314,6 +318,7 @@ def test_pause_and_stop_from_the_control_file_reach_rank_1(tmp_path):
     assert state["step"] == done[0]["step"] and state["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_a_run_trained_on_two_ranks_continues_on_one_process_exactly(tmp_path):
     # a constant schedule, so that finishing at step 12 and continuing to 24 is the 24-step run
     const = ("train.schedule=constant", "train.eval_interval=6")
@@ -344,6 +349,7 @@ def test_a_run_trained_on_two_ranks_continues_on_one_process_exactly(tmp_path):
     assert max(abs(got[s] - ref[s]) for s in ref) < 2e-5
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_rank_with_a_checkpoint_and_a_one_process_run_resumes_on_two_exactly(tmp_path):
     # first the other direction: one process stopped at step 9, then two ranks finish the run
     over = ("train.max_steps=24", "train.eval_interval=8")
@@ -384,30 +390,7 @@ def test_ctrl_c_stops_every_rank_with_a_checkpoint_and_a_one_process_run_resumes
     assert ckpt.load_train_state(run2)["step"] == finished[0]["step"] >= 1
 
 
-def test_sigterm_to_rank_0_stops_both_ranks_gracefully(tmp_path):
-    run = tmp_path / "run"
-    child = lmstudio_train(
-        tmp_path,
-        "--nproc",
-        "2",
-        "--preset",
-        "tiny_tang",
-        "--out",
-        str(run),
-        "--json",
-        *sets("train.max_steps=100000", "train.eval_interval=100000"),
-    )
-    child.wait_for(lambda e: e.get("event") == "StepMetrics")
-    ranks = ranks_of(child.proc.pid)
-    assert sorted(ranks) == [0, 1]
-    os.kill(ranks[0], signal.SIGTERM)
-    code, events, err = child.finish()
-    assert code == 0 and "error" not in err.lower(), err
-    finished = [e for e in events if e["event"] == "Finished"]
-    assert len(finished) == 1 and finished[0]["reason"] == "stopped"
-    assert ckpt.load_train_state(run)["step"] == finished[0]["step"]
-
-
+@pytest.mark.slow
 def test_a_rank_killed_mid_run_ends_the_run_with_one_message(tmp_path):
     run = tmp_path / "run"
     child = lmstudio_train(
@@ -431,6 +414,7 @@ def test_a_rank_killed_mid_run_ends_the_run_with_one_message(tmp_path):
     assert ckpt.load_train_state(run)["step"] >= 5  # the last checkpoint is kept
 
 
+@pytest.mark.slow
 def test_a_setting_that_fails_on_every_rank_is_reported_once(tmp_path):
     child = lmstudio_train(
         tmp_path,
@@ -448,6 +432,7 @@ def test_a_setting_that_fails_on_every_rank_is_reported_once(tmp_path):
     assert len(lines) == 1 and "multiple of 2" in lines[0], err
 
 
+@pytest.mark.slow
 def test_a_set_up_failure_on_one_rank_only_is_reported_once_by_that_rank(tmp_path):
     # rank 1 alone gets a data cache it cannot create (a real unwritable place): it fails, rank 0 says nothing
     script = textwrap.dedent("""
