@@ -67,7 +67,7 @@ class SingleProcess:
     backend = ""
     is_main = True
     active = False
-    ddp: torch.nn.Module | None = None  # the DistributedDataParallel wrapper, when there is one
+    ddp: Any = None  # the DistributedDataParallel wrapper, when there is one
 
     def place(self, device: torch.device) -> torch.device:
         return device
@@ -149,7 +149,7 @@ class Ranks(SingleProcess):
     def __init__(self, rank: int, world_size: int, local_rank: int, backend: str):
         self.rank, self.world_size, self.local_rank, self.backend = rank, world_size, local_rank, backend
         self.is_main = rank == 0
-        self.ddp: torch.nn.Module | None = None
+        self.ddp: Any = None
         self.control_file: ControlFile | None = None  # rank 0 reads requests from it when set
 
     # ---- placing the model --------------------------------------------------------------------
@@ -260,8 +260,8 @@ class Ranks(SingleProcess):
         """Rank 0's ``obj`` (plain data: strings, numbers, lists, dicts) on every rank."""
         import torch.distributed as dist
 
-        box = [json.dumps(obj) if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
+        box: list[Any] = [json.dumps(obj) if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)  # our own JSON text between our processes, never a file
         return json.loads(box[0])
 
     def seed_ranks(self, seed: int, step: int) -> None:

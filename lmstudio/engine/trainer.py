@@ -408,7 +408,7 @@ class Trainer:
         if reason == "stopped" and self.saved_step != self.step:
             yield self._save(run_start, best=False, val_loss=None)
         self.elapsed = time.perf_counter() - run_start
-        if reason == "completed" and t.full_eval:
+        if reason == "completed" and t.full_eval and self.dist.is_main:  # rank 0 scores and records it
             yield from self._full_eval(val_loss)
         yield Finished(step=self.step, reason=reason, run_dir=str(self.run_dir), elapsed=self.elapsed)
 

@@ -23,8 +23,8 @@ from lmstudio.config import RunConfig
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import distributed
 from lmstudio.engine.data import Batcher, TokenData
-from lmstudio.events import Finished, StepMetrics
 from lmstudio.engine.trainer import Trainer
+from lmstudio.events import Finished, StepMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 180  # seconds: generous on a shared machine; a healthy pair of ranks answers in a few
