@@ -2,6 +2,7 @@
 
     python -m lmstudio.ui.screenshot docs/screenshots            # setup, training, runs overlay
     python -m lmstudio.ui.screenshot /tmp/shots --steps 0        # no training: setup pages only (the test)
+    python -m lmstudio.ui.screenshot docs/screenshots --views --steps 300   # Generate and Inspect views
 
 Without DISPLAY it starts ``Xvfb`` itself (apt-get install xvfb libxcb-icccm4 libxcb-keysyms1
 libxcb-cursor0) and re-runs under it with the real ``xcb`` platform, so the window is mapped by an X
@@ -51,7 +52,7 @@ def _run_under_xvfb(argv: list[str]) -> int:
         server.wait(10)
 
 
-def _shoot(out: Path, steps: int) -> int:
+def _shoot(out: Path, steps: int, views: bool = False) -> int:
     from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, QTimer
 
     from lmstudio import config as C
@@ -95,6 +96,16 @@ def _shoot(out: Path, steps: int) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     wait(lambda: win.isExposed() if hasattr(win, "isExposed") else win.windowHandle().isExposed())
+    if views:  # the prediction views of a trained Transformer (lmstudio/ui/screenshot_views.py)
+        from lmstudio.ui.screenshot_views import shoot_views
+
+        wait(lambda: win.setup.corpus.builtins.count() > 0 and not win.setup.corpus.is_busy())
+        wait(lambda: not win.device_label.text().startswith("Device: detecting"))
+        shoot_views(win, wait, settle, grab, max(steps, 1))
+        win.close()
+        wait(lambda: not win.isVisible())
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     base = C.RunConfig().override(
         [
             "corpus.source=tang300",
@@ -164,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--steps", type=int, default=150, help="training steps per run (default 150; 0: setup pages only)"
     )
+    parser.add_argument(
+        "--views",
+        action="store_true",
+        help="train a small Shakespeare Transformer and shoot the Generate and Inspect views instead",
+    )
     args = parser.parse_args(argv)
     from lmstudio.ui.app import has_display
 
@@ -171,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.get("QT_QPA_PLATFORM") in (None, "") and not os.environ.get("DISPLAY")
     ):
         return _run_under_xvfb(argv)
-    return _shoot(args.out, args.steps)
+    return _shoot(args.out, args.steps, args.views)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,8 @@ class EmbeddingMap(QWidget):
         self.plot.hideButtons()
         self.plot.setLabel("bottom", "principal component 1")
         self.plot.setLabel("left", "principal component 2")
+        for axis in ("left", "bottom"):
+            self.plot.getAxis(axis).enableAutoSIPrefix(False)  # "(x0.001)" would only confuse
         row = QHBoxLayout()
         row.addWidget(QLabel("Find"))
         row.addWidget(self.search, 1)
@@ -113,9 +115,7 @@ class EmbeddingMap(QWidget):
             self.plot.addItem(item)
             self.labels.append(item)
         ex = result["explained"]
-        which = (
-            "one matrix for input and output (tied)" if result["tied"] else f"the {result['which']} embedding"
-        )
+        which = "the embedding matrix" if result["tied"] else f"the {result['which']} embedding"
         self.caption.setText(
             f"Each point is a token of the vocabulary: {which}, projected onto its two main directions "
             f"(PCA: {ex[0]:.0%} and {ex[1]:.0%} of the variance). Tokens the model uses alike end up close. "
