@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"demo_shakespeare": 1.55}  # demo_tang: see resources/presets/demo_tang.toml and docs/benchmarks.md
+TARGETS = {"demo_shakespeare": 1.55}  # demo_tang: none yet (docs/benchmarks.md, "90-second demo")
 
 
 def run_seed(preset: str, seed: int, out: Path, extra: list[str]) -> dict:

@@ -241,13 +241,25 @@ class MainWindow(QMainWindow):
             self.show_error(describe_error(exc))
             return
         done = int(self.runs.run_summary(run_dir).get("steps") or 0)
-        if done >= cfg.train.max_steps:
+        if cfg.train.max_time > 0 and self._used_budget(run_dir, cfg.train.max_time):
+            cfg.train.max_time += cfg.train.max_time  # a timed run that finished gets as long again
+            self.statusBar().showMessage(
+                f"The run had used its time; continuing to {cfg.train.max_time:g} s of training.", 8000
+            )
+        elif done >= cfg.train.max_steps:
             cfg.train.max_steps = done + cfg.train.max_steps
             self.statusBar().showMessage(
                 f"The run had finished; continuing to step {cfg.train.max_steps:,}.", 8000
             )
         self.tabs.setCurrentIndex(TAB_TRAINING)
         self.training.start(cfg, resume_dir=run_dir)
+
+    def _used_budget(self, run_dir: str, budget: float) -> bool:
+        try:
+            times = self.runs.curves(run_dir)["time"]
+        except Exception:  # no readable history: resume as it is
+            return False
+        return len(times) > 0 and float(times[-1]) >= budget
 
     def _open_corpus_file(self) -> None:
         self.tabs.setCurrentIndex(TAB_SETUP)

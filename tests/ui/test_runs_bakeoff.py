@@ -94,3 +94,20 @@ def test_a_timed_run_shows_progress_by_the_clock_and_its_whole_split_score(qtbot
     assert pane.progress.maximum() == 1000 and pane.progress.value() == 1000
     full = ckpt.list_runs(window.controller.runs_dir())[0].full_val_loss
     assert full is not None and f"whole split: {full:.4f}" in pane.timing.text()
+
+
+def test_continuing_a_finished_timed_run_gives_it_as_long_again(qtbot, window):
+    from tests.ui.conftest import wait_finished
+
+    cfg = tiny_config("lstm", extra=["train.max_steps=10000000", "train.max_time=0.5"])
+    assert window.training.start(cfg)
+    run_dir, _ = wait_finished(qtbot, window)
+    first_steps = window.training.last_step
+    window.runs.refresh()
+    window.continue_run(run_dir)
+    _, reason = wait_finished(qtbot, window)
+    assert reason == "completed"
+    resumed = window.controller.run_config(run_dir)
+    assert resumed.train.max_time == 0.5  # the run's own file is unchanged; the budget grew for this session
+    state = ckpt.load_train_state(run_dir)
+    assert state["elapsed"] >= 1.0 and state["step"] > first_steps + 1  # it trained another half second
