@@ -62,6 +62,13 @@ class TokenizerConfig:
     vocab_size: int = _f(1000, "Vocabulary size for BPE (a cap for word level)", lo=64, hi=65536)
     # words seen fewer times than this map to the unknown token (word level)
     min_frequency: int = _f(1, "Least count for a word to get its own token", lo=1, hi=1000)
+    # Chinese script the text is converted to before tokenizing (OpenCC t2s / s2t): the corpus, and
+    # prompts and inspector text too (a normaliser, so a tokenizer and its data always agree)
+    script: str = _f(
+        "as-is",
+        "Convert Chinese text to simplified or traditional characters first",
+        choices=("as-is", "simplified", "traditional"),
+    )
 
 
 @dataclass

@@ -33,6 +33,7 @@ from lmstudio.engine.corpus import (
     read_corpus,
     split_sizes,
 )
+from lmstudio.engine.script import convert as convert_script
 from lmstudio.engine.tokenizer import Tokenizer, safe_cut, safe_pieces, train_tokenizer
 from lmstudio.runfolder import default_cache_dir
 
@@ -68,12 +69,14 @@ def encode_to_cache(
     *,
     source: str | None = None,
     chunk_chars: int = CHUNK_CHARS,
+    script: str = "as-is",
 ) -> np.memmap:
     """The ids of ``text`` (or, with ``text=None``, of the corpus ``source`` streamed from disk) as a
     read-only memmap, encoded once and cached. The array has an ``n_chars`` attribute (characters encoded).
 
     ``progress(fraction)`` is called as chunks are written; when ``cancel`` is set, the partial file is
-    removed and ``Cancelled`` is raised.
+    removed and ``Cancelled`` is raised. ``script`` converts a streamed ``source`` chunk by chunk
+    (``text`` is given already converted).
     """
     if (text is None) == (source is None):
         raise ValueError("give exactly one of text and source")
@@ -81,7 +84,7 @@ def encode_to_cache(
     corpus_hash = (
         hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         if text is not None
-        else "file:" + corpus_fingerprint(cast(str, source))
+        else "file:" + corpus_fingerprint(cast(str, source)) + ("" if script == "as-is" else f":{script}")
     )
     token_hash = tokenizer.fingerprint()
     key = hashlib.sha256(f"{CACHE_VERSION}\0{corpus_hash}\0{token_hash}".encode()).hexdigest()[:24]
@@ -105,7 +108,13 @@ def encode_to_cache(
     chunks = (
         _text_chunks(text, chunk_chars)
         if text is not None
-        else _rechunk(iter_chunks_with_progress(cast(str, source), chunk_chars), chunk_chars)
+        else _rechunk(
+            (
+                (convert_script(c, script), f)
+                for c, f in iter_chunks_with_progress(cast(str, source), chunk_chars)
+            ),
+            chunk_chars,
+        )
     )
     tmp = cache / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     length = n_chars = 0
@@ -313,18 +322,26 @@ def prepare_data(
     source = cfg.corpus.source
     if cancel is not None and cancel.is_set():
         raise Cancelled()
+    script = getattr(cfg.tokenizer, "script", "as-is")
     if corpus_bytes(source) > STREAM_BYTES:
         if tokenizer is None:
-            tokenizer = train_tokenizer(cfg.tokenizer, _until(iter_corpus_chunks(source), cancel))
+            chunks = (convert_script(c, script) for c in iter_corpus_chunks(source))
+            tokenizer = train_tokenizer(cfg.tokenizer, _until(chunks, cancel))
         text = None
     else:
-        text = read_corpus(source)
+        text = convert_script(read_corpus(source), script)
         if tokenizer is None:
             tokenizer = train_tokenizer(cfg.tokenizer, text)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
     ids = encode_to_cache(
-        text, tokenizer, cache_dir, progress, cancel, source=None if text is not None else source
+        text,
+        tokenizer,
+        cache_dir,
+        progress,
+        cancel,
+        source=None if text is not None else source,
+        script=script,
     )
     check_length(len(ids), cfg.model.block_size, cfg.corpus.val_fraction)
     return tokenizer, TokenData(ids, cfg.corpus.val_fraction, tokenizer=tokenizer)

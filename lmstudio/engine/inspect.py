@@ -37,6 +37,7 @@ class Fitted:
     pieces: list[str]  # their text, concatenating back to the shown part of the input
     total: int  # tokens in the whole input
     limit: int  # the model's context length
+    converted: str = ""  # what fitting the text to the run's characters changed (a sentence), or ''
 
     @property
     def dropped(self) -> int:
@@ -44,10 +45,10 @@ class Fitted:
 
     @property
     def note(self) -> str:
-        """A sentence for the user when the input was cut, else ''."""
+        """A sentence for the user when the input was cut or converted, else ''."""
         if not self.dropped:
-            return ""
-        return (
+            return self.converted
+        return (self.converted + " " if self.converted else "") + (
             f"Showing the first {len(self.ids)} of {self.total} tokens: the model reads at most "
             f"{self.limit} tokens at once (its context length), so {self.dropped} were left out."
         )
@@ -75,9 +76,12 @@ def fit_to_context(session, text: str, extra: int = 0) -> Fitted:
     """The text's tokens cut to the first ``block_size + extra``; ``extra=1`` leaves room for a target."""
     if not text:
         raise InspectError("The text is empty: type some text or pick a validation snippet to inspect.")
-    ids, pieces = _pieces(session.tokenizer, text)
+    from lmstudio.engine.sampling import fit_prompt
+
+    fitted = fit_prompt(session, text)
+    ids, pieces = _pieces(session.tokenizer, fitted.text)
     limit = session.model.block_size + extra
-    return Fitted(ids[:limit], pieces[:limit], len(ids), session.model.block_size)
+    return Fitted(ids[:limit], pieces[:limit], len(ids), session.model.block_size, fitted.note)
 
 
 def _idx(session, ids: list[int]) -> torch.Tensor:

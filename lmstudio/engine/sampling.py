@@ -152,9 +152,17 @@ def normalise_prompt(prompt: str) -> str:
     return prompt.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def fit_prompt(session, prompt: str):
+    """The prompt normalised like the corpus and converted to the run's Chinese characters
+    (:func:`lmstudio.engine.script.fit_for_session`; ``.note`` says what changed)."""
+    from lmstudio.engine.script import fit_for_session
+
+    return fit_for_session(session, normalise_prompt(prompt))
+
+
 def prompt_ids(session, prompt: str) -> list[int]:
     """The prompt's token ids, cropped to the last ``block_size`` (unseen characters: the tokenizer's unk rule)."""
-    ids = session.tokenizer.encode(normalise_prompt(prompt)) if prompt else []
+    ids = session.tokenizer.encode(fit_prompt(session, prompt).text) if prompt else []
     if not ids:
         ids = start_ids(session.tokenizer)
     return ids[-session.model.block_size :]

@@ -88,7 +88,9 @@ class Controller:
         from lmstudio.engine import corpus, data, tokenizer
 
         progress(0.0)
-        text = corpus.read_corpus(source)
+        from lmstudio.engine.script import convert as convert_script
+
+        text = convert_script(corpus.read_corpus(source), tok_cfg.script)
         progress(0.05)
         tok = tokenizer.train_tokenizer(tok_cfg, text)
         if cancel.is_set():

@@ -74,6 +74,7 @@ class _Worker(QObject):
     lens = Signal(dict)
     embeddings = Signal(dict)
     snippet = Signal(str)
+    prompt_note = Signal(str)
 
     def __init__(self, cancel: threading.Event, stale: threading.Event):
         super().__init__()
@@ -148,6 +149,7 @@ class _Worker(QObject):
             from lmstudio.engine import sampling
 
             cfg = _sample_config(settings)
+            self.prompt_note.emit(sampling.fit_prompt(self.session, prompt).note)
             batch, last = [], time.monotonic()
             reason = "completed"
             n = 0
@@ -174,6 +176,7 @@ class _Worker(QObject):
         def work():
             from lmstudio.engine import sampling
 
+            self.prompt_note.emit(sampling.fit_prompt(self.session, prompt).note)
             self.stepper = sampling.Stepper(
                 self.session, prompt, _sample_config(settings), n_top=int(settings.get("n_top", 10))
             )
@@ -299,6 +302,7 @@ class SessionController(QObject):
     #  "counts" (V,) or None, "note", "step"}
     embeddings_ready = Signal(dict)
     snippet_ready = Signal(str)
+    prompt_note = Signal(str)  # what fitting the prompt to the run's characters changed ('' if nothing)
 
     _load = Signal(str)
     _generate = Signal(str, dict)
@@ -345,6 +349,7 @@ class SessionController(QObject):
         w.activations.connect(self.activations_ready)
         w.losses.connect(self.losses_ready)
         w.snippet.connect(self.snippet_ready)
+        w.prompt_note.connect(self.prompt_note)
         w.lens.connect(self.lens_ready)
         w.embeddings.connect(self.embeddings_ready)
         self._thread.start()

@@ -21,7 +21,7 @@ TEXT = "the quick brown fox jumps over the lazy dog.\nso it goes, and on and on.
 WAIT = 15_000
 
 
-def make_run(root, arch="transformer", step=5, seed=0, name=None, tokenizer=None):
+def make_run(root, arch="transformer", step=5, seed=0, name=None, tokenizer=None, source=None):
     """A run folder as training leaves it: config.json, tokenizer.json, model.safetensors (random weights)."""
     run_dir = root / (name or f"run-{arch}")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -32,6 +32,8 @@ def make_run(root, arch="transformer", step=5, seed=0, name=None, tokenizer=None
     cfg = RunConfig(name=run_dir.name, model=model_cfg)
     cfg.corpus.source = str(root / "corpus.txt")
     (root / "corpus.txt").write_text(TEXT * 20, encoding="utf-8")
+    if source:
+        cfg.corpus.source = source
     (run_dir / ckpt.CONFIG_FILE).write_text(cfg.to_json(), encoding="utf-8")
     tok.save(run_dir / ckpt.TOKENIZER_FILE)
     torch.manual_seed(seed)
@@ -254,16 +256,18 @@ def test_bpe_on_chinese_generates_no_replacement_characters_and_says_it_masked(q
     from lmstudio.engine.corpus import read_corpus
 
     tok = train_tokenizer(TokenizerConfig(kind="bpe", vocab_size=300), read_corpus("tang300"))
-    run_dir = make_run(tmp_path, arch="gru", name="bpe", tokenizer=tok)
+    run_dir = make_run(tmp_path, arch="gru", name="bpe", tokenizer=tok, source="tang300")
     p = GenerationPane(controller)
     qtbot.addWidget(p)
     with qtbot.waitSignal(controller.session_loaded, timeout=WAIT):
         controller.set_run(str(run_dir))
     p.temperature.setValue(1.5)
-    assert generate(qtbot, p, prompt="春", max_tokens=200, seed=2) == "completed"
+    assert generate(qtbot, p, prompt="床前", max_tokens=200, seed=2) == "completed"
     assert "\ufffd" not in p.output.toPlainText()
     assert any(s["masked"] > 0 for s in p.steps)
     assert "UTF-8 mask" in p.status.text()
+    # the simplified prompt was fitted to the traditional corpus, and the pane says so
+    assert "床→牀" in p.status.text()
 
 
 def _save_new_checkpoint(run_dir, step):

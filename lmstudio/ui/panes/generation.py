@@ -130,6 +130,7 @@ class GenerationPane(QWidget):
         s.session_loaded.connect(self._on_loaded)
         s.error.connect(self._on_error)
         s.tokens_generated.connect(self._on_tokens)
+        s.prompt_note.connect(self._on_prompt_note)
         s.generation_finished.connect(self._on_finished)
         s.step_ready.connect(self._on_step)
         self._set_enabled(s.info is not None)
@@ -180,6 +181,7 @@ class GenerationPane(QWidget):
     @Slot()
     def start_generation(self) -> None:
         self.stepping = False
+        self.prompt_converted = ""  # the note on how the last prompt was fitted to the run
         self.generating = True
         self.steps = []
         self.choice_list.clear()
@@ -196,6 +198,10 @@ class GenerationPane(QWidget):
         self.output.append_token(
             step["text"], strength_from_prob(step["prob"]), tip, unk=step.get("unk", False)
         )
+
+    @Slot(str)
+    def _on_prompt_note(self, note: str) -> None:
+        self.prompt_converted = note
 
     @Slot(list)
     def _on_tokens(self, batch: list) -> None:
@@ -215,7 +221,7 @@ class GenerationPane(QWidget):
 
     def notes(self) -> str:
         """What the user should know about the text just generated: masked bytes, unknown tokens."""
-        out = ""
+        out = f" {self.prompt_converted}" if getattr(self, "prompt_converted", "") else ""
         masked = [s["masked"] for s in self.steps if s.get("masked", 0.0) > 0]
         if masked:
             out += (
