@@ -370,6 +370,11 @@ def cmd_generate(args) -> int:
     from lmstudio.engine.session import Session
 
     session = Session.load(existing_run_dir(args.run_dir), device=args.device, which=args.which)
+    from lmstudio.engine.sampling import fit_prompt
+
+    note = fit_prompt(session, args.prompt).note if args.prompt else ""
+    if note:  # e.g. a simplified prompt on a traditional run
+        print(f"lmstudio: note: {note}", file=sys.stderr)
     changes = {
         name: value
         for name, value in (
@@ -437,6 +442,13 @@ def cmd_inspect(args) -> int:
         raise CliError(f"--out must end in .png or .csv, got {out.name!r}")
     session = Session.load(existing_run_dir(args.run_dir), device="cpu", which=args.which)
     from lmstudio.cli_views import VIEWS, inspect_view
+
+    if args.text:
+        from lmstudio.engine.sampling import fit_prompt
+
+        note = fit_prompt(session, args.text).note  # e.g. simplified text on a traditional run
+        if note:
+            print(f"lmstudio: note: {note}", file=sys.stderr)
 
     if args.what in VIEWS:
         return inspect_view(args, session, out)

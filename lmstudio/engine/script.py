@@ -34,7 +34,16 @@ def convert(text: str, script: str) -> str:
     """``text`` in ``script`` ("simplified" or "traditional"); unchanged for "as-is"."""
     if script not in _TO or not text:
         return text
-    return _converter(_TO[script]).convert(text)
+    try:
+        return _converter(_TO[script]).convert(text)
+    except UnicodeEncodeError:  # lone surrogates cannot reach OpenCC: convert around them, keep them
+        import re
+
+        return "".join(
+            p if re.fullmatch("[\ud800-\udfff]+", p) else _converter(_TO[script]).convert(p)
+            for p in re.split("([\ud800-\udfff]+)", text)
+            if p
+        )
 
 
 def _is_han(c: str) -> bool:

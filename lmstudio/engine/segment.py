@@ -44,7 +44,7 @@ def is_han_run(text: str) -> bool:
 def _jieba():
     import jieba
 
-    from lmstudio.engine.data import default_cache_dir
+    from lmstudio.runfolder import default_cache_dir
 
     jieba.setLogLevel(logging.CRITICAL)  # no "Building prefix dict" chatter on stderr
     tok = jieba.Tokenizer()
