@@ -31,6 +31,13 @@ def display(piece: str) -> str:
     return tokenizer_display(piece) if piece else "\u2205"
 
 
+def labels(tokenizer, fitted) -> list[str]:
+    """Labels for the tokens of ``fitted``: each piece's display form, and ``<unk>`` for the unknown
+    token (the typed text would hide that the model saw nothing of it)."""
+    is_unk = getattr(tokenizer, "is_unk", lambda _i: False)
+    return ["<unk>" if is_unk(i) else display(p) for p, i in zip(fitted.pieces, fitted.ids, strict=True)]
+
+
 @dataclass(frozen=True)
 class Fitted:
     ids: list[int]  # token ids that will be shown (at most the context length)
@@ -103,7 +110,7 @@ def attention(session, text: str) -> tuple[list[str], np.ndarray]:
             f"This run's model ({_arch(session) or 'recurrent'}) has no attention; "
             "look at its hidden states and gates instead."
         )
-    return [display(p) for p in fitted.pieces], maps["attention"].float().cpu().numpy()
+    return labels(session.tokenizer, fitted), maps["attention"].float().cpu().numpy()
 
 
 @torch.inference_mode()
@@ -116,7 +123,7 @@ def activations(session, text: str) -> tuple[list[str], dict[str, np.ndarray]]:
     out = {k: v.float().cpu().numpy() for k, v in maps.items() if k not in ("attention", "logits")}
     if not out:
         raise InspectError("This run's model records no activations; look at its attention instead.")
-    return [display(p) for p in fitted.pieces], out
+    return labels(session.tokenizer, fitted), out
 
 
 @torch.inference_mode()

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lmstudio.engine.inspect import InspectError, _idx, display, fit_to_context
+from lmstudio.engine.inspect import InspectError, _idx, fit_to_context
+from lmstudio.engine.inspect import labels as token_labels
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def logit_lens(session, text: str, n_top: int = 5) -> Lens:
         )
     return Lens(
         kind="logit lens" if session.config.model.arch in RESIDUAL else "layer readout",
-        tokens=[display(p) for p in fitted.pieces[:n_shown]],
+        tokens=token_labels(session.tokenizer, fitted)[:n_shown],
         rows=names,
         top_ids=top_ids,
         top_probs=top_p.cpu().numpy().astype(np.float32),

@@ -108,6 +108,7 @@ class Controller:
         tokens[:] = [t for t, _ in vocab]
         tok_ids = np.fromiter((i for _, i in vocab), dtype=np.int64, count=len(vocab))
         counts = np.bincount(ids.astype(np.int64), minlength=int(tok_ids.max(initial=-1)) + 1)
+        advice = self._advice(tok, tok_cfg, text, ids)
         with self._lock:
             self._tokenizer = tok
             self._tokenizer_key = (source, dataclasses.astuple(tok_cfg))
@@ -120,6 +121,25 @@ class Controller:
             "freq": counts[tok_ids],
             "n_tokens": int(ids.size),
             "chars_per_token": len(text) / max(1, int(ids.size)),
+            **advice,
+        }
+
+    @staticmethod
+    def _advice(tok, tok_cfg: C.TokenizerConfig, text: str, ids: np.ndarray) -> dict:
+        """Coverage of the splits (the default validation share), a suggested size, warnings."""
+        from lmstudio.engine import corpus, split_stats, vocab_advice
+
+        n_train, _ = corpus.split_sizes(int(ids.size), C.CorpusConfig().val_fraction)
+        stats = split_stats.split_stats(tok, ids[:n_train], ids[n_train:], len(text))
+        distinct = len(set(text))
+        words = tok.vocab_size - 1 if tok.kind == "word" and tok.vocab_size - 1 < tok_cfg.vocab_size else None
+        chars_per_token = len(text) / max(1, int(ids.size))
+        return {
+            "distinct_chars": distinct,
+            "unk_train": stats["train"].unk_share,
+            "unk_val": stats["val"].unk_share,
+            "suggested_vocab": vocab_advice.suggested_vocab_size(tok.kind, distinct, words),
+            "warnings": vocab_advice.warnings(tok.kind, tok.vocab_size, chars_per_token, distinct, stats),
         }
 
     def has_tokenizer(self) -> bool:
@@ -135,6 +155,12 @@ class Controller:
             if self._tokenizer_key == (cfg.corpus.source, dataclasses.astuple(cfg.tokenizer)):
                 return self._tokenizer
         return None
+
+    def is_unk(self, token_id: int) -> bool:
+        """Whether ``token_id`` is the unknown token of the last built tokenizer."""
+        with self._lock:
+            tok = self._tokenizer
+        return tok is not None and tok.is_unk(int(token_id))
 
     def split(self, text: str) -> list[tuple[str, int]]:
         """How the last built tokenizer splits ``text``: pieces (display form) with their ids."""

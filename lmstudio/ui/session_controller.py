@@ -235,7 +235,16 @@ class _Worker(QObject):
                 {
                     "first": fitted.pieces[0],
                     "note": fitted.note,
-                    "rows": [{"token": r.token, "loss": r.loss, "prob": r.prob, "top": r.top} for r in rows],
+                    "rows": [
+                        {
+                            "token": r.token,
+                            "loss": r.loss,
+                            "prob": r.prob,
+                            "top": r.top,
+                            "unk": self.session.tokenizer.is_unk(r.token_id),
+                        }
+                        for r in rows
+                    ],
                 }
             )
 

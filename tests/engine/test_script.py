@@ -104,3 +104,11 @@ def test_a_streamed_corpus_is_converted_chunk_by_chunk_like_the_whole(tmp_path):
     plain = encode_to_cache(None, tok, tmp_path / "b", source=str(path), chunk_chars=4096)
     assert streamed.tolist() == whole.tolist()
     assert plain.tolist() != streamed.tolist()  # a different cache entry, not the converted one
+
+
+def test_inspector_labels_mark_unknown_tokens():
+    s, _ = _session("char")
+    labels, _ = lm_inspect.activations(s, "明月🙂光")
+    assert labels == ["明", "月", "<unk>", "光"]  # not the typed 🙂: the model saw only "unknown"
+    rows = lm_inspect.token_losses(s, "明月🙂光")
+    assert [r.token for r in rows] == ["月", "🙂", "光"] and rows[1].token_id == 0

@@ -271,6 +271,7 @@ class InspectorPane(QWidget):
                 r["token"],
                 strength_from_prob(r["prob"]),
                 f"p = {r['prob']:.3f}, loss = {r['loss']:.2f} nats\nlikeliest here:\n{alts}",
+                unk=r.get("unk", False),
             )
         mean = float(np.mean([r["loss"] for r in rows]))
         self.loss_summary.setText(

@@ -53,13 +53,18 @@ class TokenizerPage(QWidget):
         self.progress.setFormat("%p%")
         self.status = QLabel("Not built yet.")
         self.status.setWordWrap(True)
+        self.warning = QLabel("")  # what the built tokenizer does badly, and what to try
+        self.warning.setObjectName("tokenizerWarning")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #a05a00;")
+        self.warning.hide()
         row = QHBoxLayout()
         row.addWidget(self.build_btn)
         row.addWidget(self.cancel_btn)
         row.addWidget(self.progress, 1)
 
         self.vocab = VocabBrowser()
-        self.preview = TokenPreview(self.controller.split)
+        self.preview = TokenPreview(self.controller.split, is_unk=self.controller.is_unk)
         self.preview.input.setPlainText(
             "床前明月光，疑是地上霜。\nTo be, or not to be: that is the question."
         )
@@ -76,6 +81,7 @@ class TokenizerPage(QWidget):
         layout.addWidget(self.form)
         layout.addLayout(row)
         layout.addWidget(self.status)
+        layout.addWidget(self.warning)
         layout.addWidget(split, 1)
 
     def set_source(self, source: str) -> None:
@@ -129,10 +135,28 @@ class TokenizerPage(QWidget):
         self.status.setText(
             f"{result['kind']} tokenizer: {result['vocab_size']:,} tokens in the vocabulary; "
             f"the corpus is {result['n_tokens']:,} tokens "
-            f"({result['chars_per_token']:.2f} characters per token)."
+            f"({result['chars_per_token']:.2f} characters per token; the character tokenizer: 1.00)."
+            + self._coverage(result)
         )
+        self.warning.setText("\n".join(result.get("warnings", [])))
+        self.warning.setVisible(bool(result.get("warnings")))
         self.preview.refresh()
         self.built.emit(result)
+
+    @staticmethod
+    def _coverage(result: dict) -> str:
+        out = ""
+        if result["kind"] != "bpe":
+            out += (
+                f" <unk>: {result.get('unk_train', 0):.1%} of the training and "
+                f"{result.get('unk_val', 0):.1%} of the validation tokens."
+            )
+        if result.get("suggested_vocab"):
+            out += (
+                f" Suggested vocabulary for this corpus ({result['distinct_chars']:,} distinct characters): "
+                f"{result['suggested_vocab']:,}."
+            )
+        return out
 
     def _fail(self, message: str) -> None:
         self.status.setText(message.split("\n\n", 1)[0])
