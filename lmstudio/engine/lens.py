@@ -87,14 +87,19 @@ def logit_lens(session, text: str, n_top: int = 5) -> Lens:
     following = fitted.ids[1 : block + 1]
     targets[: len(following)] = following
     names, logits = readouts(session, ids)
-    probs = torch.softmax(torch.stack(logits), dim=-1)  # (R, T, V)
-    k = min(n_top, probs.size(-1))
-    top_p, top_i = torch.topk(probs, k, dim=-1)  # (R, T, k)
-    known = torch.tensor(targets >= 0)
-    gather = torch.tensor(np.where(targets >= 0, targets, 0)).expand(probs.size(0), -1)  # (R, T)
-    target_p = probs.gather(-1, gather.unsqueeze(-1).to(probs.device))[..., 0].cpu()
-    target_p = torch.where(known, target_p, torch.tensor(float("nan")))
-    top_ids = top_i.cpu().numpy().astype(np.int64)
+    k = min(n_top, logits[0].size(-1))
+    known = targets >= 0
+    gather = torch.tensor(np.where(known, targets, 0), device=logits[0].device).unsqueeze(-1)  # (T, 1)
+    top_probs: list[np.ndarray] = []
+    ranked: list[np.ndarray] = []
+    target_probs: list[np.ndarray] = []
+    for row in logits:  # one row at a time: (T, V) probabilities, never (R, T, V) at once
+        probs = torch.softmax(row, dim=-1)
+        p, i = torch.topk(probs, k, dim=-1)  # (T, k)
+        top_probs.append(p.cpu().numpy())
+        ranked.append(i.cpu().numpy())
+        target_probs.append(np.where(known, probs.gather(-1, gather)[:, 0].cpu().numpy(), np.nan))
+    top_ids = np.stack(ranked).astype(np.int64)  # (R, T, k)
     tok = session.tokenizer
     wanted = set(top_ids.ravel().tolist()) | {int(t) for t in targets if t >= 0}
     n_shown = len(ids)
@@ -109,9 +114,9 @@ def logit_lens(session, text: str, n_top: int = 5) -> Lens:
         tokens=token_labels(session.tokenizer, fitted)[:n_shown],
         rows=names,
         top_ids=top_ids,
-        top_probs=top_p.cpu().numpy().astype(np.float32),
+        top_probs=np.stack(top_probs).astype(np.float32),
         target_ids=targets,
-        target_probs=target_p.numpy().astype(np.float32),
+        target_probs=np.stack(target_probs).astype(np.float32),
         labels={i: tok.id_to_token(i) for i in sorted(wanted)},
         note=note,
     )

@@ -145,6 +145,8 @@ def test_the_chart_shows_the_distribution_the_sampler_drew_from(qtbot, pane):
         np.testing.assert_allclose(chart.probs, raw[cand_ids], atol=1e-5)
         # the chosen token is always a bar, outlined, and was drawable
         assert cand_ids[chart.chosen] == step["token_id"] and chart.sampled[chart.chosen] > 0
+        shown = pane.output.tooltips[index].split("in the distribution sampled: ")[1].split(")")[0]
+        assert float(shown) == pytest.approx(ref[step["token_id"]], abs=6e-4)
         assert chart.filtered == [q == 0 for q in ref[cand_ids]] and sum(chart.filtered) >= 5
         ids.append(step["token_id"])
 

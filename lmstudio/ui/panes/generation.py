@@ -192,7 +192,11 @@ class GenerationPane(QWidget):
 
     def _append(self, step: dict) -> None:
         self.steps.append(step)
-        tip = f"p = {step['prob']:.3f}\n" + "\n".join(f"{_show(t)}  {p:.3f}" for t, p in step["top"][:5])
+        sampled = step.get("sampled_prob", float("nan"))
+        drawn = f" (in the distribution sampled: {sampled:.3f})" if sampled == sampled else ""
+        tip = f"p = {step['prob']:.3f}{drawn}\n" + "\n".join(
+            f"{_show(t)}  {p:.3f}" for t, p in step["top"][:5]
+        )
         if step.get("masked", 0.0) > 0:
             tip += f"\n(UTF-8 mask removed p = {step['masked']:.3f} of invalid byte tokens)"
         self.output.append_token(
