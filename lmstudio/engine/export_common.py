@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lmstudio.errors import UserError
+from lmstudio.runfolder import known_full_loss
 
 INSTALL_HINT = "pip install -e '.[export]'  (or: pip install 'lmstudio-playground[export]')"
 EXTRA_MODULES = {"hf": ("transformers",), "onnx": ("onnx", "onnxruntime", "onnxscript")}
@@ -38,6 +40,23 @@ class ExportError(UserError):
 
 class ExportUnavailable(ExportError):
     """The optional export libraries are not installed."""
+
+
+class ExportCancelled(ExportError):
+    """The export was cancelled (the app is closing); nothing was written."""
+
+
+def stage_reporter(progress: Callable[[float], None] | None, cancel: threading.Event | None):
+    """``report(fraction)`` for the stages of an export: passes the fraction on, and before the end raises
+    ExportCancelled once ``cancel`` is set (the export's cleanup then removes what it had written)."""
+
+    def report(fraction: float) -> None:
+        if fraction < 1.0 and cancel is not None and cancel.is_set():
+            raise ExportCancelled("the export was cancelled; nothing was written")
+        if progress is not None:
+            progress(fraction)
+
+    return report
 
 
 @dataclass
@@ -217,6 +236,12 @@ def model_card(
         if val is not None
         else "- no validation loss was recorded for these weights\n"
     )
+    full = known_full_loss(run_dir, which, step)
+    full_line = (
+        f"- over the whole validation split: loss {full:.4f}, perplexity {math.exp(min(full, 700.0)):.2f}"
+        if full is not None
+        else "- the whole validation split was not scored for these weights"
+    )
     settings = {k: v for k, v in vars(t).items() if k not in ("device",)}
     lines = [
         CARD_MARK,
@@ -241,7 +266,8 @@ def model_card(
         f"(saved {trained})",
         quality.rstrip("\n"),
         f"- estimated on {t.eval_iters} validation batches of {t.batch_size} x {m.block_size} tokens "
-        "(an estimate, not the whole split; `lmstudio eval RUN` recomputes it)",
+        "(an estimate, not the whole split; `lmstudio eval RUN --full` scores every validation token)",
+        full_line,
         "",
         "## Model",
         "```json",

@@ -26,6 +26,7 @@ model card's code does and compares the logits with lmstudio's (tests run the ca
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from lmstudio.engine.export_common import (
     quiet_libraries,
     remove_quietly,
     require_extra,
+    stage_reporter,
     temp_sibling,
 )
 
@@ -182,12 +184,13 @@ def export_hf(
     which: str = "latest",
     overwrite: bool = False,
     progress: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> ExportResult:
     """Write ``out`` (a new folder) from the run's ``which`` checkpoint; see the module docstring."""
     require_extra("hf")
     from lmstudio.engine.session import Session
 
-    report = progress or (lambda f: None)
+    report = stage_reporter(progress, cancel)
     out = Path(out)
     check_destination(out, overwrite, folder=True)
     session = Session.load(run_dir, device="cpu", which=which)

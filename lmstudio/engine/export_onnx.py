@@ -21,8 +21,10 @@ TorchScript exporter, which records the ONNX RNN/LSTM/GRU operators with dynamic
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ from lmstudio.engine.export_common import (
     quiet_libraries,
     remove_quietly,
     require_extra,
+    stage_reporter,
     temp_sibling,
 )
 from lmstudio.engine.export_hf import check_sequences
@@ -65,7 +68,7 @@ class _GPTStep(nn.Module):
     """One decoding step of our GPT over an explicit cache that grows by concatenation (ONNX-friendly;
     GPT.step writes into fixed buffers in place instead)."""
 
-    def __init__(self, gpt: nn.Module):
+    def __init__(self, gpt: Any):
         super().__init__()
         self.gpt = gpt
 
@@ -93,7 +96,7 @@ class _GPTStep(nn.Module):
 
 
 class _RecurrentStep(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: Any):
         super().__init__()
         self.model = model
 
@@ -105,7 +108,7 @@ class _RecurrentStep(nn.Module):
 
 
 class _ConvStep(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: Any):
         super().__init__()
         self.model = model
 
@@ -127,6 +130,7 @@ def export_onnx(
     overwrite: bool = False,
     step: bool = False,
     progress: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> ExportResult:
     """Write ``out`` (FILE.onnx; with ``step`` also FILE.step.onnx) and check it with onnxruntime."""
     out = Path(out)
@@ -135,12 +139,12 @@ def export_onnx(
     require_extra("onnx")
     from lmstudio.engine.session import Session
 
-    report = progress or (lambda f: None)
+    report = stage_reporter(progress, cancel)
     targets = [out, step_path(out)] if step else [out]
     for target in targets:
         check_destination(target, overwrite, folder=False)
     session = Session.load(run_dir, device="cpu", which=which)
-    model = session.model.float().eval()
+    model: Any = session.model.float().eval()  # a LanguageModel with its ModelConfig as .cfg
     if _too_big(model):
         raise ExportError(
             "the model's weights pass ONNX's 2 GB single-file limit; lmstudio writes single-file ONNX only"
@@ -173,16 +177,16 @@ def export_onnx(
     return ExportResult(out, "onnx", model.cfg.arch, diff, n, "onnxruntime", notes)
 
 
-def _too_big(model: nn.Module) -> bool:
+def _too_big(model: Any) -> bool:
     return sum(p.numel() * p.element_size() for p in model.parameters()) > INLINE_LIMIT
 
 
-def _example(model: nn.Module) -> torch.Tensor:
+def _example(model: Any) -> torch.Tensor:
     # a length that is neither 0 nor 1 (torch.export specializes those) and fits the context
     return torch.zeros(2, min(8, model.block_size), dtype=torch.long)
 
 
-def _export_forward(model: nn.Module, path: Path) -> str:
+def _export_forward(model: Any, path: Path) -> str:
     """Write the forward graph; returns which exporter wrote it."""
     wrapper = _Logits(model).eval()
     if model.cfg.arch in ("transformer", "conv"):
@@ -214,12 +218,12 @@ def _export_forward(model: nn.Module, path: Path) -> str:
     return "torch.onnx TorchScript exporter"
 
 
-def _export_step(model: nn.Module, path: Path) -> None:
+def _export_step(model: Any, path: Path) -> None:
     cfg = model.cfg
     idx = torch.zeros(1, 2, dtype=torch.long)
     if cfg.arch == "transformer":
         shape = (cfg.n_layer, 1, cfg.n_head, 3, cfg.n_embd // cfg.n_head)
-        args = (idx, torch.zeros(shape), torch.zeros(shape))
+        args: tuple[torch.Tensor, ...] = (idx, torch.zeros(shape), torch.zeros(shape))
         names_in = ["idx", "past_keys", "past_values"]
         names_out = ["logits", "present_keys", "present_values"]
         cache = {1: "batch", 3: "past"}
@@ -275,7 +279,7 @@ def _within(diff: float, what: str) -> float:
     return diff
 
 
-def _check_forward(model: nn.Module, path: Path) -> tuple[float, int]:
+def _check_forward(model: Any, path: Path) -> tuple[float, int]:
     ort = _ort_session(path)
     seqs = check_sequences(model.cfg.vocab_size, model.block_size)
     seqs.append(torch.cat([seqs[-1], seqs[-1].flip(1)]))  # a batch of two
@@ -287,7 +291,7 @@ def _check_forward(model: nn.Module, path: Path) -> tuple[float, int]:
     return _within(diff, "logits"), len(seqs)
 
 
-def _check_step(model: nn.Module, path: Path) -> float:
+def _check_step(model: Any, path: Path) -> float:
     """Feed half a context at once, then one token at a time to the end; compare with one forward pass."""
     ort = _ort_session(path)
     cfg = model.cfg

@@ -325,11 +325,13 @@ class Controller:
         if fmt == "hf":
             from lmstudio.engine.export_hf import export_hf
 
-            result = export_hf(run_dir, target, which=which, overwrite=overwrite, progress=progress)
+            result = export_hf(
+                run_dir, target, which=which, overwrite=overwrite, progress=progress, cancel=cancel
+            )
         else:
             from lmstudio.engine.export_onnx import export_onnx
 
             result = export_onnx(
-                run_dir, target, which=which, overwrite=overwrite, step=step, progress=progress
+                run_dir, target, which=which, overwrite=overwrite, step=step, progress=progress, cancel=cancel
             )
         return {"path": str(result.path), "summary": result.summary(), "notes": list(result.notes)}

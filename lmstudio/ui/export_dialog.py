@@ -159,7 +159,7 @@ class ExportDialog(QDialog):
         which, step = str(self.which_box.currentData()), fmt == "onnx" and self.step_box.isChecked()
         worker = TaskWorker(
             lambda progress, cancel: self.controller.export_run(
-                run, fmt, out, which=which, overwrite=overwrite, step=step, progress=progress
+                run, fmt, out, which=which, overwrite=overwrite, step=step, progress=progress, cancel=cancel
             )
         )
         worker.progress.connect(self._on_progress)

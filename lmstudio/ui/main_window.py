@@ -307,6 +307,11 @@ class MainWindow(QMainWindow):
         """File → Export: the run shown in Generate/Inspect (or chosen in Runs) to Hugging Face or ONNX."""
         from lmstudio.ui.export_dialog import ExportDialog
 
+        current = getattr(self, "export_dialog", None)
+        if current is not None and current.is_busy():  # one export at a time: show the one under way
+            current.show()
+            current.raise_()
+            return
         run = self.runs.current_run() or self.run_label.text().removeprefix("Run: ")
         self.export_dialog = ExportDialog(self.controller, run, self)
         self.export_dialog.open()

@@ -136,3 +136,21 @@ def test_missing_onnxruntime_says_how_to_install(exported, tmp_path, monkeypatch
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "onnxruntime" in err and "pip install" in err
     assert not out.exists()
+
+
+def test_a_cancelled_export_writes_nothing(exported, tmp_path):
+    import threading
+
+    from lmstudio.engine.export_common import ExportCancelled
+    from lmstudio.engine.export_onnx import export_onnx
+
+    cancel = threading.Event()
+    seen = []
+
+    def progress(fraction):  # the app closes while the first graph is being checked
+        seen.append(fraction)
+        cancel.set()
+
+    with pytest.raises(ExportCancelled):
+        export_onnx(exported["rnn"][0], tmp_path / "m.onnx", step=True, progress=progress, cancel=cancel)
+    assert seen and list(tmp_path.iterdir()) == []
