@@ -67,13 +67,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of the 1-process run")
     p.add_argument("--skip", type=int, default=3, help="reports (of 10 steps) to ignore at the start")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-one-thread", action="store_true", help="leave out the 1 process x 1 thread runs")
     a = p.parse_args()
     per_rank = max(1, a.threads // a.nproc)
     configs = [
         (f"1 process x {a.threads} threads", 1, a.threads),
         (f"{a.nproc} processes x {per_rank} thread(s)", a.nproc, per_rank),
     ]
-    if a.threads != per_rank:
+    if a.threads != per_rank and not a.no_one_thread:
         configs.append((f"1 process x {per_rank} thread(s)", 1, per_rank))
     results: dict[str, list[dict]] = {name: [] for name, _, _ in configs}
     for r in range(a.rounds):

@@ -36,17 +36,18 @@ import datetime
 import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 from lmstudio.config import ConfigError
 from lmstudio.errors import UserError
+from lmstudio.run_control import CONTROL_FILE, ControlFile, write_control
+
+__all__ = ["CONTROL_FILE", "ControlFile", "PeerFailed", "Ranks", "SINGLE", "init_from_env", "write_control"]
 
 T = TypeVar("T")
 
-CONTROL_FILE = "control.json"  # {"pause": bool, "stop": bool}: requests to a run in another process
 TIMEOUT = datetime.timedelta(minutes=60)  # a collective waiting longer than this means a peer is gone
 
 
@@ -377,42 +378,3 @@ def check_batch_split(batch_size: int, world_size: int) -> None:
                 f"processes; use a multiple of {world_size} (it is the batch of all processes together)"
             }
         )
-
-
-class ControlFile:
-    """Requests from another process (the app following a run it launched): ``control.json`` in the run
-    folder, ``{"pause": true}`` / ``{"pause": false}`` / ``{"stop": true}``, written atomically by the
-    requester and read by rank 0 whenever its modification time changes (one ``stat`` per step)."""
-
-    def __init__(self, run_dir: str | Path):
-        self.path = Path(run_dir) / CONTROL_FILE
-        self._seen: int | None = None
-
-    def apply(self, control) -> None:
-        try:
-            mtime = self.path.stat().st_mtime_ns
-        except OSError:
-            return
-        if mtime == self._seen:
-            return
-        self._seen = mtime
-        try:
-            request = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return
-        if not isinstance(request, dict):
-            return
-        if request.get("stop"):
-            control.stop()
-        elif request.get("pause") is True:
-            control.pause()
-        elif request.get("pause") is False:
-            control.resume()
-
-
-def write_control(run_dir: str | Path, **request: bool) -> None:
-    """Ask the run training in ``run_dir`` (in another process) to pause, resume or stop."""
-    path = Path(run_dir) / CONTROL_FILE
-    tmp = path.with_name(f".{CONTROL_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(request), encoding="utf-8")
-    os.replace(tmp, path)

@@ -34,6 +34,13 @@ def strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
+def gpu_count() -> int:
+    """CUDA GPUs this machine can train on together (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def check_nproc(nproc: int, device: str | None) -> None:
     import torch
 

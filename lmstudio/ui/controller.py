@@ -233,14 +233,34 @@ class Controller:
 
         return bakeoff.table_markdown(rows)
 
-    def training_events(self, cfg: C.RunConfig, control, resume_dir: str | None = None) -> Iterator[Any]:
-        """*worker*: create the run folder and iterate the trainer's events (frozen dataclasses)."""
+    def gpu_count(self) -> int:
+        """CUDA GPUs to offer "train on all N GPUs" for; 0 until ``warm_up`` has imported torch."""
+        if not self.ready:
+            return 0
+        from lmstudio.engine import launch
+
+        return launch.gpu_count()
+
+    def training_events(
+        self, cfg: C.RunConfig, control, resume_dir: str | None = None, *, nproc: int = 1
+    ) -> Iterator[Any]:
+        """*worker*: create the run folder and iterate the trainer's events (frozen dataclasses).
+
+        ``nproc`` > 1: the run trains in a child process on that many ranks (``lmstudio train --nproc``),
+        followed through its event stream; the events and the controls are the same."""
         from lmstudio.engine.trainer import Trainer
 
         if resume_dir:
             run_dir, resume = Path(resume_dir), True
         else:
             run_dir, resume = runfolder.new_run_dir(self.runs_dir(), cfg.name or cfg.model.arch), False
+        if nproc > 1:
+            from lmstudio.engine.child_run import child_run_events
+
+            yield from child_run_events(
+                None if resume else cfg.to_json(), run_dir, nproc, control, resume=resume
+            )
+            return
         trainer = Trainer(
             cfg,
             run_dir,

@@ -182,6 +182,7 @@ class MainWindow(QMainWindow):
 
     def _on_device(self, text: str) -> None:
         self.device_label.setText(text)
+        self.training.set_gpu_count(self.controller.gpu_count())
         self.setup.revalidate()
         self._open_latest_run()
 

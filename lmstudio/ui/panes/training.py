@@ -80,6 +80,15 @@ class TrainingPane(QWidget):
         self.lr_btn = QPushButton("Set LR")
         self.lr_btn.setObjectName("lrApply")
         self.log_box = QCheckBox("Log scale")
+        # offered only on a machine with several GPUs (set_gpu_count): the run then trains in a child process
+        self.all_gpus_box = QCheckBox("Train on all GPUs")
+        self.all_gpus_box.setObjectName("trainAllGpus")
+        self.all_gpus_box.setToolTip(
+            "Train this run on every GPU of this machine at once (a separate process per GPU; "
+            "the batch size is the batch of all of them together). See docs/scaling.md."
+        )
+        self.all_gpus_box.hide()
+        self.gpus = 0
         self.autoscale_btn = QPushButton("Autoscale")
         self.start_btn.clicked.connect(self.start_clicked)
         self.pause_btn.clicked.connect(self.toggle_pause)
@@ -91,6 +100,7 @@ class TrainingPane(QWidget):
         bar = QHBoxLayout()
         for w in (self.start_btn, self.pause_btn, self.stop_btn):
             bar.addWidget(w)
+        bar.addWidget(self.all_gpus_box)
         bar.addSpacing(20)
         bar.addWidget(QLabel("Learning rate:"))
         bar.addWidget(self.lr_edit)
@@ -156,6 +166,12 @@ class TrainingPane(QWidget):
     def is_running(self) -> bool:
         return self.worker is not None
 
+    def set_gpu_count(self, gpus: int) -> None:
+        """Offer "Train on all N GPUs" when this machine has more than one."""
+        self.gpus = gpus
+        self.all_gpus_box.setText(f"Train on all {gpus} GPUs")
+        self.all_gpus_box.setVisible(gpus > 1)
+
     def start(self, cfg: C.RunConfig, resume_dir: str | None = None) -> bool:
         """Train ``cfg`` in a worker thread; False when a run is already going."""
         if self.is_running():
@@ -163,7 +179,8 @@ class TrainingPane(QWidget):
         self.clear()
         self.control = self.controller.new_control()
         control, controller = self.control, self.controller
-        self.worker = TrainWorker(lambda: controller.training_events(cfg, control, resume_dir))
+        nproc = self.gpus if self.gpus > 1 and self.all_gpus_box.isChecked() else 1
+        self.worker = TrainWorker(lambda: controller.training_events(cfg, control, resume_dir, nproc=nproc))
         self.worker.event.connect(self.on_event)
         self.worker.crashed.connect(self._on_crashed)
         self.worker.finished.connect(self._on_worker_finished)

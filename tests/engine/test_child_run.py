@@ -1,0 +1,59 @@
+"""The app's way of training on several GPUs: a child ``lmstudio train --nproc N --json`` followed as events."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from lmstudio import events as ev
+from lmstudio.config import RunConfig
+from lmstudio.engine.child_run import child_run_events, event_from_dict
+from lmstudio.engine.train_control import TrainControl
+
+
+def test_every_event_survives_the_json_line_it_is_printed_as():
+    for cls in (
+        ev.Started,
+        ev.StepMetrics,
+        ev.EvalMetrics,
+        ev.FullEvalMetrics,
+        ev.Sample,
+        ev.Checkpointed,
+        ev.StateChanged,
+        ev.Notice,
+        ev.Finished,
+        ev.Failed,
+    ):
+        values = {}
+        for f in dataclasses.fields(cls):
+            values[f.name] = {"int": 3, "float": 0.5, "str": "x", "bool": True, "dict": {"a": 1}}.get(
+                str(f.type).split(" ")[0].split("|")[0].strip(), None
+            )
+        event = cls(**values)
+        assert event_from_dict(event.to_dict()) == event
+    assert event_from_dict({"event": "SomethingNewer", "step": 1}) is None
+    assert event_from_dict({**ev.Sample(step=1, text="a").to_dict(), "added_later": 2}) == ev.Sample(1, "a")
+
+
+@pytest.mark.slow
+def test_a_child_that_fails_before_training_ends_the_stream_with_its_message(tmp_path):
+    cfg = RunConfig(name="c").override(
+        [
+            "corpus.source=tang300",
+            "tokenizer.kind=char",
+            "model.n_layer=1",
+            "model.n_embd=32",
+            "model.n_head=2",
+            "model.block_size=16",
+            "train.batch_size=7",
+            "train.device=cpu",
+        ]
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {"LMSTUDIO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    events = list(child_run_events(cfg.to_json(), run, 2, TrainControl(), env=env))
+    assert len(events) == 1 and isinstance(events[0], ev.Failed), events
+    assert "multiple of 2" in events[0].message and events[0].message.count("multiple of 2") == 1
+    assert not list(tmp_path.glob(".*.launch.json"))
