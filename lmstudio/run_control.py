@@ -16,27 +16,37 @@ CONTROL_FILE = "control.json"  # {"pause": bool} or {"stop": true}
 
 class ControlFile:
     """Requests from another process (the app following a run it launched): ``control.json`` in the run
-    folder, ``{"pause": true}`` / ``{"pause": false}`` / ``{"stop": true}``, written atomically by the
-    requester and read by rank 0 whenever its modification time changes (one ``stat`` per step)."""
+    folder, e.g. ``{"pause": true}``, ``{"pause": false}``, ``{"stop": true}``, ``{"lr": 3e-4, "lr_seq": 2}``
+    (a new learning rate, applied once per new ``lr_seq``). Written atomically by the requester (a new file
+    each time) and read by rank 0 whenever it changes (one ``stat`` per step)."""
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / CONTROL_FILE
-        self._seen: int | None = None
+        self._seen: tuple[int, int] | None = None
+        self._lr_seq = 0
 
     def apply(self, control) -> None:
         try:
-            mtime = self.path.stat().st_mtime_ns
+            st = self.path.stat()
         except OSError:
             return
-        if mtime == self._seen:
+        version = (st.st_ino, st.st_mtime_ns)  # every write is a new file: a new inode even within a tick
+        if version == self._seen:
             return
-        self._seen = mtime
+        self._seen = version
         try:
             request = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return
         if not isinstance(request, dict):
             return
+        lr, seq = request.get("lr"), request.get("lr_seq")
+        if isinstance(lr, (int, float)) and isinstance(seq, int) and seq > self._lr_seq:
+            self._lr_seq = seq
+            try:
+                control.set_lr(lr)
+            except ValueError:  # a bad value is refused by the app before it gets here; ignore it
+                pass
         if request.get("stop"):
             control.stop()
         elif request.get("pause") is True:
@@ -45,8 +55,9 @@ class ControlFile:
             control.resume()
 
 
-def write_control(run_dir: str | Path, **request: bool) -> None:
-    """Ask the run training in ``run_dir`` (in another process) to pause, resume or stop."""
+def write_control(run_dir: str | Path, **request: bool | float | int | None) -> None:
+    """Ask the run training in ``run_dir`` (in another process) to pause, resume, stop or change its
+    learning rate (the keys ``ControlFile`` reads)."""
     path = Path(run_dir) / CONTROL_FILE
     tmp = path.with_name(f".{CONTROL_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(request), encoding="utf-8")

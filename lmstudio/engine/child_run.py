@@ -144,23 +144,33 @@ def _pump(stream, put, end_with_none: bool) -> None:
 
 
 class _Relay:
-    """Turns changes of the app's TrainControl into ``control.json`` requests."""
+    """Turns changes of the app's TrainControl into ``control.json`` requests (the whole wanted state each
+    time, so a request the reader did not see in between is never lost, only superseded)."""
 
     def __init__(self, run_dir: Path, control) -> None:
         self.run_dir, self.control = run_dir, control
         self.paused = False
         self.stopped = False
+        self.lr: float | None = None
+        self.lr_seq = 0
 
     def send(self) -> None:
         if self.stopped or not self.run_dir.is_dir():
             return
         if self.control.stopping:
             self.stop()
-        elif self.control.paused != self.paused:
+            return
+        lr = self.control.take_lr()  # the child applies it; this TrainControl drives no trainer here
+        if lr is not None:
+            self.lr, self.lr_seq = lr, self.lr_seq + 1
+        if self.control.paused != self.paused or lr is not None:
             self.paused = self.control.paused
-            write_control(self.run_dir, pause=self.paused)
+            self._write()
 
     def stop(self) -> None:
         if not self.stopped and self.run_dir.is_dir():
             self.stopped = True
-            write_control(self.run_dir, stop=True)
+            self._write()
+
+    def _write(self) -> None:
+        write_control(self.run_dir, pause=self.paused, stop=self.stopped, lr=self.lr, lr_seq=self.lr_seq)

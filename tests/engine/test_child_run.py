@@ -8,8 +8,9 @@ import pytest
 
 from lmstudio import events as ev
 from lmstudio.config import RunConfig
-from lmstudio.engine.child_run import child_run_events, event_from_dict
+from lmstudio.engine.child_run import _Relay, child_run_events, event_from_dict
 from lmstudio.engine.train_control import TrainControl
+from lmstudio.run_control import ControlFile
 
 
 def test_every_event_survives_the_json_line_it_is_printed_as():
@@ -34,6 +35,28 @@ def test_every_event_survives_the_json_line_it_is_printed_as():
         assert event_from_dict(event.to_dict()) == event
     assert event_from_dict({"event": "SomethingNewer", "step": 1}) is None
     assert event_from_dict({**ev.Sample(step=1, text="a").to_dict(), "added_later": 2}) == ev.Sample(1, "a")
+
+
+def test_the_apps_pause_lr_and_stop_reach_the_child_through_the_control_file(tmp_path):
+    app, child = TrainControl(), TrainControl()  # the app's, and rank 0's in the child
+    relay, reader = _Relay(tmp_path, app), ControlFile(tmp_path)
+    app.pause()
+    app.set_lr(5e-4)
+    relay.send()
+    reader.apply(child)
+    assert child.paused and child.take_lr() == 5e-4
+    app.resume()
+    relay.send()
+    app.set_lr(2e-4)  # two changes back to back: each write is a new file, none is missed
+    relay.send()
+    reader.apply(child)
+    assert not child.paused and child.take_lr() == 2e-4
+    reader.apply(child)  # nothing new: nothing applied twice
+    assert child.take_lr() is None
+    app.stop()
+    relay.send()
+    reader.apply(child)
+    assert child.stopping
 
 
 @pytest.mark.slow
