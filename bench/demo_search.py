@@ -58,6 +58,9 @@ CANDIDATES: dict[str, list[str]] = {
     # the same tokens per step in longer windows: fewer positions start from an empty state
     "lstm_ctx256": LSTM
     + ["model.block_size=256", "train.batch_size=8", "train.lr=3e-3", "train.min_lr=1e-4"],
+    # the two that paid, together
+    "lstm_ctx256_lr4e-3": LSTM
+    + ["model.block_size=256", "train.batch_size=8", "train.lr=4e-3", "train.min_lr=1e-4"],
     "lstm_ctx128": LSTM
     + ["model.block_size=128", "train.batch_size=16", "train.lr=3e-3", "train.min_lr=1e-4"],
     # a GRU is three gates to the LSTM's four
