@@ -14,6 +14,7 @@ docs/benchmarks.md).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -198,12 +199,12 @@ def _sample(trainer) -> str:
     """A fixed-seed sample from the final weights (the same prompt and seed for every contestant)."""
     from lmstudio.engine.train_eval import training_sample
 
-    if trainer.model is None:
+    parts = trainer.parts
+    if parts is None:
         return ""
-    cfg = trainer.config
-    cfg.train.sample_tokens = SAMPLE_TOKENS
-    cfg.train.seed = SAMPLE_SEED  # training_sample seeds with seed + step: make it the same for all
-    return training_sample(trainer.model, trainer.tokenizer, cfg, 0)
+    # training_sample seeds with seed + step: make it the same for all
+    train = dataclasses.replace(parts.config.train, sample_tokens=SAMPLE_TOKENS, seed=SAMPLE_SEED)
+    return training_sample(parts.model, parts.tokenizer, dataclasses.replace(parts.config, train=train), 0)
 
 
 # ---- the table --------------------------------------------------------------------------------------

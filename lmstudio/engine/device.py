@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from lmstudio.engine.faults import is_oom
 from lmstudio.errors import UserError
+
+T = TypeVar("T")
 
 
 class DeviceError(UserError):
@@ -112,6 +117,54 @@ def should_compile(device: torch.device, setting: str = "auto") -> bool:
     if setting == "off":
         return False
     return device.type == "cuda"
+
+
+class CompileFallback:
+    """The model as the training loop calls it: ``torch.compile``d when asked, eager again if the compiler fails.
+
+    ``torch.compile`` compiles on a module's first call (and again when, say, eval mode changes the graph),
+    so a compiler failure can surface at any call, not only when wrapping. ``call`` then switches to the
+    plain module for good and runs the work once more; running out of memory is never taken for a compiler
+    failure. Each fallback leaves a message in ``notices`` for the trainer to report.
+    """
+
+    def __init__(self, model: torch.nn.Module, compile: bool):
+        """``model``: the eager module to call (the plain model, or its DistributedDataParallel wrapper)."""
+        self.model = model
+        self.forward: Callable[..., Any] = model
+        self.notices: list[str] = []
+        if compile:
+            try:
+                self.forward = torch.compile(model)
+            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
+                self._fall_back(e)
+
+    @property
+    def compiled(self) -> bool:
+        return self.forward is not self.model
+
+    def call(
+        self, work: Callable[[Callable[..., Any]], T], *, before_retry: Callable[[], None] | None = None
+    ) -> T:
+        """``work(forward)``; when the compiled forward fails, ``before_retry()`` and ``work(model)``."""
+        try:
+            return work(self.forward)
+        except Exception as e:
+            if not self.compiled or is_oom(e):
+                raise
+            self._fall_back(e)
+        if before_retry is not None:
+            before_retry()
+        return work(self.forward)
+
+    def take_notices(self) -> list[str]:
+        notices, self.notices = self.notices, []
+        return notices
+
+    def _fall_back(self, e: BaseException) -> None:
+        self.forward = self.model
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        self.notices.append(f"torch.compile failed ({type(e).__name__}: {first}); training without it")
 
 
 def configure_backends(device: torch.device) -> None:

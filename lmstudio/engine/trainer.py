@@ -10,19 +10,20 @@ finiteness check is free, on CUDA it is read one step late without stalling), gr
 with ``set_to_none``, batches are the only per-step allocations, AdamW runs fused kernels (CPU too), and
 freed activations stay in the process for the next step instead of being faulted back in (``host_memory``).
 
-Faults become a final ``Failed`` event, never an exception: a non-finite loss (``nan``), running out of
-memory (``oom``), a failed checkpoint write (``disk``), bad settings (``config``), unreadable data
-(``data``); anything else is a bug and reported as ``error`` with its traceback in ``detail``.
+The loop is minGPT's: it trains and yields events. Around it, each in its own module: the parts a run is
+made of and a checkpoint's restore (``train_parts``), the run's files (``recorder``, subscribed to the
+events), the clock (``stopwatch``), the ``torch.compile`` fallback (``device.CompileFallback``) and what a
+fault becomes (``train_failures``: a final ``Failed`` event, never an exception).
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
-import time
-import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,11 +31,15 @@ from lmstudio import runfolder
 from lmstudio.config import ConfigError, RunConfig
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import device as dev
-from lmstudio.engine import distributed, faults, host_memory
-from lmstudio.engine.schedule import build_optimizer, lr_at
+from lmstudio.engine import distributed, host_memory
+from lmstudio.engine.data import Cancelled
+from lmstudio.engine.recorder import RunRecorder
+from lmstudio.engine.schedule import lr_at
+from lmstudio.engine.stopwatch import Stopwatch
 from lmstudio.engine.train_control import FiniteWatch, NonFiniteLoss, TrainControl, is_oom
 from lmstudio.engine.train_eval import estimate_losses, training_sample
-from lmstudio.errors import UserError
+from lmstudio.engine.train_failures import DiskError, checkpoint_bytes, classify, disk_error
+from lmstudio.engine.train_parts import STATE_VERSION, TrainParts, build_parts, prepare, restore, start_device
 from lmstudio.events import (
     Checkpointed,
     EvalMetrics,
@@ -49,25 +54,7 @@ from lmstudio.events import (
     StepMetrics,
 )
 
-__all__ = ["TrainControl", "Trainer", "is_oom"]
-
-STATE_VERSION = 1
-
-
-class _DiskError(Exception):
-    """Writing the run folder failed; ``description`` says why (errno, free space, space needed)."""
-
-    def __init__(self, description: str):
-        super().__init__(description)
-        self.description = description
-
-
-def _disk_error(e: Exception, folder: Path, needed: int | None = None) -> Exception:
-    """Any failure while writing the run folder is the disk's (safetensors and torch.save do not raise
-    OSError for a full disk), except running out of memory while doing it."""
-    if faults.is_oom(e):
-        return e
-    return _DiskError(faults.describe_write_failure(e, folder, needed))
+__all__ = ["STATE_VERSION", "TrainControl", "Trainer", "is_oom"]
 
 
 def _eta(by_steps: float, max_time: float, elapsed: float) -> float:
@@ -76,7 +63,12 @@ def _eta(by_steps: float, max_time: float, elapsed: float) -> float:
 
 
 class Trainer:
-    """Trains ``config`` into ``run_dir`` (``resume=True`` continues the checkpoint found there)."""
+    """Trains ``config`` into ``run_dir`` (``resume=True`` continues the checkpoint found there).
+
+    minGPT's shape: the trainer trains and yields events, and never prints or writes history itself. A
+    ``RunRecorder`` subscribed to the events writes the run's files; ``subscribe`` adds other listeners. The
+    caller's ``config`` is never changed: the trainer completes its own copy (the vocabulary size).
+    """
 
     def __init__(
         self,
@@ -86,7 +78,7 @@ class Trainer:
         control: TrainControl | None = None,
         resume: bool = False,
         cache_dir: str | Path | None = None,
-        tokenizer=None,
+        tokenizer: Any = None,
         dist: distributed.SingleProcess | None = None,
     ):
         """``tokenizer``: one already trained for this config (e.g. by the setup screen), so the trainer
@@ -94,389 +86,329 @@ class Trainer:
         ``dist``: this process's place in a torchrun launch (``distributed.init_from_env``); the default
         is an ordinary one-process run."""
         self.dist = dist or distributed.SINGLE
-        self.config = config
+        self.config = copy.deepcopy(config)
         self.run_dir = Path(run_dir)
         self.control = control or TrainControl()
         self.resume = resume
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else ckpt.default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else runfolder.default_cache_dir()
         self.given_tokenizer = tokenizer
+        self.recorder = RunRecorder(self.run_dir)
+        self._subscribers: list[Callable[[Event], None]] = []
+        self.parts: TrainParts | None = None  # built by run(): slow, and on the training thread
+        self.device_label = "this device"
         self.step = 0
         self.saved_step: int | None = None  # the step of the last checkpoint this trainer wrote
-        self.model = None  # the plain module (weights are saved from it)
-        self.forward = None  # what the loop calls: the compiled module, or the plain one
-        self._written: list[str] = []  # files a new run wrote while starting (removed if the start fails)
+        self.best_val = math.inf
+        self.peak_lr = self.config.train.lr
+        self.clock = Stopwatch()  # restarted (with a resumed run's seconds) when the loop starts
+        self._resumed_elapsed = 0.0
+        self.notices: list[str] = []  # for the user, reported at the next chance
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` for every event, before the event is yielded."""
+        self._subscribers.append(listener)
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The plain module being trained (None before ``run`` built it, or after an out-of-memory failure)."""
+        return self.parts.model if self.parts is not None else None
+
+    @property
+    def _p(self) -> TrainParts:
+        assert self.parts is not None, "run() builds the parts first"
+        return self.parts
 
     # ---- public ------------------------------------------------------------------------------
     def run(self) -> Iterator[Event]:
         """Train, yielding events; ends with ``Finished`` or ``Failed`` and never raises for faults."""
+        events = self._run()
         try:
-            yield from self._run()
+            for event in events:
+                self._publish(event)
+                yield event
             return
         except Exception as e:  # noqa: BLE001 - every fault becomes a Failed event
-            if self.control.stopping and type(e).__name__ == "Cancelled":
+            if self.control.stopping and isinstance(e, Cancelled):
                 # stopped while the data was being prepared: nothing to save, nothing went wrong
                 yield Finished(step=self.step, reason="stopped", run_dir=str(self.run_dir), elapsed=0.0)
                 return
             failed = self._classify(e)
+        finally:
+            events.close()  # ends the step loop's context (host memory) even when a listener failed
         # outside the except block: the traceback (and the tensors its frames hold) is gone by now
         self._free_memory(drop_state=failed.kind == "oom")
+        for listener in self._subscribers:
+            listener(failed)
         yield failed
 
     def _classify(self, e: Exception) -> Failed:
         if self.dist.is_peer_failure(e):
-            return self._failed("peer", "another process of this run failed and reports why")
-        if isinstance(e, NonFiniteLoss):
-            return self._failed(
-                "nan",
-                f"the loss became NaN or infinite near step {self.step + 1}: training "
-                "diverged. Try a lower learning rate (or stronger gradient clipping); "
-                "the last good checkpoint is kept.",
-            )
-        kept = (
-            "the previous checkpoint is intact"
-            if self.saved_step is not None or self.resume
-            else "no checkpoint had been saved yet"
-        )
-        if isinstance(e, _DiskError):
-            return self._failed(
-                "disk",
-                f"could not write to the run folder {self.run_dir}: {e.description}. "
-                f"Free disk space or choose another runs folder; {kept}.",
-                detail="".join(traceback.format_exception(e.__cause__)) if e.__cause__ else "",
-            )
-        if isinstance(e, faults.NotEnoughMemory):
-            return self._failed("oom", f"not enough memory on {self.device_label}: {e}")
-        if isinstance(e, ckpt.CheckpointError):
-            return self._failed("checkpoint", str(e))
-        if isinstance(e, (ConfigError, dev.DeviceError)):
-            return self._failed("config", str(e))
-        if isinstance(e, UserError):
-            return self._failed("data", str(e))
-        if faults.is_oom(e):
-            return self._failed(
-                "oom",
-                f"out of memory on {self.device_label}. Use a smaller batch size, a "
-                f"shorter context or a smaller model; {kept.replace('is intact', 'is kept')}.",
-            )
-        return self._failed(
-            "error",
-            f"training failed unexpectedly ({type(e).__name__}: {e}); this is a bug, "
-            "please report it with the details",
-            detail=traceback.format_exc(),
-        )
+            message = "another process of this run failed and reports why"
+            return Failed(step=self.step, kind="peer", message=message, run_dir=str(self.run_dir))
+        saved = self.saved_step is not None or self.resume
+        return classify(e, step=self.step, run_dir=self.run_dir, device_label=self.device_label, saved=saved)
+
+    def _publish(self, event: Event) -> None:
+        try:
+            if self.dist.is_main:  # several ranks: rank 0 alone writes
+                self.recorder(event)
+        except Exception as e:
+            raise disk_error(e, self.run_dir) from e
+        for listener in self._subscribers:
+            listener(event)
 
     # ---- set-up -----------------------------------------------------------------------------
-    device_label = "this device"
-
     def _setup(self) -> None:
         self.dist.together(self._prepare)  # several ranks: a failure is reported by one rank, not by all
-        self._setup_forward()
+        # the DDP wrap is a collective, so it stays out of _prepare, which every rank must be able to fail alone
+        p = self._p
+        self.dist.seed_ranks(self.config.train.seed, self.step)
+        eager = self.dist.wrap(p.model, p.device)
+        p.forward = dev.CompileFallback(eager, dev.should_compile(p.device, self.config.train.compile))
 
     def _prepare(self) -> None:
         """Device, data, model, optimizer and run folder (no waiting for other ranks in here)."""
-        from lmstudio.engine.data import Batcher, prepare_data
-        from lmstudio.engine.models import build_model, memory_estimate
+        from lmstudio.engine.split_stats import unk_warning
         from lmstudio.engine.tokenizer import Tokenizer
 
-        cfg = self.config
-        cfg.validate()
-        self.device = self.dist.place(dev.resolve_device(cfg.train.device))
-        self.device_label = dev.describe_device(self.device)
-        self.precision = dev.choose_precision(self.device, cfg.train.precision)
-        dev.configure_backends(self.device)
-        dev.seed_everything(cfg.train.seed)
-        self.state: dict = {}
+        device, precision = start_device(self.config, self.dist)
+        self.device_label = dev.describe_device(device)
+        state: dict[str, Any] = {}
         tokenizer = self.given_tokenizer
         if self.resume:
             if self.dist.is_main:  # a killed run's half-written files, never read
-                ckpt.remove_stale_temp_files(self.run_dir)
-            self.state = ckpt.load_train_state(self.run_dir)
-            tokenizer = Tokenizer.load(self.run_dir / ckpt.TOKENIZER_FILE)
-            runfolder.check_same_run(self.run_dir, cfg, tokenizer.vocab_size)
-        elif (self.run_dir / ckpt.CONFIG_FILE).exists():
+                runfolder.remove_stale_temp_files(self.run_dir)
+            state = ckpt.load_train_state(self.run_dir)
+            tokenizer = Tokenizer.load(self.run_dir / runfolder.TOKENIZER_FILE)
+            runfolder.check_same_run(self.run_dir, self.config, tokenizer.vocab_size)
+        elif (self.run_dir / runfolder.CONFIG_FILE).exists():
             raise ConfigError(
                 {"run": f"{self.run_dir} already holds a run; resume it or choose a new folder"}
             )
-        self.tokenizer, self.data = prepare_data(
-            cfg, tokenizer=tokenizer, cache_dir=self.cache_dir, cancel=self.control.stop_event
+        self.config, tokenizer, data = prepare(
+            self.config, tokenizer, self.cache_dir, self.control.stop_event
         )
-        cfg.model.vocab_size = self.tokenizer.vocab_size
-        faults.check_memory(memory_estimate(cfg.model, cfg.train), self.device)
-        with torch.device(self.device):
-            self.model = build_model(cfg.model)
-        self.model.train()
-        self.optimizer = build_optimizer(self.model, cfg.train, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.use_scaler else None
-        self.batcher = Batcher(
-            self.data, cfg.train.batch_size, cfg.model.block_size, cfg.train.seed, **self.dist.shard
-        )
-        self.best_val = math.inf
-        self.peak_lr = cfg.train.lr
-        self.elapsed = 0.0
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.parts = parts = build_parts(self.config, device, precision, tokenizer, data, self.dist.shard)
         if self.resume:
-            self._restore()
-        elif self.dist.is_main:
-            try:
-                ckpt.atomic_write_text(self.run_dir / ckpt.CONFIG_FILE, cfg.to_json())
-                self._written.append(ckpt.CONFIG_FILE)
-                ckpt.atomic_write(self.run_dir / ckpt.TOKENIZER_FILE, self.tokenizer.save)
-                self._written.append(ckpt.TOKENIZER_FILE)
-            except Exception as e:
-                raise _disk_error(e, self.run_dir) from e
-
-    def _setup_forward(self) -> None:
-        """What the loop calls: the model, wrapped for several ranks (a collective: kept out of ``_setup``,
-        which every rank must be able to fail alone), compiled where that pays."""
-        cfg = self.config
-        self.dist.seed_ranks(cfg.train.seed, self.step)
-        self.forward = self.dist.wrap(self.model, self.device)
-        self.compile_pending = dev.should_compile(self.device, cfg.train.compile)
-        self.notices: list[str] = []
-        from lmstudio.engine.split_stats import unk_warning
-
-        if self.data.stats and unk_warning(self.data.stats):
-            self.notices.append(unk_warning(self.data.stats))
-        if self.compile_pending:
-            try:
-                self.forward = torch.compile(self.forward)
-            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
-                self._compile_failed(e)
-
-    def _undo_failed_start(self, was_empty: bool) -> None:
-        """A new run that could not start leaves nothing: the files it wrote and the empty folder go."""
-        for name in self._written:
-            (self.run_dir / name).unlink(missing_ok=True)
-        if was_empty:
-            try:
-                self.run_dir.rmdir()
-            except OSError:
-                pass  # not empty after all (someone else's files), or gone already
-
-    def _restore(self) -> None:
-        st = self.state
-        if st.get("version") != STATE_VERSION:
-            raise ckpt.CheckpointError(
-                f"{self.run_dir / ckpt.STATE_FILE} has an unknown format; start a new run"
-            )
-        ckpt.load_weights_into(self.model, self.run_dir, "latest", self.device)
-        meta = ckpt.weights_metadata(self.run_dir / ckpt.LATEST_FILE)
-        if meta.get("step") != st["step"]:
-            raise ckpt.CheckpointError(
-                f"{self.run_dir}: the weights (step {meta.get('step')}) and the "
-                f"training state (step {st['step']}) do not match, probably after a "
-                "crash mid-save; start a new run or use the weights as they are"
-            )
-        self.optimizer.load_state_dict(st["optimizer"])
-        if self.scaler is not None and st.get("scaler"):
-            self.scaler.load_state_dict(st["scaler"])
-        self.batcher.load_state_dict(st["batcher"])
-        dev.set_rng_state(st["rng"])
-        self.step = int(st["step"])
-        self.best_val = math.inf if st.get("best_val") is None else float(st["best_val"])
-        self.peak_lr = float(st.get("peak_lr", self.config.train.lr))
-        self.elapsed = float(st.get("elapsed", 0.0))
-        if not self.dist.is_main:
+            resumed = restore(parts, self.run_dir, state)
+            self.step, self.best_val, self.peak_lr = resumed.step, resumed.best_val, resumed.peak_lr
+            self._resumed_elapsed = resumed.elapsed
+        if parts.data.stats and (warning := unk_warning(parts.data.stats)):
+            self.notices.append(warning)
+        if not self.dist.is_main:  # the run folder is rank 0's
             return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            ckpt.truncate_history(self.run_dir, self.step)
+            if self.resume:
+                runfolder.truncate_history(self.run_dir, self.step)
+            else:
+                self.recorder.write_settings(self.config.to_json(), parts.tokenizer.save)
         except Exception as e:
-            raise _disk_error(e, self.run_dir) from e
-
-    def _compile_failed(self, e: BaseException) -> None:
-        self.forward = self.dist.ddp or self.model
-        self.compile_pending = False
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        self.notices.append(f"torch.compile failed ({type(e).__name__}: {first}); training without it")
+            raise disk_error(e, self.run_dir) from e
 
     # ---- the loop ---------------------------------------------------------------------------
-    def _run(self) -> Iterator[Event]:
+    def _run(self) -> Generator[Event, None, None]:
         was_empty = not self.run_dir.exists() or (self.run_dir.is_dir() and not any(self.run_dir.iterdir()))
         try:
             self._setup()
         except BaseException:
             if not self.resume and self.dist.is_main:  # the files and folder are rank 0's
-                self._undo_failed_start(was_empty)
+                self.recorder.undo_start(was_empty)
             raise
         # the step loop only: data preparation and tokenizer training give their memory back as usual
         with host_memory.freed_memory_kept():
             yield from self._loop()
 
     def _loop(self) -> Iterator[Event]:
-        cfg, t = self.config, self.config.train
-        yield Started(
-            run_dir=str(self.run_dir),
-            device=self.dist.describe(self.device_label),
-            n_params=self.model.num_params(),
-            start_step=self.step,
-            max_steps=t.max_steps,
-            config=cfg.to_dict(),
-            world_size=self.dist.world_size,
-        )
-        yield from self._pop_notices()
+        p, t = self._p, self.config.train
         control = self.dist.shared_control(self.control)  # several ranks: the flags all ranks agreed on
-        tokens_per_step = t.batch_size * cfg.model.block_size * t.grad_accum
-        watch = FiniteWatch(self.device)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        last_report, last_report_step = time.perf_counter(), self.step
-        run_start = last_report - self.elapsed
-        val_loss = None
+        yield self._started()
+        yield from self._pop_notices()
+        watch = FiniteWatch(p.device)
+        params = [q for q in p.model.parameters() if q.requires_grad]
+        self.clock = clock = Stopwatch(self._resumed_elapsed, step=self.step)
+        val_loss: float | None = None
         time_up = False
         while self.step < t.max_steps and not time_up:
             self.dist.sync_control(control)
             if control.stopping:
                 break
             if control.paused:
-                self.elapsed = time.perf_counter() - run_start
-                yield StateChanged("paused", self.step)
-                control.wait_while_paused()
-                paused_for = time.perf_counter() - run_start - self.elapsed
-                run_start += paused_for
-                last_report += paused_for
+                yield from self._wait_while_paused(control)
                 if control.stopping:
                     break
-                yield StateChanged("running", self.step)
-            new_lr = control.take_lr()
-            if new_lr is not None:
-                self.peak_lr = new_lr
-            spent = time.perf_counter() - run_start
-            if t.max_time > 0:  # several ranks: their clocks differ, and the schedule must not
-                spent = self.dist.max(spent)
-            lr = lr_at(self.step, t, self.peak_lr, spent)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-
-            loss = self.dist.mean(self._train_step())  # several ranks: the mean, the same on each
-            if self.compile_pending:
-                self.compile_pending = False
-                yield from self._pop_notices()
+            lr = self._set_lr(control)
+            loss = self._train_step()
+            yield from self._pop_notices()
             watch.check(self.step, loss)
             # the time budget counts everything since the start but pauses (evaluations and saves too)
-            time_up = t.max_time > 0 and self.dist.max(time.perf_counter() - run_start) >= t.max_time
+            time_up = t.max_time > 0 and self.dist.max(clock.elapsed()) >= t.max_time
             log_now = (self.step + 1) % t.log_interval == 0 or self.step + 1 == t.max_steps or time_up
-            grad_norm = self._clip(params, log_now)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-
+            grad_norm = self._optimizer_step(params, log_now)
             if log_now:
-                loss_value = loss.item()  # the one sync with the device per log interval
-                now = time.perf_counter()
-                steps = self.step - last_report_step
-                per_step = (now - last_report) / max(steps, 1)
-                self.elapsed = now - run_start
-                event = StepMetrics(
-                    step=self.step,
-                    max_steps=t.max_steps,
-                    loss=loss_value,
-                    lr=lr,
-                    grad_norm=float(grad_norm),
-                    tokens_per_s=tokens_per_step / per_step,
-                    elapsed=self.elapsed,
-                    eta=_eta(per_step * (t.max_steps - self.step), t.max_time, self.elapsed),
+                yield self._step_metrics(loss, lr, grad_norm)
+                clock.start_lap(self.step)
+            with clock.aside():  # evaluating, sampling and saving are not training speed: not in tokens/s
+                val_loss = yield from self._after_step(
+                    watch, val_loss, at_end=self.step == t.max_steps or time_up
                 )
-                self._append(ckpt.METRICS_FILE, event)
-                yield event
-                last_report, last_report_step = time.perf_counter(), self.step
-            aux_start = time.perf_counter()
-            at_end = self.step == t.max_steps or time_up
-            evaluated = at_end or self.step % t.eval_interval == 0
-            if evaluated:
-                watch.flush()
-                val_loss = yield from self._evaluate(run_start)
-            if t.sample_interval and self.step % t.sample_interval == 0:
-                yield self._sample()
-            is_best = evaluated and val_loss == self.best_val
-            # an improvement is always saved (best.safetensors), whatever the checkpoint interval
-            due = (
-                at_end
-                or is_best
-                or (evaluated if t.checkpoint_interval == 0 else self.step % t.checkpoint_interval == 0)
-            )
-            if due:
-                watch.flush()
-                run_start += yield from self._save_or_pause(run_start, best=is_best, val_loss=val_loss)
-            # evaluating, sampling and saving are not training speed: keep them out of tokens/s
-            last_report += time.perf_counter() - aux_start
         watch.flush()
-        reason = "completed" if self.step >= t.max_steps or time_up else "stopped"
-        if reason == "stopped" and self.saved_step != self.step:
-            yield self._save(run_start, best=False, val_loss=None)
-        self.elapsed = time.perf_counter() - run_start
-        if reason == "completed" and t.full_eval and self.dist.is_main:  # rank 0 scores and records it
+        yield from self._finish(completed=self.step >= t.max_steps or time_up, val_loss=val_loss)
+
+    def _finish(self, *, completed: bool, val_loss: float | None) -> Iterator[Event]:
+        """A stopped run saves its last steps; a completed one is scored on the whole validation split."""
+        if not completed and self.saved_step != self.step:
+            yield self._save(best=False, val_loss=None)
+        elapsed = self.clock.elapsed()
+        if completed and self.config.train.full_eval and self.dist.is_main:  # rank 0 scores and records it
             yield from self._full_eval(val_loss)
-        yield Finished(step=self.step, reason=reason, run_dir=str(self.run_dir), elapsed=self.elapsed)
+        reason = "completed" if completed else "stopped"
+        yield Finished(step=self.step, reason=reason, run_dir=str(self.run_dir), elapsed=elapsed)
+
+    def _started(self) -> Started:
+        return Started(
+            run_dir=str(self.run_dir),
+            device=self.dist.describe(self.device_label),
+            n_params=self._p.model.num_params(),
+            start_step=self.step,
+            max_steps=self.config.train.max_steps,
+            config=self.config.to_dict(),
+            world_size=self.dist.world_size,
+        )
+
+    def _wait_while_paused(self, control: Any) -> Iterator[Event]:
+        with self.clock.paused():  # a pause is neither training time nor pace
+            yield StateChanged("paused", self.step)
+            control.wait_while_paused()
+        if not control.stopping:
+            yield StateChanged("running", self.step)
+
+    def _set_lr(self, control: Any) -> float:
+        t = self.config.train
+        new_lr = control.take_lr()
+        if new_lr is not None:
+            self.peak_lr = new_lr
+        spent = self.clock.elapsed()
+        if t.max_time > 0:  # several ranks: their clocks differ, and the schedule must not
+            spent = self.dist.max(spent)
+        lr = lr_at(self.step, t, self.peak_lr, spent)
+        for group in self._p.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
 
     def _train_step(self) -> torch.Tensor:
-        """Forward and backward over ``grad_accum`` micro-batches; returns the step's mean loss (detached)."""
-        try:
-            return self._micro_batches()
-        except Exception as e:
-            if not self.compile_pending or faults.is_oom(e):
-                raise
-            # a compiled module compiles on its first call: a failure there falls back to eager mode
-            self.optimizer.zero_grad(set_to_none=True)
-            self._compile_failed(e)
-            return self._micro_batches()
+        """One step's forward and backward passes (eager again if the compiler fails: the step is redone)."""
+        p = self._p
+        return p.forward.call(
+            self._micro_batches, before_retry=lambda: p.optimizer.zero_grad(set_to_none=True)
+        )
 
-    def _micro_batches(self) -> torch.Tensor:
-        accum = self.config.train.grad_accum
-        total = None
+    def _micro_batches(self, forward: Callable[..., Any] | None = None) -> torch.Tensor:
+        """Forward and backward over ``grad_accum`` micro-batches; returns the step's mean loss (detached)."""
+        p, accum = self._p, self.config.train.grad_accum
+        forward = p.forward.forward if forward is None else forward
+        total: torch.Tensor | None = None
         for i in range(accum):
-            x, y = self.batcher.get("train", self.device)
+            x, y = p.batcher.get("train", p.device)
             with self.dist.no_sync(last=i == accum - 1):  # several ranks: all-reduce once per step
-                with dev.autocast_context(self.device, self.precision):
-                    _, loss = self.forward(x, y)
+                with dev.autocast_context(p.device, p.precision):
+                    _, loss = forward(x, y)
                 if accum > 1:
                     loss = loss / accum  # gradients add up over micro-batches; scale so they average
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
+                if p.scaler is not None:
+                    p.scaler.scale(loss).backward()
                 else:
                     loss.backward()
             total = loss.detach() if total is None else total + loss.detach()
-        return total
+        assert total is not None  # grad_accum >= 1
+        return self.dist.mean(total)  # several ranks: the mean, the same on each
+
+    def _optimizer_step(self, params: list[torch.nn.Parameter], need_norm: bool) -> torch.Tensor | float:
+        """Clip, step and clear the gradients; returns the norm before clipping (when clipping or logging)."""
+        p = self._p
+        grad_norm = self._clip(params, need_norm)
+        if p.scaler is not None:
+            p.scaler.step(p.optimizer)
+            p.scaler.update()
+        else:
+            p.optimizer.step()
+        p.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return grad_norm
 
     def _clip(self, params: list[torch.nn.Parameter], need_norm: bool) -> torch.Tensor | float:
         """Clip the global gradient norm; returns the norm before clipping (computed when clipping or logging)."""
-        clip = self.config.train.grad_clip
-        if self.scaler is not None and (clip > 0 or need_norm):
-            self.scaler.unscale_(self.optimizer)
+        p, clip = self._p, self.config.train.grad_clip
+        if p.scaler is not None and (clip > 0 or need_norm):
+            p.scaler.unscale_(p.optimizer)
         if clip > 0:
             return torch.nn.utils.clip_grad_norm_(params, clip)
         if need_norm:
-            return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            return torch.nn.utils.get_total_norm([q.grad for q in params if q.grad is not None])
         return 0.0
 
+    def _step_metrics(self, loss: torch.Tensor, lr: float, grad_norm: torch.Tensor | float) -> StepMetrics:
+        t = self.config.train
+        loss_value = loss.item()  # the one sync with the device per log interval
+        per_step, elapsed = self.clock.seconds_per_step(self.step), self.clock.elapsed()
+        return StepMetrics(
+            step=self.step,
+            max_steps=t.max_steps,
+            loss=loss_value,
+            lr=lr,
+            grad_norm=float(grad_norm),
+            tokens_per_s=t.batch_size * self.config.model.block_size * t.grad_accum / per_step,
+            elapsed=elapsed,
+            eta=_eta(per_step * (t.max_steps - self.step), t.max_time, elapsed),
+        )
+
     # ---- evaluation, samples, checkpoints -----------------------------------------------------
-    def _evaluate(self, run_start: float) -> Iterator[Event]:
-        losses = self._call_forward(
-            lambda fwd: estimate_losses(
-                fwd, self.data, self.config, self.device, self.precision, **self.dist.shard
-            )
+    def _after_step(
+        self, watch: FiniteWatch, val_loss: float | None, *, at_end: bool
+    ) -> Generator[Event, None, float | None]:
+        """Evaluate, sample and save when they are due; returns the latest validation loss."""
+        t = self.config.train
+        evaluated = at_end or self.step % t.eval_interval == 0
+        if evaluated:
+            watch.flush()
+            val_loss = yield from self._evaluate()
+        if t.sample_interval and self.step % t.sample_interval == 0:
+            yield self._sample()
+        is_best = evaluated and val_loss == self.best_val
+        # an improvement is always saved (best.safetensors), whatever the checkpoint interval
+        interval = t.checkpoint_interval
+        if at_end or is_best or (evaluated if interval == 0 else self.step % interval == 0):
+            watch.flush()
+            yield from self._save_or_pause(best=is_best, val_loss=val_loss)
+        return val_loss
+
+    def _sample(self) -> Sample:
+        p = self._p
+        text = training_sample(p.model, p.tokenizer, self.config, self.step) if self.dist.is_main else ""
+        return Sample(step=self.step, text=text)
+
+    def _evaluate(self) -> Generator[Event, None, float]:
+        p = self._p
+        losses = p.forward.call(
+            lambda fwd: estimate_losses(fwd, p.data, self.config, p.device, p.precision, **self.dist.shard)
         )
         losses = self.dist.average(losses)  # several ranks: each evaluated its slice of the batches
         val_loss = losses["val_loss"]
         if not math.isfinite(val_loss):
             raise NonFiniteLoss
         self.best_val = min(self.best_val, val_loss)
-        event = EvalMetrics(
+        stats = p.data.stats
+        yield EvalMetrics(
             step=self.step,
             train_loss=losses["train_loss"],
             val_loss=val_loss,
             val_ppl=math.exp(min(val_loss, 700.0)),
             val_acc=losses["val_acc"],
-            val_bpc=val_loss / math.log(2) / max(self.data.val_chars_per_token, 1e-9),
-            train_unk=self.data.stats["train"].unk_share if self.data.stats else 0.0,
-            val_unk=self.data.stats["val"].unk_share if self.data.stats else 0.0,
-            elapsed=time.perf_counter() - run_start,
+            val_bpc=val_loss / math.log(2) / max(p.data.val_chars_per_token, 1e-9),
+            train_unk=stats["train"].unk_share if stats else 0.0,
+            val_unk=stats["val"].unk_share if stats else 0.0,
+            elapsed=self.clock.elapsed(),
         )
-        self._append(ckpt.METRICS_FILE, event)
-        yield event
         yield from self._pop_notices()
         return val_loss
 
@@ -484,14 +416,15 @@ class Trainer:
         """Score the final weights on the whole validation split and record it beside the checkpoint."""
         from lmstudio.engine import full_eval
 
+        p = self._p
         try:
             result = full_eval.full_split_loss(
-                self.model,
-                self.data.val,
+                p.model,
+                p.data.val,
                 self.config.model.block_size,
-                chars_per_token=self.data.val_chars_per_token,
-                device=self.device,
-                autocast=lambda: dev.autocast_context(self.device, self.precision),
+                chars_per_token=p.data.val_chars_per_token,
+                device=p.device,
+                autocast=lambda: dev.autocast_context(p.device, p.precision),
             )
             full_eval.record(self.run_dir, "latest", self.step, result)
         except (OSError, RuntimeError) as e:
@@ -512,63 +445,44 @@ class Trainer:
             seconds=result.seconds,
         )
 
-    def _call_forward(self, fn):
-        try:
-            return fn(self.forward)
-        except Exception as e:
-            if self.forward is self.model or faults.is_oom(e):
-                raise
-            self._compile_failed(e)  # e.g. a recompile for eval mode failed
-            return fn(self.forward)
-
-    def _sample(self) -> Sample:
-        text = (
-            training_sample(self.model, self.tokenizer, self.config, self.step) if self.dist.is_main else ""
-        )
-        event = Sample(step=self.step, text=text)
-        self._append(ckpt.SAMPLES_FILE, event)
-        return event
-
-    def _save(self, run_start: float, *, best: bool, val_loss: float | None) -> Checkpointed:
-        self.elapsed = time.perf_counter() - run_start
+    def _save(self, *, best: bool, val_loss: float | None) -> Checkpointed:
+        p = self._p
         state = {
             "version": STATE_VERSION,
             "step": self.step,
             "best_val": None if math.isinf(self.best_val) else self.best_val,
             "val_loss": val_loss,
             "peak_lr": self.peak_lr,
-            "elapsed": self.elapsed,
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "batcher": self.batcher.state_dict(),
+            "elapsed": self.clock.elapsed(),
+            "optimizer": p.optimizer.state_dict(),
+            "scaler": p.scaler.state_dict() if p.scaler is not None else {},
+            "batcher": p.batcher.state_dict(),
             "rng": dev.rng_state(),  # rank 0's; other ranks re-derive theirs (distributed.py)
             "world_size": self.dist.world_size,
         }
         # gradients that overflow behind a finite loss leave NaN weights after the step: never save those
-        if not torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all():
+        if not torch.stack([torch.isfinite(q).all() for q in p.model.parameters()]).all():
             raise NonFiniteLoss
         try:
             path = (
-                ckpt.save_checkpoint(self.run_dir, self.model, state, best=best)
+                ckpt.save_checkpoint(self.run_dir, p.model, state, best=best)
                 if self.dist.is_main  # rank 0 alone writes; the weights are the same on every rank
-                else self.run_dir / ckpt.LATEST_FILE
+                else self.run_dir / runfolder.LATEST_FILE
             )
         except Exception as e:
-            raise _disk_error(e, self.run_dir, _checkpoint_bytes(self.model, state, best)) from e
+            raise disk_error(e, self.run_dir, checkpoint_bytes(p.model, state, best)) from e
         self.saved_step = self.step
         return Checkpointed(step=self.step, path=str(path), best=best)
 
-    def _save_or_pause(self, run_start: float, *, best: bool, val_loss: float | None) -> Iterator[Event]:
-        """Save; if the disk refuses and ``control.pause_on_disk_error``, pause and try again on resume.
-
-        Returns the seconds spent waiting, which do not count as training time.
-        """
-        control, waited = self.control, 0.0
+    def _save_or_pause(self, *, best: bool, val_loss: float | None) -> Iterator[Event]:
+        """Save; if the disk refuses and the caller's control says ``pause_on_disk_error`` (someone is there
+        to free space), pause and try again on resume; the wait is not training time."""
+        control = self.control
         while True:
             try:
-                yield self._save(run_start + waited, best=best, val_loss=val_loss)
-                return waited
-            except _DiskError as e:
+                yield self._save(best=best, val_loss=val_loss)
+                return
+            except DiskError as e:
                 if not control.pause_on_disk_error or control.stopping:
                     raise
                 control.pause()
@@ -583,50 +497,29 @@ class Trainer:
                     ),
                 )
                 yield StateChanged("paused", self.step)
-                paused_at = time.perf_counter()
-                control.wait_while_paused()
-                waited += time.perf_counter() - paused_at
+                with self.clock.paused():
+                    control.wait_while_paused()
                 if not control.stopping:
                     yield StateChanged("running", self.step)
                 # resumed or stopped, save again: the space may have been freed before Stop was pressed
 
-    def _append(self, name: str, event: Event) -> None:
-        if not self.dist.is_main:
-            return
-        try:
-            ckpt.append_jsonl(self.run_dir / name, event.to_dict())
-        except Exception as e:
-            raise _disk_error(e, self.run_dir) from e
-
     def _pop_notices(self) -> Iterator[Event]:
-        while getattr(self, "notices", None):
+        if self.parts is not None:
+            self.notices += self.parts.forward.take_notices()
+        while self.notices:
             yield Notice(step=self.step, message=self.notices.pop(0))
-
-    def _failed(self, kind: str, message: str, detail: str = "") -> Failed:
-        return Failed(step=self.step, kind=kind, message=message, run_dir=str(self.run_dir), detail=detail)
 
     def _free_memory(self, drop_state: bool = False) -> None:
         # after an OOM gradients, optimizer state and the model are the big allocations to give back
-        if getattr(self, "optimizer", None) is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-        if drop_state:
-            self.optimizer = self.model = self.forward = self.scaler = None
-        # A full collection only where cycles can pin accelerator memory. On the CPU refcounting frees the
-        # tensors, and a collection on this (worker) thread could finalize a GUI's Qt objects off the GUI
-        # thread, which deadlocks PySide (seen in the app's tests).
-        if getattr(self, "device", None) is not None and self.device.type != "cpu":
-            gc.collect()
+        if self.parts is not None:
+            self.parts.optimizer.zero_grad(set_to_none=True)
+            device = self.parts.device
+            if drop_state:
+                self.parts = None
+            # A full collection only where cycles can pin accelerator memory. On the CPU refcounting frees the
+            # tensors, and a collection on this (worker) thread could finalize a GUI's Qt objects off the GUI
+            # thread, which deadlocks PySide (seen in the app's tests).
+            if device.type != "cpu":
+                gc.collect()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
-
-
-def _checkpoint_bytes(model: torch.nn.Module, state: dict, best: bool) -> int:
-    """About what one checkpoint writes: the weights (twice with best.safetensors) and the optimizer state."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    moments = sum(
-        t.numel() * t.element_size()
-        for per_param in state.get("optimizer", {}).get("state", {}).values()
-        for t in per_param.values()
-        if isinstance(t, torch.Tensor)
-    )
-    return weights * (2 if best else 1) + moments

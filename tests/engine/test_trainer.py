@@ -236,10 +236,13 @@ def test_gradient_accumulation_averages_micro_batch_gradients(tmp_path):
     cfg = tiny_config("train.batch_size=4", "train.grad_accum=2")
     trainer = Trainer(cfg, tmp_path / "run")
     trainer._setup()
-    x = torch.randint(0, cfg.model.vocab_size, (8, 16), generator=torch.Generator().manual_seed(0))
+    assert cfg == tiny_config(
+        "train.batch_size=4", "train.grad_accum=2"
+    )  # the caller's settings are untouched
+    x = torch.randint(0, trainer.config.model.vocab_size, (8, 16), generator=torch.Generator().manual_seed(0))
     y = torch.roll(x, -1, dims=1)
     halves = iter([(x[:4], y[:4]), (x[4:], y[4:])])
-    trainer.batcher.get = lambda split, device: next(halves)
+    trainer.parts.batcher.get = lambda split, device: next(halves)
     loss = trainer._micro_batches()
     got = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
     trainer.model.zero_grad(set_to_none=True)
@@ -434,8 +437,8 @@ def test_cuda_training_with_mixed_precision_and_compile(tmp_path, precision):
     events = run_all(trainer)
     assert isinstance(events[-1], Finished), events[-1]
     assert events[0].device.startswith("CUDA: ")
-    assert trainer.optimizer.defaults.get("fused") is True
-    assert (trainer.scaler is not None) == (trainer.precision.name == "fp16")
+    assert trainer.parts.optimizer.defaults.get("fused") is True
+    assert (trainer.parts.scaler is not None) == (trainer.parts.precision.name == "fp16")
     evals = [e for e in events if isinstance(e, EvalMetrics)]
     assert evals[-1].val_loss < evals[0].val_loss
 

@@ -75,11 +75,14 @@ def test_a_real_cpu_allocation_failure_is_out_of_memory_and_a_smaller_batch_then
 def test_a_model_far_too_big_for_the_memory_is_refused_before_allocating_with_numbers(tmp_path):
     """Every field within its bounds, 154 GB in all: refused at once (the kernel would kill the process)."""
     cfg = tiny_config("transformer", "model.n_layer=48", "model.n_embd=8192", "model.n_head=64")
-    events = run_all(Trainer(cfg, tmp_path / "run", cache_dir=tmp_path / "cache"))
+    trainer = Trainer(cfg, tmp_path / "run", cache_dir=tmp_path / "cache")
+    events = run_all(trainer)
     failed = events[-1]
     assert isinstance(failed, Failed) and failed.kind == "oom", failed
     assert not any(isinstance(e, Started) for e in events)
-    assert cfg.model.vocab_size > 0  # the trainer filled it in from the tokenizer
+    assert cfg.model.vocab_size == 0  # the caller's settings are untouched
+    cfg = trainer.config
+    assert cfg.model.vocab_size > 0  # the trainer filled in its own copy from the tokenizer
     total = memory_estimate(cfg.model, cfg.train)["total"]
     assert format_bytes(total) in failed.message and "GB" in failed.message, failed.message
     assert "available RAM" in failed.message and "model.n_layer" in failed.message
