@@ -118,6 +118,8 @@ def known_characters(tokenizer, config) -> frozenset[str]:
     if getattr(tokenizer, "kind", "bpe") != "bpe":
         unk = tokenizer.unk_id
         return frozenset(c for i in range(tokenizer.vocab_size) if i != unk for c in tokenizer.decode([i]))
+    if config is None:  # a model with no run behind it (built in memory): no corpus to learn characters from
+        return frozenset()
     from lmstudio.engine.corpus import iter_corpus_chunks
 
     chars: set[str] = set()
@@ -142,7 +144,7 @@ def fit_for_session(session, text: str) -> Fitted:
             session._known_chars = known
         except AttributeError:
             pass
-    script = getattr(session.config.tokenizer, "script", "as-is")
+    script = getattr(getattr(session.config, "tokenizer", None), "script", "as-is")
     if script == "as-is":
         script = getattr(session, "_run_script", None) or script_of(known)
         try:
