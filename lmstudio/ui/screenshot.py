@@ -3,6 +3,7 @@
     python -m lmstudio.ui.screenshot docs/screenshots            # setup, training, runs overlay
     python -m lmstudio.ui.screenshot /tmp/shots --steps 0        # no training: setup pages only (the test)
     python -m lmstudio.ui.screenshot docs/screenshots --views --steps 300   # Generate and Inspect views
+    python -m lmstudio.ui.screenshot docs/screenshots --chinese --steps 400 # BPE on the Tang poems
 
 Without DISPLAY it starts ``Xvfb`` itself (apt-get install xvfb libxcb-icccm4 libxcb-keysyms1
 libxcb-cursor0) and re-runs under it with the real ``xcb`` platform, so the window is mapped by an X
@@ -52,7 +53,7 @@ def _run_under_xvfb(argv: list[str]) -> int:
         server.wait(10)
 
 
-def _shoot(out: Path, steps: int, views: bool = False) -> int:
+def _shoot(out: Path, steps: int, views: bool = False, chinese: bool = False) -> int:
     from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, QTimer
 
     from lmstudio import config as C
@@ -96,6 +97,16 @@ def _shoot(out: Path, steps: int, views: bool = False) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     wait(lambda: win.isExposed() if hasattr(win, "isExposed") else win.windowHandle().isExposed())
+    if chinese:  # Generate with byte-level BPE on the Tang poems (lmstudio/ui/screenshot_chinese.py)
+        from lmstudio.ui.screenshot_chinese import shoot_chinese
+
+        wait(lambda: win.setup.corpus.builtins.count() > 0 and not win.setup.corpus.is_busy())
+        wait(lambda: not win.device_label.text().startswith("Device: detecting"))
+        shoot_chinese(win, wait, settle, grab, max(steps, 1))
+        win.close()
+        wait(lambda: not win.isVisible())
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     if views:  # the prediction views of a trained Transformer (shoot_views below)
         wait(lambda: win.setup.corpus.builtins.count() > 0 and not win.setup.corpus.is_busy())
         wait(lambda: not win.device_label.text().startswith("Device: detecting"))
@@ -262,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train a small Shakespeare Transformer and shoot the Generate and Inspect views instead",
     )
+    parser.add_argument(
+        "--chinese",
+        action="store_true",
+        help="train a small BPE Transformer on the Tang poems and shoot Chinese generation instead",
+    )
     args = parser.parse_args(argv)
     from lmstudio.ui.app import has_display
 
@@ -269,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.get("QT_QPA_PLATFORM") in (None, "") and not os.environ.get("DISPLAY")
     ):
         return _run_under_xvfb(argv)
-    return _shoot(args.out, args.steps, args.views)
+    return _shoot(args.out, args.steps, args.views, args.chinese)
 
 
 if __name__ == "__main__":
