@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model from a preset, printing progress")
-    t.add_argument("--preset", default="tiny_tang", help="preset name or .toml file (default: tiny_tang)")
+    t.add_argument("--preset", help="preset name or .toml file (default: tiny_tang)")
     t.add_argument("--corpus", help="built-in corpus name or path to a .txt file or folder")
     t.add_argument("--tokenizer", choices=("char", "word", "bpe"))
     t.add_argument("--arch", choices=("rnn", "lstm", "gru", "conv", "transformer"))
@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # a lone surrogate (a file name that is not UTF-8, an odd prompt) must not crash a strict terminal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -188,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except BrokenPipeError:  # output piped into `head`
         return 0
+    except KeyboardInterrupt:  # Ctrl-C where no command-specific handler was active (eval, corpus ...)
+        print_error("interrupted")
+        return EXIT_INTERRUPTED
 
 
 def print_error(message: str) -> None:
@@ -215,32 +222,42 @@ def format_duration(seconds: float) -> str:
 
 
 class InterruptToStop:
-    """While active, Ctrl-C asks ``on_interrupt`` to stop gracefully; a second Ctrl-C aborts at once."""
+    """While active, Ctrl-C, SIGTERM and SIGHUP ask ``on_interrupt`` to stop gracefully (a training run
+    saves a checkpoint); a second signal aborts at once. ``exit_code`` is the shell's 128 + the signal."""
 
-    def __init__(self, on_interrupt):
+    SIGNALS = tuple(
+        getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+    )
+
+    def __init__(self, on_interrupt, doing: str = "stopping (saving a checkpoint)"):
         self.on_interrupt = on_interrupt
+        self.doing = doing
         self.interrupted = False
-        self._previous = None
+        self.exit_code = EXIT_INTERRUPTED
+        self._previous: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.interrupted:
             raise KeyboardInterrupt
         self.interrupted = True
+        self.exit_code = 128 + signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(
-            "\nlmstudio: stopping (saving a checkpoint); press Ctrl-C again to abort",
+            f"\nlmstudio: {name}: {self.doing}; press Ctrl-C again to abort",
             file=sys.stderr,
             flush=True,
         )
         self.on_interrupt()
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
         return False
 
 

@@ -49,9 +49,16 @@ def _config_and_folder(args, ranks):
 
     overrides = list(args.set)
     if args.resume:
+        for flag in ("out", "preset"):
+            if getattr(args, flag):
+                raise CliError(
+                    f"--{flag} cannot be combined with --resume: a resumed run keeps its folder and settings "
+                    "(change training settings with --set)"
+                )
         run_dir = existing_run_dir(args.resume)
         cfg = RunConfig.load(run_dir / ckpt.CONFIG_FILE)
     else:
+        args.preset = args.preset or "tiny_tang"
         cfg = load_preset(args.preset)
     for flag, key in (
         ("corpus", "corpus.source"),
@@ -73,6 +80,7 @@ def _config_and_folder(args, ranks):
             {(k if k in typed else f"{run_dir / ckpt.CONFIG_FILE}: {k}"): v for k, v in e.errors.items()}
         ) from None
     if not args.resume:
+        cfg.corpus.source = _absolute_corpus(cfg.corpus.source)
         if not ranks.is_main:
             return cfg, None  # rank 0 makes the folder and tells the others
         if args.out:
@@ -82,7 +90,7 @@ def _config_and_folder(args, ranks):
                     f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                     "or choose another --out folder"
                 )
-            run_dir.mkdir(parents=True, exist_ok=True)
+            # the trainer creates it, only where it is missing or empty (and removes it if the start fails)
         else:
             run_dir = ckpt.new_run_dir(ckpt.default_runs_dir(), cfg.name or Path(args.preset).stem)
     return cfg, run_dir
@@ -125,7 +133,7 @@ def _train(args, ranks) -> int:
                 if kind == "Failed":
                     code = EXIT_USER_ERROR
                 elif kind == "Finished":
-                    code = EXIT_INTERRUPTED if interrupt.interrupted else 0
+                    code = interrupt.exit_code if interrupt.interrupted else 0
         except KeyboardInterrupt:  # a second Ctrl-C: leave at once, the last checkpoint stays
             print_error("aborted; the run can be resumed from its last checkpoint")
             return EXIT_INTERRUPTED
@@ -164,6 +172,16 @@ class _OtherRankReport:
     def __call__(self, event) -> None:
         if type(event).__name__ == "Failed" and event.kind not in ("peer", "nan"):
             print_error(f"rank {self.rank}: {event.message}")
+
+
+def _absolute_corpus(source: str) -> str:
+    """A relative corpus path as an absolute one, so the run resumes (and evaluates) from any folder."""
+    from lmstudio.engine.corpus import BUILTINS
+
+    path = Path(source).expanduser()
+    if source in BUILTINS or path.is_absolute() or not path.exists():
+        return source
+    return str(path.resolve())
 
 
 class _JsonReport:
@@ -259,8 +277,8 @@ def cmd_eval(args) -> int:
     session = Session.load(existing_run_dir(args.run_dir), device=args.device, which=args.which)
     cfg = session.config
     if args.iters is not None:
-        if args.iters < 1:
-            raise CliError("--iters must be at least 1")
+        if not 1 <= args.iters <= 10_000:  # train.eval_iters' own bounds: 1e11 batches would be 400 GB
+            raise CliError(f"--iters must be between 1 and 10000, got {args.iters}")
         cfg.train.eval_iters = args.iters
     _, data = prepare_data(cfg, tokenizer=session.tokenizer, cache_dir=default_cache_dir())
     if args.full:
@@ -390,11 +408,13 @@ def cmd_generate(args) -> int:
     errors = section_errors("sample", cfg)
     if errors:
         raise ConfigError({k.replace("sample.", "--").replace("_", "-"): v for k, v in errors.items()})
-    if args.top < 0 or (args.top and not args.json):
-        raise CliError("--top N needs --json and N >= 0: it adds the N likeliest candidates to each token")
+    if not 0 <= args.top <= 1000 or (args.top and not args.json):
+        raise CliError(
+            "--top N needs --json and 0 <= N <= 1000: it adds the N likeliest candidates to each token"
+        )
     cancel = threading.Event()
     pieces = []
-    with InterruptToStop(cancel.set) as interrupt:
+    with InterruptToStop(cancel.set, doing="stopping") as interrupt:
         if args.stream:
             print(args.prompt, end="", flush=True)
         for step in generate(session, args.prompt, cfg, cancel=cancel, n_top=args.top):
@@ -405,7 +425,7 @@ def cmd_generate(args) -> int:
             pieces.append(step.text)
     if not args.json:
         print(("" if args.stream else args.prompt + "".join(pieces)), flush=True)
-    return EXIT_INTERRUPTED if interrupt.interrupted else 0
+    return interrupt.exit_code if interrupt.interrupted else 0
 
 
 def token_json(step, top: int = 0) -> dict:
@@ -500,8 +520,10 @@ def cmd_bakeoff(args) -> int:
     from lmstudio.engine import checkpoint as ckpt
     from lmstudio.engine.trainer import TrainControl
 
-    if not args.budget > 0:
-        raise CliError("--budget must be a positive number of seconds")
+    if not 0 < args.budget <= 7 * 86_400:
+        raise CliError("--budget must be a positive number of seconds, at most a week (604800)")
+    if not 0 <= args.seed < 2**63:
+        raise CliError("--seed must be between 0 and 2**63 - 1")
     archs = tuple(a.strip() for a in args.archs.split(",") if a.strip())
     unknown = [a for a in archs if a not in bakeoff.ARCH_ORDER]
     if unknown or not archs:
@@ -579,9 +601,11 @@ def cmd_export(args) -> int:
 
 # ---- runs, presets -----------------------------------------------------------------------------------
 def cmd_runs(args) -> int:
-    from lmstudio.engine.checkpoint import list_runs
+    from lmstudio.runfolder import scan_runs
 
-    runs = list_runs(args.root)
+    runs, skipped = scan_runs(args.root)
+    for bad in skipped:  # named on stderr, so `--json` output stays one run per line
+        print(f"lmstudio: skipped {bad.path}: {bad.reason}", file=sys.stderr)
     if args.json:
         for run in runs:
             print_json(dataclasses.asdict(run))
@@ -591,9 +615,10 @@ def cmd_runs(args) -> int:
     for run in runs:
         best = f"{run.best_val_loss:.4f}" if run.best_val_loss is not None else "-"
         full = f"{run.full_val_loss:.4f}" if run.full_val_loss is not None else "-"
+        busy = f"  (training in process {run.training_pid})" if run.training_pid is not None else ""
         print(
             f"{run.name:24s} {run.arch:11s} {run.corpus:18s} step {run.steps:>6}/{run.max_steps:<6} "
-            f"best val {best:>7}  full val {full:>7}  {run.path}"
+            f"best val {best:>7}  full val {full:>7}  {run.path}{busy}"
         )
     return 0
 

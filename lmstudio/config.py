@@ -15,6 +15,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lmstudio import safe_read
 from lmstudio.errors import ConfigError
 
 CONFIG_VERSION = 1
@@ -258,10 +259,18 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
+        if safe_read.json_depth(text) > safe_read.MAX_CONFIG_DEPTH:
+            raise ConfigError(
+                {
+                    "config": f"nested more than {safe_read.MAX_CONFIG_DEPTH} levels deep: not an lmstudio config"
+                }
+            )
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError({"config": f"not valid JSON ({e.msg} at line {e.lineno})"}) from None
+        except (ValueError, RecursionError) as e:  # e.g. a number of thousands of digits
+            raise ConfigError({"config": f"cannot be read as JSON ({str(e)[:120]})"}) from None
         return cls.from_dict(data)
 
     @classmethod
@@ -276,8 +285,8 @@ class RunConfig:
     def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+            text = safe_read.read_text(path, safe_read.MAX_CONFIG_BYTES)
+        except (OSError, safe_read.FileRefused) as e:
             raise ConfigError({str(path.name): f"cannot read {path}: {e}"}) from None
         try:
             return cls.from_toml(text) if path.suffix == ".toml" else cls.from_json(text)
@@ -385,10 +394,20 @@ def field_error(spec: dataclasses.Field, value: Any) -> str | None:
             return f"must be one of {', '.join(choices)}"
         if not choices and not value.strip():
             return "must not be empty"
-        return None
+        return _not_utf8(value)
     if kind is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return "must be a list of strings"
+        return next((e for e in map(_not_utf8, value) if e), None)
+    return None
+
+
+def _not_utf8(text: str) -> str | None:
+    # a file name with bytes that are not UTF-8 reaches Python as lone surrogates; config.json cannot hold it
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        return (
+            "contains bytes that are not UTF-8 (a file name from another system?); rename the file or folder"
+        )
     return None
 
 

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmstudio import safe_read
 from lmstudio.config import RunConfig
 from lmstudio.errors import ConfigError, UserError
+from lmstudio.runlock import LOCK_FILE, RunLock, locked_by
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -60,16 +62,69 @@ def _env_dir(variable: str, name: str) -> Path:
 def new_run_dir(root: str | Path, name: str) -> Path:
     """Create a fresh folder ``root/<name>`` (``<name>-2``, ``-3``... when taken) and return it."""
     root = Path(root)
-    slug = re.sub(r"[^\w.-]+", "-", name.strip()).strip("-.") or "run"
-    root.mkdir(parents=True, exist_ok=True)
+    # at most 80 characters: a folder name has 255 bytes at most, and a 300-character name is no help
+    slug = re.sub(r"[^\w.-]+", "-", name.strip())[:80].strip("-.") or "run"
     for i in range(1, 10_000):
         path = root / (slug if i == 1 else f"{slug}-{i}")
         try:
+            root.mkdir(parents=True, exist_ok=True)
             path.mkdir()
             return path
         except FileExistsError:
             continue
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot create a run folder in {root}: {e.strerror or e}; choose another runs folder "
+                "(LMSTUDIO_RUNS) or free some space"
+            ) from None
     raise CheckpointError(f"too many runs named {slug!r} in {root}; choose another name")
+
+
+def open_run_folder(run_dir: str | Path, *, resume: bool) -> RunLock:
+    """Lock ``run_dir`` for this process's trainer and return the held lock (release it when done).
+
+    A new run goes only into a folder that does not exist (it is created) or is empty; a resume only into
+    a folder nobody else is training. RunLocked names the other process; CheckpointError says why a folder
+    cannot be used (a plain file, not empty, a name too long, read-only).
+    """
+    run_dir = Path(run_dir)
+    if not resume:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise CheckpointError(f"{run_dir} is a file, not a folder; choose another run folder") from None
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot create the run folder {run_dir}: {e.strerror or e}; choose another folder"
+            ) from None
+        _require_empty(run_dir)  # before the lock file is made: nothing at all is written into `--out /`
+    elif not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir / STATE_FILE} is missing: {run_dir} is no folder, nothing to resume")
+    lock = RunLock(run_dir)
+    try:
+        lock.acquire()
+    except OSError as e:
+        raise CheckpointError(f"cannot write in the run folder {run_dir}: {e.strerror or e}") from None
+    if not resume:
+        try:
+            _require_empty(run_dir)  # again, now that no other trainer can be filling it
+        except CheckpointError:
+            lock.release()
+            raise
+    return lock
+
+
+def _require_empty(run_dir: Path) -> None:
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    if not others:
+        return
+    if CONFIG_FILE in others:
+        raise CheckpointError(f"{run_dir} already holds a run; resume it or choose a new folder")
+    shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+    raise CheckpointError(
+        f"{run_dir} is not empty (it holds {shown}): a new run goes only into a new or empty folder, "
+        "so nothing of yours is overwritten; choose another folder"
+    )
 
 
 # ---- atomic writes ------------------------------------------------------------------------------
@@ -109,17 +164,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def remove_stale_temp_files(folder: str | Path) -> list[str]:
-    """Delete the half-written temporary files (``.<name>.*.tmp``) a killed process left in a run folder.
+    """Delete the half-written temporary files a killed process left in a run folder (ours and safetensors').
 
     Only for a folder this process is about to write to (a resumed run): nothing else writes there then, and a
     weights-sized leftover would otherwise sit there hidden for good. Returns the names removed.
     """
     removed = []
-    for leftover in Path(folder).glob(".*.tmp"):
-        with _suppress_oserror():
-            leftover.unlink()
-            removed.append(leftover.name)
+    for leftover in Path(folder).iterdir():
+        if _STALE.fullmatch(leftover.name) and leftover.is_file() and not leftover.is_symlink():
+            with _suppress_oserror():
+                leftover.unlink()
+                removed.append(leftover.name)
     return removed
+
+
+# ours (``.<name>.XXXXXXXX.tmp``, ``.tokenizer.json.<pid>.tmp``) and safetensors' own (``.tmpXXXXXX``,
+# written beside the target and renamed, so a kill mid-write leaves a weights-sized one)
+_STALE = re.compile(r"\..+\.tmp|\.tmp[A-Za-z0-9_]{6}")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -149,7 +210,7 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a run folder (it does not exist)")
     config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
+    if not os.path.lexists(config_path):  # a FIFO or a link to a device is refused by the reader
         raise CheckpointError(f"{config_path} is missing: {run_dir} is not a run folder")
     try:
         return RunConfig.load(config_path).validate()
@@ -195,19 +256,20 @@ def weights_metadata(path: str | Path) -> dict[str, Any]:
     reading it needs neither torch nor safetensors. Anything unreadable gives ``{}``.
     """
     try:
-        with open(path, "rb") as f:
+        fd, _ = safe_read.open_regular(path, 1 << 50)  # never blocks on a FIFO
+        with os.fdopen(fd, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
             if size > 100_000_000:  # the format's own limit on a header
                 return {}
-            header = json.loads(f.read(size))
-    except (OSError, ValueError, struct.error):
+            header = safe_read.loads_json(f.read(size).decode("utf-8"), safe_read.MAX_LINE_DEPTH, str(path))
+    except (OSError, ValueError, struct.error, safe_read.FileRefused):
         return {}
     raw = header.get("__metadata__") if isinstance(header, dict) else None
     out: dict[str, Any] = {}
     for k, v in (raw if isinstance(raw, dict) else {}).items():
         try:
-            out[k] = json.loads(v)
-        except (TypeError, ValueError):
+            out[k] = safe_read.loads_json(v, safe_read.MAX_LINE_DEPTH, str(path))
+        except (TypeError, safe_read.FileRefused):
             out[k] = v
     return out
 
@@ -215,7 +277,18 @@ def weights_metadata(path: str | Path) -> dict[str, Any]:
 # ---- history -----------------------------------------------------------------------------------
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     line = json.dumps(_finite(record), ensure_ascii=False) + "\n"
-    with open(path, "ab+") as f:
+    # O_NOFOLLOW: a history file planted as a symlink must not make training append to a file elsewhere
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if Path(path).is_symlink():
+            raise CheckpointError(
+                f"{path} is a symbolic link; lmstudio writes only real files in a run folder"
+            ) from e
+        raise
+    with os.fdopen(fd, "rb+") as f:
+        f.seek(0, os.SEEK_END)
         if f.tell() > 0:
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n":  # a line torn by a crash: end it so it does not swallow this record
@@ -229,21 +302,45 @@ def _finite(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; a torn last line (crash mid-write) is skipped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    """Records of a JSON-lines file; damaged lines are skipped (``read_jsonl_counted`` says how many)."""
+    return read_jsonl_counted(path)[0]
+
+
+def read_jsonl_counted(path: str | Path) -> tuple[list[dict[str, Any]], int]:
+    """The good records of a history file and the number of damaged lines skipped.
+
+    Damaged: torn by a crash or a full disk (half a line, half a UTF-8 character), not a JSON object, or a
+    record whose ``step`` is not a whole number or whose values are not numbers (metrics) / text (samples).
+    A file that is not a regular file (a FIFO, a device) is refused (``FileRefused``) rather than read.
+    """
+    out, skipped = [], 0
+    for record in safe_read.jsonl_records(path):
+        if record is None or not _plausible(record):
+            skipped += 1
+        else:
+            out.append(record)
+    return out, skipped
+
+
+def _plausible(record: dict[str, Any]) -> bool:
+    step = safe_read.whole_number(record.get("step", 0))
+    if step is None:
+        return False
+    record["step"] = step
+    for key in _NUMERIC & record.keys():
+        value = record[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            record[key] = None  # 1e400 reads as inf: as unknown as the null the writer stores
+    return isinstance(record.get("text", ""), str) and isinstance(record.get("event", ""), str)
+
+
+# fields the curves plot: a record holding anything but a number (or null) there is damaged
+_NUMERIC = frozenset(
+    ("step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed", "eta", "train_loss", "val_loss", "val_ppl")
+    + ("val_acc", "val_bpc", "max_steps")
+)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -255,21 +352,27 @@ def read_samples(run_dir: str | Path) -> list[dict[str, Any]]:
     return read_jsonl(Path(run_dir) / SAMPLES_FILE)
 
 
-def truncate_history(run_dir: str | Path, step: int) -> None:
-    """Drop records logged after ``step``: a resume from that checkpoint will log those steps again."""
+def truncate_history(run_dir: str | Path, step: int) -> dict[str, int]:
+    """Drop records logged after ``step`` (a resume from that checkpoint logs those steps again) and the
+    damaged lines; returns how many damaged lines each file had."""
+    skipped = {}
     for name in (METRICS_FILE, SAMPLES_FILE):
         path = Path(run_dir) / name
-        if not path.exists():
+        if not os.path.lexists(path):
             continue
-        kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+        records, skipped[name] = read_jsonl_counted(path)
+        kept = [r for r in records if r["step"] <= step]
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    return skipped
 
 
 def read_full_evals(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Every recorded full-split score of a run by checkpoint name; {} when none (or the file is unreadable)."""
     try:
-        data = json.loads((Path(run_dir) / FULL_EVAL_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = safe_read.read_json(
+            Path(run_dir) / FULL_EVAL_FILE, safe_read.MAX_CONFIG_BYTES, safe_read.MAX_LINE_DEPTH
+        )
+    except (OSError, safe_read.FileRefused):
         return {}
     return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
 
@@ -299,54 +402,107 @@ class RunSummary:
     updated: float
     # the latest weights' loss over the whole validation split (full_eval.json), None when not scored
     full_val_loss: float | None = None
+    training_pid: int | None = None  # a process training this run right now (0: its pid is unknown)
+
+
+@dataclass(frozen=True)
+class SkippedRun:
+    """A folder in the runs folder that looks like a run but cannot be listed, and why."""
+
+    path: str
+    reason: str
 
 
 def list_runs(root: str | Path | None = None) -> list[RunSummary]:
-    """Every run folder under ``root`` (newest first); folders without a readable config are skipped."""
+    """Every run folder under ``root`` (newest first); damaged ones are left out (``scan_runs`` names them)."""
+    return scan_runs(root)[0]
+
+
+def scan_runs(root: str | Path | None = None) -> tuple[list[RunSummary], list[SkippedRun]]:
+    """The runs under ``root`` (newest first) and the folders skipped because their config.json is damaged.
+
+    Folders without a config.json are not runs and are ignored. One hostile folder (a config nested 100,000
+    deep, a FIFO, a 5,000-digit number, a name that is not text) never hides the others.
+    """
     root = Path(root) if root is not None else default_runs_dir()
     if not root.is_dir():
-        return []
-    runs = [summary for folder in root.iterdir() if (summary := run_summary(folder)) is not None]
-    return sorted(runs, key=lambda r: r.updated, reverse=True)
+        return [], []
+    try:
+        folders = list(root.iterdir())
+    except OSError as e:
+        raise CheckpointError(f"cannot list the runs folder {root}: {e.strerror or e}") from None
+    runs, skipped = [], []
+    for folder in folders:
+        try:
+            summary = run_summary(folder)
+        except Exception as e:  # noqa: BLE001 - whatever is wrong with one folder, list the others
+            skipped.append(SkippedRun(str(folder), _first_line(e)))
+            continue
+        if summary is not None:
+            runs.append(summary)
+    return sorted(runs, key=lambda r: r.updated, reverse=True), sorted(skipped, key=lambda r: r.path)
 
 
 def run_summary(folder: Path) -> RunSummary | None:
-    """One run folder's summary, or None when it has no readable config.json."""
+    """One run folder's summary; None when it is no run (no config.json); an error when it is damaged."""
     cfg_path = folder / CONFIG_FILE
-    if not cfg_path.is_file():
+    if not folder.is_dir() or not os.path.lexists(cfg_path):
         return None
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        model, train = cfg.get("model", {}), cfg.get("train", {})
-        if not all(
-            isinstance(s, dict) for s in (model, train, cfg.get("corpus", {}), cfg.get("tokenizer", {}))
-        ):
-            raise ValueError("a section is not a table")
-    except (OSError, ValueError, AttributeError):
-        return None
+    cfg = safe_read.read_json(cfg_path, safe_read.MAX_CONFIG_BYTES, safe_read.MAX_CONFIG_DEPTH)
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cfg_path} is not a JSON object")
+    sections = {k: cfg.get(k, {}) for k in ("model", "train", "corpus", "tokenizer")}
+    bad = [k for k, v in sections.items() if not isinstance(v, dict)]
+    if bad:
+        raise CheckpointError(f"{cfg_path}: the section {bad[0]!r} is not a table")
+    model, train = sections["model"], sections["train"]
     latest = folder / LATEST_FILE
-    meta = weights_metadata(latest) if latest.exists() else {}
+    meta = weights_metadata(latest) if latest.is_file() else {}
     created = cfg_path.stat().st_mtime
-    updated = latest.stat().st_mtime if latest.exists() else created
+    updated = latest.stat().st_mtime if latest.is_file() else created
+    steps = _whole(meta.get("step"))
+    name = cfg.get("name")
     return RunSummary(
         path=str(folder),
-        name=cfg.get("name") or folder.name,
-        arch=str(model.get("arch", "?")),
-        corpus=str(cfg.get("corpus", {}).get("source", "?")),
-        tokenizer=str(cfg.get("tokenizer", {}).get("kind", "?")),
-        steps=_whole(meta.get("step")),
+        name=name if isinstance(name, str) and name else folder.name,
+        arch=_text(model.get("arch")),
+        corpus=_text(sections["corpus"].get("source")),
+        tokenizer=_text(sections["tokenizer"].get("kind")),
+        steps=steps,
         max_steps=_whole(train.get("max_steps")),
         best_val_loss=_number(meta.get("best_val")),
         created=created,
         updated=updated,
-        full_val_loss=known_full_loss(folder, "latest", _whole(meta.get("step"))),
+        full_val_loss=known_full_loss(folder, "latest", steps),
+        training_pid=locked_by(folder),
     )
+
+
+def _text(value: Any) -> str:
+    return value[:200] if isinstance(value, str) else "?"
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0][:300] if lines else "") or type(e).__name__
+
+
+def whole_step(value: Any) -> int:
+    """A step read from a file: a whole number from 0 up, anything else (text, 1e400, [1, 2]) 0."""
+    return _whole(value)
 
 
 def _whole(value: Any) -> int:
     # a hand-edited or foreign file may hold anything here; the list shows 0 rather than failing
-    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0
+    number = safe_read.whole_number(value)
+    return number if number is not None and 0 <= number < 10**15 else 0
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int of hundreds of digits
+        return None
+    return number if math.isfinite(number) else None

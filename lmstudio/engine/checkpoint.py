@@ -9,12 +9,13 @@ The names of ``runfolder`` the engine uses are importable from here too.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
@@ -28,6 +29,7 @@ from lmstudio.runfolder import (
     TOKENIZER_FILE,
     WEIGHT_FILES,
     CheckpointError,
+    SkippedRun,
     append_jsonl,
     atomic_write,
     atomic_write_all,
@@ -36,12 +38,16 @@ from lmstudio.runfolder import (
     default_runs_dir,
     list_runs,
     new_run_dir,
+    open_run_folder,
     read_jsonl,
+    read_jsonl_counted,
     read_metrics,
     read_samples,
     remove_stale_temp_files,
+    scan_runs,
     truncate_history,
     weights_metadata,
+    whole_step,
 )
 
 __all__ = [
@@ -60,7 +66,13 @@ __all__ = [
     "atomic_write_text",
     "default_cache_dir",
     "default_runs_dir",
+    "SkippedRun",
+    "check_train_state",
     "list_runs",
+    "open_run_folder",
+    "read_jsonl_counted",
+    "scan_runs",
+    "whole_step",
     "load_train_state",
     "load_weights",
     "load_weights_into",
@@ -117,6 +129,7 @@ def load_weights_into(
     """Load stored weights into ``model``; CheckpointError when the file is missing, damaged or mismatched."""
     path = weights_path(run_dir, which)
     _require(path, "weights")
+    _check_dtypes(path, model)
     try:
         missing, unexpected = load_model(model, path, strict=False, device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
@@ -137,6 +150,31 @@ def load_weights_into(
         raise CheckpointError(
             f"{path} does not fit the model described in config.json ({what}); "
             "was the file copied from another run?"
+        )
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise CheckpointError(
+            f"{path} holds NaN or infinite weights (training diverged, or the file was altered); "
+            "pick another checkpoint (best) or retrain"
+        )
+
+
+def _check_dtypes(path: Path, model: nn.Module) -> None:
+    """lmstudio stores weights in the model's own precision: a file converted to another (fp16, int64)
+    would be cast silently by ``load_model``, so it is refused by name instead."""
+    names = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
+    allowed = {names.get(str(p.dtype).removeprefix("torch."), str(p.dtype)) for p in model.parameters()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = {f.get_slice(k).get_dtype() for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is damaged or not a safetensors file ({e}); retrain or pick another checkpoint"
+        ) from None
+    other = sorted(found - allowed)
+    if other:
+        raise CheckpointError(
+            f"{path} stores {', '.join(other)} tensors, but the model is {', '.join(sorted(allowed))}: "
+            "the file was converted or comes from elsewhere; retrain or pick another checkpoint"
         )
 
 
@@ -161,6 +199,35 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
         ) from None
 
 
+def check_train_state(run_dir: str | Path, state: dict[str, Any], params: list[torch.Tensor]) -> None:
+    """Refuse a training state that is not this run's: missing parts, or optimizer moments shaped for
+    other parameters (a train_state.pt copied from another run would otherwise fail mid-step). ``params``:
+    the optimizer's parameters in its own order (group after group), as its state dict numbers them."""
+    path = Path(run_dir) / STATE_FILE
+    missing = [k for k in ("step", "optimizer", "batcher", "rng") if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} has no {', '.join(missing)}: it is incomplete or not from lmstudio; "
+            "start a new run or use the weights as they are"
+        )
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path} holds a step of {str(step)[:40]}; start a new run")
+    optimizer = state["optimizer"]
+    per_param = optimizer.get("state") if isinstance(optimizer, dict) else None
+    if not isinstance(per_param, dict):
+        raise CheckpointError(f"{path} holds no optimizer state; start a new run")
+    for index, moments in per_param.items():
+        if not isinstance(index, int) or not 0 <= index < len(params) or not isinstance(moments, dict):
+            raise CheckpointError(f"{path} is for a model with other parameters: it comes from another run")
+        for name, value in moments.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != params[index].shape:
+                raise CheckpointError(
+                    f"{path} is for a model of other shapes (its {name} of parameter {index} is "
+                    f"{tuple(value.shape)}, the model's {tuple(params[index].shape)}): it comes from another run"
+                )
+
+
 def save_checkpoint(
     run_dir: str | Path, model: nn.Module, state: dict[str, Any], *, best: bool = False
 ) -> Path:
@@ -183,6 +250,15 @@ def save_checkpoint(
 
 
 def _require(path: Path, what: str) -> None:
+    if os.path.lexists(path) and not path.is_file():
+        kind = (
+            "a folder"
+            if path.is_dir()
+            else "a symbolic link to nothing"
+            if not path.exists()
+            else "a special file"
+        )
+        raise CheckpointError(f"{path} is {kind}, not a {what} file; retrain or pick another checkpoint")
     if not path.is_file():
         raise CheckpointError(
             f"{path} is missing: the run folder has no {what} "

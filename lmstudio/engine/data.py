@@ -325,13 +325,13 @@ def prepare_data(
     script = getattr(cfg.tokenizer, "script", "as-is")
     if corpus_bytes(source) > STREAM_BYTES:
         if tokenizer is None:
-            chunks = (convert_script(c, script) for c in iter_corpus_chunks(source))
-            tokenizer = train_tokenizer(cfg.tokenizer, _until(chunks, cancel))
+            chunks = _until((convert_script(c, script) for c in iter_corpus_chunks(source)), cancel)
+            tokenizer = _interruptible(lambda: train_tokenizer(cfg.tokenizer, chunks), cancel)
         text = None
     else:
         text = convert_script(read_corpus(source), script)
         if tokenizer is None:
-            tokenizer = train_tokenizer(cfg.tokenizer, text)
+            tokenizer = _interruptible(lambda: train_tokenizer(cfg.tokenizer, text), cancel)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
     ids = encode_to_cache(
@@ -345,6 +345,32 @@ def prepare_data(
     )
     check_length(len(ids), cfg.model.block_size, cfg.corpus.val_fraction)
     return tokenizer, TokenData(ids, cfg.corpus.val_fraction, tokenizer=tokenizer)
+
+
+def _interruptible(work: Callable[[], Tokenizer], cancel: threading.Event | None) -> Tokenizer:
+    """Run ``work`` (HF tokenizer training: minutes of native code on a big corpus, which never looks at a
+    flag) on a helper thread and wait in short slices, so a stop (Ctrl-C, the Stop button) is honoured
+    within a tenth of a second. HF releases the GIL while it trains, so the waiting thread does run; the
+    abandoned training finishes on its own daemon thread and its result is dropped."""
+    if cancel is None:
+        return work()
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = e
+
+    helper = threading.Thread(target=run, name="lmstudio-tokenizer-training", daemon=True)
+    helper.start()
+    while helper.is_alive():
+        helper.join(0.1)
+        if cancel.is_set():
+            raise Cancelled()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _until(chunks: Iterator[str], cancel: threading.Event | None) -> Iterator[str]:

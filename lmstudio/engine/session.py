@@ -6,6 +6,7 @@ training continues (they read the latest checkpoint).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class Session:
         run_dir = Path(run_dir)
         config = runfolder.load_run_config(run_dir)
         tok_path = run_dir / ckpt.TOKENIZER_FILE
-        if not tok_path.is_file():
+        if not os.path.lexists(tok_path):
             raise ckpt.CheckpointError(f"{tok_path} is missing: the run has no tokenizer")
         try:
             tokenizer = Tokenizer.load(tok_path)
@@ -59,5 +60,5 @@ class Session:
             model=model,
             device=torch_device,
             which=which,
-            step=int(meta.get("step") or 0),
+            step=ckpt.whole_step(meta.get("step")),
         )

@@ -27,7 +27,6 @@ unknown token. Ids outside the vocabulary decode to U+FFFD.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -38,6 +37,7 @@ import numpy as np
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
+from lmstudio import safe_read
 from lmstudio.engine.segment import has_han, is_han_run
 from lmstudio.engine.segment import pieces as segment_pieces
 from lmstudio.errors import UserError
@@ -303,8 +303,8 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+            text = safe_read.read_text(path, safe_read.MAX_TOKENIZER_BYTES)
+        except (OSError, safe_read.FileRefused) as e:
             raise TokenizerError(
                 f"Cannot read the tokenizer file {path}: {e}. The run folder may be incomplete; train again."
             ) from None
@@ -313,8 +313,13 @@ class Tokenizer:
     @classmethod
     def from_str(cls, text: str, where: str = "the tokenizer") -> Tokenizer:
         try:
+            spec = safe_read.loads_json(text, safe_read.MAX_TOKENIZER_DEPTH, where)
+            if not isinstance(spec, dict) or not isinstance(spec.get("model") or {}, dict):
+                raise TokenizerError(f"{where} is not a valid tokenizer.json (not an object with a model).")
+            _check_ids(spec, where)  # before HF allocates tables sized by the largest id
             hf = HFTokenizer.from_str(text)
-            spec = json.loads(text)
+        except TokenizerError:
+            raise
         except Exception as e:  # HF raises plain Exception for malformed JSON
             raise TokenizerError(f"{where} is not a valid tokenizer.json ({e}).") from None
         model = (spec.get("model") or {}).get("type")
@@ -333,6 +338,25 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+
+def _check_ids(spec: dict, where: str) -> None:
+    """Every token id a whole number below the vocabulary's size, none used twice: a single id of
+    500,000,000 in a 34 KB file would otherwise make HF (and the model) allocate tables that large."""
+    vocab = (spec.get("model") or {}).get("vocab")
+    added = spec.get("added_tokens") or []
+    if not isinstance(vocab, dict) or not isinstance(added, list):
+        raise TokenizerError(f"{where} is not a valid tokenizer.json (its vocabulary is not a table).")
+    ids = list(vocab.values()) + [t.get("id") if isinstance(t, dict) else None for t in added]
+    size = len(vocab) + sum(1 for t in added if isinstance(t, dict) and t.get("content") not in vocab)
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < max(size, 1):
+            raise TokenizerError(
+                f"{where} has a token id {str(i)[:40]} outside its vocabulary of {size} tokens; "
+                "the file is damaged or not from lmstudio."
+            )
+    if len(set(vocab.values())) != len(vocab):
+        raise TokenizerError(f"{where} gives two tokens the same id; the file is damaged.")
 
 
 # ---- training ---------------------------------------------------------------------------------

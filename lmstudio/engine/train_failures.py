@@ -18,6 +18,7 @@ from lmstudio.engine.train_control import NonFiniteLoss
 from lmstudio.errors import ConfigError, UserError
 from lmstudio.events import Failed
 from lmstudio.runfolder import CheckpointError
+from lmstudio.runlock import RunLocked
 
 
 class DiskError(Exception):
@@ -70,6 +71,8 @@ def classify(e: Exception, *, step: int, run_dir: Path, device_label: str, saved
         )
     if isinstance(e, faults.NotEnoughMemory):
         return failed("oom", f"not enough memory on {device_label}: {e}")
+    if isinstance(e, RunLocked):
+        return failed("locked", str(e))
     if isinstance(e, CheckpointError):
         return failed("checkpoint", str(e))
     if isinstance(e, (ConfigError, dev.DeviceError)):

@@ -103,23 +103,31 @@ def build_parts(
 
 def restore(parts: TrainParts, run_dir: Path, state: dict[str, Any]) -> Resumed:
     """Load the latest checkpoint of ``run_dir`` (weights and ``state``, its train_state.pt) into ``parts``."""
-    if state.get("version") != STATE_VERSION:
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise ckpt.CheckpointError(f"{run_dir / runfolder.STATE_FILE} has an unknown format; start a new run")
     ckpt.load_weights_into(parts.model, run_dir, "latest", parts.device)
+    params = [p for group in parts.optimizer.param_groups for p in group["params"]]
+    ckpt.check_train_state(run_dir, state, params)  # before the optimizer half-loads from it
     meta = runfolder.weights_metadata(run_dir / runfolder.LATEST_FILE)
     if meta.get("step") != state["step"]:
         raise ckpt.CheckpointError(
             f"{run_dir}: the weights (step {meta.get('step')}) and the training state (step {state['step']}) "
             "do not match, probably after a crash mid-save; start a new run or use the weights as they are"
         )
-    parts.optimizer.load_state_dict(state["optimizer"])
-    if parts.scaler is not None and state.get("scaler"):
-        parts.scaler.load_state_dict(state["scaler"])
-    parts.batcher.load_state_dict(state["batcher"])
-    dev.set_rng_state(state["rng"])
-    return Resumed(
-        step=int(state["step"]),
-        best_val=math.inf if state.get("best_val") is None else float(state["best_val"]),
-        peak_lr=float(state.get("peak_lr", parts.config.train.lr)),
-        elapsed=float(state.get("elapsed", 0.0)),
-    )
+    try:
+        parts.optimizer.load_state_dict(state["optimizer"])
+        if parts.scaler is not None and state.get("scaler"):
+            parts.scaler.load_state_dict(state["scaler"])
+        parts.batcher.load_state_dict(state["batcher"])
+        dev.set_rng_state(state["rng"])
+        return Resumed(
+            step=int(state["step"]),
+            best_val=math.inf if state.get("best_val") is None else float(state["best_val"]),
+            peak_lr=float(state.get("peak_lr", parts.config.train.lr)),
+            elapsed=float(state.get("elapsed", 0.0)),
+        )
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+        raise ckpt.CheckpointError(
+            f"{run_dir / runfolder.STATE_FILE} does not fit this run ({type(e).__name__}: {str(e)[:160]}); "
+            "start a new run or use the weights as they are"
+        ) from None

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from lmstudio import runfolder
-from lmstudio.config import ConfigError, RunConfig
+from lmstudio import runfolder, safe_read
+from lmstudio.config import RunConfig
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import device as dev
 from lmstudio.engine import distributed, host_memory
@@ -53,6 +53,7 @@ from lmstudio.events import (
     StateChanged,
     StepMetrics,
 )
+from lmstudio.runlock import LOCK_FILE, RunLock
 
 __all__ = ["STATE_VERSION", "TrainControl", "Trainer", "is_oom"]
 
@@ -93,6 +94,7 @@ class Trainer:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else runfolder.default_cache_dir()
         self.given_tokenizer = tokenizer
         self.recorder = RunRecorder(self.run_dir)
+        self._lock: RunLock | None = None  # held while this process trains the folder (rank 0)
         self._subscribers: list[Callable[[Event], None]] = []
         self.parts: TrainParts | None = None  # built by run(): slow, and on the training thread
         self.device_label = "this device"
@@ -135,6 +137,8 @@ class Trainer:
             failed = self._classify(e)
         finally:
             events.close()  # ends the step loop's context (host memory) even when a listener failed
+            if self._lock is not None:
+                self._lock.release()  # the run folder is free for another process
         # outside the except block: the traceback (and the tensors its frames hold) is gone by now
         self._free_memory(drop_state=failed.kind == "oom")
         for listener in self._subscribers:
@@ -175,16 +179,14 @@ class Trainer:
         self.device_label = dev.describe_device(device)
         state: dict[str, Any] = {}
         tokenizer = self.given_tokenizer
+        if self.dist.is_main:  # one trainer per folder; a new run only into a new or empty one
+            self._lock = runfolder.open_run_folder(self.run_dir, resume=self.resume)
         if self.resume:
             if self.dist.is_main:  # a killed run's half-written files, never read
                 runfolder.remove_stale_temp_files(self.run_dir)
             state = ckpt.load_train_state(self.run_dir)
             tokenizer = Tokenizer.load(self.run_dir / runfolder.TOKENIZER_FILE)
             runfolder.check_same_run(self.run_dir, self.config, tokenizer.vocab_size)
-        elif (self.run_dir / runfolder.CONFIG_FILE).exists():
-            raise ConfigError(
-                {"run": f"{self.run_dir} already holds a run; resume it or choose a new folder"}
-            )
         self.config, tokenizer, data = prepare(
             self.config, tokenizer, self.cache_dir, self.control.stop_event
         )
@@ -197,12 +199,19 @@ class Trainer:
             self.notices.append(warning)
         if not self.dist.is_main:  # the run folder is rank 0's
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             if self.resume:
-                runfolder.truncate_history(self.run_dir, self.step)
+                skipped = runfolder.truncate_history(self.run_dir, self.step)
+                self.notices += [
+                    f"{name}: skipped {n} damaged line{'s' if n > 1 else ''} (torn by a crash or edited); "
+                    "the rest of the history is kept"
+                    for name, n in skipped.items()
+                    if n
+                ]
             else:
                 self.recorder.write_settings(self.config.to_json(), parts.tokenizer.save)
+        except safe_read.FileRefused:
+            raise
         except Exception as e:
             raise disk_error(e, self.run_dir) from e
 
@@ -213,6 +222,9 @@ class Trainer:
             self._setup()
         except BaseException:
             if not self.resume and self.dist.is_main:  # the files and folder are rank 0's
+                if self._lock is not None and self._lock.held:
+                    self._lock.release()
+                    (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
                 self.recorder.undo_start(was_empty)
             raise
         # the step loop only: data preparation and tokenizer training give their memory back as usual

@@ -273,7 +273,10 @@ class Controller:
 
     # ---- runs -------------------------------------------------------------------------------
     def list_runs(self) -> list[dict]:
-        return [_plain(r) for r in runfolder.list_runs(self.runs_dir())]
+        """The readable runs; ``skipped_runs`` then holds the damaged folders (path, reason) left out."""
+        runs, skipped = runfolder.scan_runs(self.runs_dir())
+        self.skipped_runs = [_plain(s) for s in skipped]
+        return [_plain(r) for r in runs]
 
     def run_config(self, run_dir: str) -> C.RunConfig:
         return C.RunConfig.load(Path(run_dir) / runfolder.CONFIG_FILE)

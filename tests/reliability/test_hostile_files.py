@@ -7,7 +7,9 @@ panes use), ``lmstudio generate`` (one line on stderr, exit 1) and resuming trai
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import signal
 import struct
 
 import pytest
@@ -126,7 +128,85 @@ DAMAGE = {
         "tokenizer.json",
         "",
     ),
+    # hostile rather than damaged: each broke something before (a traceback, a hang, gigabytes allocated)
+    "config-nested-100000-deep": (
+        lambda d: (d / "config.json").write_text('{"model": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        "config.json",
+        "nested",
+    ),
+    "config-a-5000-digit-number": (
+        lambda d: (d / "config.json").write_text('{"model": {"n_layer": ' + "7" * 5000 + "}}"),
+        "config.json",
+        "JSON",
+    ),
+    "config-a-fifo": (lambda d: _replace_by_fifo(d / "config.json"), "config.json", "FIFO"),
+    "config-a-link-to-dev-zero": (
+        lambda d: _replace_by_link(d / "config.json", "/dev/zero"),
+        "config.json",
+        "device",
+    ),
+    "config-too-big": (
+        lambda d: (d / "config.json").write_text('{"name": "' + "x" * (5 << 20) + '"}'),
+        "config.json",
+        "bytes",
+    ),
+    "tokenizer-an-id-of-500-million": (lambda d: _huge_token_id(d), "tokenizer.json", "token id 500000000"),
+    "tokenizer-a-fifo": (lambda d: _replace_by_fifo(d / "tokenizer.json"), "tokenizer.json", "FIFO"),
+    "tokenizer-a-link-to-dev-zero": (
+        lambda d: _replace_by_link(d / "tokenizer.json", "/dev/zero"),
+        "tokenizer.json",
+        "device",
+    ),
+    "weights-nan": (
+        lambda d: _rewrite_weights(d, lambda t: t.fill_(float("nan"))),
+        "model.safetensors",
+        "NaN",
+    ),
+    "weights-fp16": (lambda d: _rewrite_weights(d, lambda t: t.half()), "model.safetensors", "F16"),
+    "weights-int64": (lambda d: _rewrite_weights(d, lambda t: t.long()), "model.safetensors", "I64"),
+    "weights-a-fifo": (
+        lambda d: _replace_by_fifo(d / "model.safetensors"),
+        "model.safetensors",
+        "special file",
+    ),
+    "weights-a-folder": (
+        lambda d: _replace_by_folder(d / "model.safetensors"),
+        "model.safetensors",
+        "a folder",
+    ),
 }
+
+
+def _replace_by_fifo(path):
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _replace_by_link(path, target):
+    path.unlink()
+    path.symlink_to(target)
+
+
+def _replace_by_folder(path):
+    path.unlink()
+    path.mkdir()
+
+
+def _huge_token_id(run):
+    """One id of 500,000,000 in a 34 KB file: HF would size its tables by it (12 GB seen in generate)."""
+    spec = json.loads((run / "tokenizer.json").read_text(encoding="utf-8"))
+    token = next(iter(spec["model"]["vocab"]))
+    spec["model"]["vocab"][token] = 500_000_000
+    (run / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+
+
+def _rewrite_weights(run, change):
+    from safetensors.torch import load_file, save_file
+
+    path = run / "model.safetensors"
+    meta = ckpt.weights_metadata(path)
+    tensors = {k: change(v.clone()).contiguous() for k, v in load_file(path).items()}
+    save_file(tensors, path, metadata={k: json.dumps(v) for k, v in meta.items()})
 
 
 def _truncate(path, fraction):
@@ -154,6 +234,20 @@ def _other_tokenizer(run):
     from lmstudio.engine.tokenizer import train_tokenizer
 
     train_tokenizer(TokenizerConfig(kind="char"), "only a few letters").save(run / "tokenizer.json")
+
+
+@pytest.fixture(autouse=True)
+def _no_hang():
+    """A FIFO or a link to /dev/zero used to hang the reader: fail such a test instead of the whole suite."""
+
+    def hung(signum, frame):
+        raise TimeoutError("hung reading a hostile file")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(params=DAMAGE.values(), ids=DAMAGE.keys())

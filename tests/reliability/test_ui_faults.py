@@ -123,6 +123,53 @@ def damaged_runs(finished_runs, tmp_path):
     return root, good
 
 
+_HOLD_LOCK = """
+import sys
+from lmstudio.runlock import RunLock
+with RunLock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+def test_the_runs_tab_lists_every_good_run_beside_hostile_ones_and_shows_a_run_training_elsewhere(
+    qtbot, finished_runs, tmp_path
+):
+    import subprocess
+    import sys
+
+    from tests.reliability.test_hostile_runs import HOSTILE
+
+    root = Path(tmp_path / "runs")
+    for name, (damage, _) in HOSTILE.items():
+        damage(copy_run(finished_runs["transformer"], root / name))
+    good = copy_run(finished_runs["transformer"], root / "good")
+    busy = copy_run(finished_runs["transformer"], root / "busy")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(busy)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        pane = RunsPane(Controller())
+        qtbot.addWidget(pane)
+        shown = []
+        pane.error_shown.connect(shown.append)
+        pane.refresh()
+    finally:
+        holder.communicate("", timeout=60)
+    assert shown == []
+    paths = set(pane.run_paths())
+    assert {str(good), str(busy)} <= paths
+    assert paths == {str(good), str(busy)} | {str(root / n) for n, (_, ok) in HOSTILE.items() if ok}
+    row = pane.run_paths().index(str(busy))
+    assert f"training in another process, pid {holder.pid}" in pane.table.item(row, 1).text()
+    note = pane.folder_label.text()
+    assert "Skipped 4 damaged folders" in note and "nested-100000-deep" in note and "FIFO" in note
+
+
 def test_the_runs_list_survives_damaged_runs(qtbot, damaged_runs):
     root, good = damaged_runs
     pane = RunsPane(Controller())

@@ -7,6 +7,7 @@ same corpus), switching the x axis between steps and wall-clock seconds to see w
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -39,6 +40,24 @@ METRICS = {
     "validation perplexity": ("eval_step", "eval_time", "val_ppl"),
     "next-token accuracy": ("eval_step", "eval_time", "val_acc"),
 }
+
+
+def busy_note(pid: int | None) -> str:
+    """What the run column adds for a run some process is training (its lock is held)."""
+    if pid is None:
+        return ""
+    if pid == os.getpid():
+        return " (training)"
+    return f" (training in another process{f', pid {pid}' if pid else ''})"
+
+
+def skipped_note(skipped: list[dict]) -> str:
+    """A line under the list naming the folders that look like runs but could not be read."""
+    if not skipped:
+        return ""
+    names = "; ".join(f"{Path(s['path']).name}: {s['reason']}" for s in skipped[:5])
+    more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return f"\nSkipped {len(skipped)} damaged folder{'s' if len(skipped) > 1 else ''}: {names}{more}"
 
 
 class RunsPane(QWidget):
@@ -135,8 +154,11 @@ class RunsPane(QWidget):
         checked = set(self.checked_runs())
         current = self.current_run()
         try:
-            self.folder_label.setText(f"Runs folder: {self.controller.runs_dir()}")
             self.runs = self.controller.list_runs()
+            self.folder_label.setText(
+                f"Runs folder: {self.controller.runs_dir()}"
+                + skipped_note(getattr(self.controller, "skipped_runs", []))
+            )
         except Exception as exc:
             self.error_shown.emit(describe_error(exc))
             self.runs = []
@@ -154,7 +176,7 @@ class RunsPane(QWidget):
             best = run.get("best_val_loss")
             full = run.get("full_val_loss")
             values = (
-                run.get("name") or Path(path).name,
+                (run.get("name") or Path(path).name) + busy_note(run.get("training_pid")),
                 run.get("arch", ""),
                 run.get("corpus", ""),
                 f"{run.get('steps', 0):,}"
