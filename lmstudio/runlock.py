@@ -49,8 +49,10 @@ class RunLock:
     def acquire(self) -> None:
         if fcntl is None or self._fd is not None:
             return
-        # O_NOFOLLOW: a planted symlink must not make us create or truncate a file elsewhere
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        # O_NOFOLLOW: a planted symlink must not make us create or write a file elsewhere. The descriptor
+        # held is read-only (flock needs no more), so it never keeps the filesystem from going read-only.
+        nofollow = os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | nofollow, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,8 +62,14 @@ class RunLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            writer = os.open(self.path, os.O_WRONLY | os.O_TRUNC | nofollow)
+            try:
+                os.write(writer, f"{os.getpid()}\n".encode())
+            finally:
+                os.close(writer)
+        except OSError:
+            pass  # the pid is only shown to the user; the lock is what counts
         self._fd = fd
 
     def release(self) -> None:

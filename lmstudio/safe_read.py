@@ -34,7 +34,7 @@ class FileRefused(UserError):
     """A file is not what it claims to be: not a regular file, too big, nested too deep, or not UTF-8/JSON."""
 
 
-def open_regular(path: str | Path, limit: int) -> tuple[int, int]:
+def open_regular(path: str | os.PathLike, limit: int) -> tuple[int, int]:
     """Open ``path`` for reading, refusing anything but a regular file of at most ``limit`` bytes;
     returns ``(fd, size)``. A FIFO opens without blocking (``O_NONBLOCK``) and is refused by its type."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -56,7 +56,7 @@ def open_regular(path: str | Path, limit: int) -> tuple[int, int]:
     return fd, info.st_size
 
 
-def read_bytes(path: str | Path, limit: int) -> bytes:
+def read_bytes(path: str | os.PathLike, limit: int) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes (FileRefused otherwise; OSError if unreadable)."""
     fd, _ = open_regular(path, limit)
     with os.fdopen(fd, "rb") as f:
@@ -66,7 +66,7 @@ def read_bytes(path: str | Path, limit: int) -> bytes:
     return data
 
 
-def read_text(path: str | Path, limit: int) -> str:
+def read_text(path: str | os.PathLike, limit: int) -> str:
     """A regular file's UTF-8 text (FileRefused when it is not UTF-8)."""
     data = read_bytes(path, limit)
     try:

@@ -130,7 +130,8 @@ class SmallDisk:
         self._filler.unlink(missing_ok=True)
 
     def read_only(self, on: bool = True) -> None:
-        _mount("-o", f"remount,{'ro' if on else 'rw'}", str(self.mount))
+        done = _mount("-o", f"remount,{'ro' if on else 'rw'}", str(self.mount))
+        assert done.returncode == 0, done.stderr
 
 
 def _mount(*args: str) -> subprocess.CompletedProcess:
