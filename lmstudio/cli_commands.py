@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from lmstudio import run_status
 from lmstudio.cli import (
     EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
@@ -93,6 +94,7 @@ def _config_and_folder(args, ranks):
             # the trainer creates it, only where it is missing or empty (and removes it if the start fails)
         else:
             run_dir = ckpt.new_run_dir(ckpt.default_runs_dir(), cfg.name or Path(args.preset).stem)
+        cfg = dataclasses.replace(cfg, name=run_dir.name)  # the folder's name is the run's (unique) name
     return cfg, run_dir
 
 
@@ -127,7 +129,9 @@ def _train(args, ranks) -> int:
     # several ranks: torchrun passes Ctrl-C on as SIGINT and a shutdown as SIGTERM; both stop gracefully
     with InterruptToStop(control.stop) as interrupt, _TermToStop(control.stop, ranks.active):
         try:
-            for event in trainer.run():
+            # status.json (how the run ended) is written by the one rank that writes the run folder
+            events = run_status.record(trainer.run(), run_dir) if ranks.is_main else trainer.run()
+            for event in events:
                 report(event)
                 kind = type(event).__name__
                 if kind == "Failed":
@@ -618,7 +622,7 @@ def cmd_runs(args) -> int:
         busy = f"  (training in process {run.training_pid})" if run.training_pid is not None else ""
         print(
             f"{run.name:24s} {run.arch:11s} {run.corpus:18s} step {run.steps:>6}/{run.max_steps:<6} "
-            f"best val {best:>7}  full val {full:>7}  {run.path}{busy}"
+            f"best val {best:>7}  full val {full:>7}  {run.state_text:28s} {run.path}{busy}"
         )
     return 0
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmstudio import safe_read
+from lmstudio import run_status, safe_read
 from lmstudio.config import RunConfig
 from lmstudio.errors import ConfigError, UserError
 from lmstudio.runlock import LOCK_FILE, RunLock, locked_by
@@ -402,6 +402,9 @@ class RunSummary:
     updated: float
     # the latest weights' loss over the whole validation split (full_eval.json), None when not scored
     full_val_loss: float | None = None
+    state: str = ""  # run_status: finished, stopped, failed, interrupted, training, idle, ...
+    state_text: str = ""  # for people: "finished", "stopped at 281 of 3,000", "failed: ..."
+    elapsed: float | None = None  # seconds of training (pauses excluded), when recorded
     training_pid: int | None = None  # a process training this run right now (0: its pid is unknown)
 
 
@@ -460,21 +463,25 @@ def run_summary(folder: Path) -> RunSummary | None:
     meta = weights_metadata(latest) if latest.is_file() else {}
     created = cfg_path.stat().st_mtime
     updated = latest.stat().st_mtime if latest.is_file() else created
-    steps = _whole(meta.get("step"))
-    name = cfg.get("name")
+    steps, max_steps = _whole(meta.get("step")), _whole(train.get("max_steps"))
+    status = run_status.read_status(folder)
+    state = run_status.state_of(status, steps, max_steps)
     return RunSummary(
         path=str(folder),
-        name=name if isinstance(name, str) and name else folder.name,
+        name=folder.name,  # unique, unlike the name in config.json (two runs may share that)
         arch=_text(model.get("arch")),
         corpus=_text(sections["corpus"].get("source")),
         tokenizer=_text(sections["tokenizer"].get("kind")),
         steps=steps,
-        max_steps=_whole(train.get("max_steps")),
+        max_steps=max_steps,
         best_val_loss=_number(meta.get("best_val")),
         created=created,
         updated=updated,
         full_val_loss=known_full_loss(folder, "latest", steps),
         training_pid=locked_by(folder),
+        state=state,
+        state_text=run_status.describe(state, steps, max_steps, str(status.get("message", ""))),
+        elapsed=_number(status.get("elapsed")),
     )
 
 

@@ -83,7 +83,7 @@ def test_train_json_prints_one_event_per_line(tmp_path, capsys):
     kinds = [e["event"] for e in events]
     assert kinds[0] == "Started" and kinds[-1] == "Finished"
     assert [e["step"] for e in events if e["event"] == "StepMetrics"] == [3, 6, 9, 12]
-    assert [e["step"] for e in events if e["event"] == "EvalMetrics"] == [6, 12]
+    assert [e["step"] for e in events if e["event"] == "EvalMetrics"] == [0, 6, 12]
     assert events[0]["config"]["train"]["max_steps"] == 12 and events[0]["device"].startswith("CPU")
 
 
@@ -314,6 +314,9 @@ def test_runs_and_presets_lists(run_dir, capsys):
     assert main(["runs", "--root", str(run_dir.parent), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["path"] for r in rows] == [str(run_dir)] and rows[0]["steps"] == 12
+    # how the run ended, from the status.json the train command wrote
+    assert (rows[0]["state"], rows[0]["state_text"], rows[0]["max_steps"]) == ("finished", "finished", 12)
+    assert rows[0]["elapsed"] > 0 and rows[0]["name"] == "tiny"
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     for name in ("tiny_tang", "baby_shakespeare", "gpt_shakespeare", "lstm_shakespeare", "gru_shakespeare"):
@@ -370,6 +373,17 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     assert events[-1]["event"] == "Finished" and events[-1]["reason"] == "stopped"
     assert events[-2]["event"] == "Checkpointed"
     assert "Traceback" not in err and (out / "train_state.pt").is_file()
+    listed = subprocess.run(
+        [sys.executable, "-m", "lmstudio", "runs", "--root", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        cwd=REPO,
+        timeout=120,
+    )
+    row = json.loads(listed.stdout)
+    step = events[-1]["step"]
+    assert (row["state"], row["state_text"]) == ("stopped", f"stopped at {step:,} of 100,000")
 
 
 def test_headless_commands_never_import_qt(tmp_path):

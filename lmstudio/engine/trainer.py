@@ -241,6 +241,10 @@ class Trainer:
         self.clock = clock = Stopwatch(self._resumed_elapsed, step=self.step)
         val_loss: float | None = None
         time_up = False
+        if self.step == 0 and t.max_steps > 0 and not control.stopping:
+            # nanoGPT's step-0 evaluation: every curve starts at the untrained loss (about ln V)
+            with clock.aside():  # training time, but not part of the first steps' tokens/s
+                yield from self._evaluate(track_best=False)
         while self.step < t.max_steps and not time_up:
             self.dist.sync_control(control)
             if control.stopping:
@@ -399,7 +403,9 @@ class Trainer:
         text = training_sample(p.model, p.tokenizer, self.config, self.step) if self.dist.is_main else ""
         return Sample(step=self.step, text=text)
 
-    def _evaluate(self) -> Generator[Event, None, float]:
+    def _evaluate(self, track_best: bool = True) -> Generator[Event, None, float]:
+        """Estimate the losses and report them; ``track_best=False`` for the untrained model (step 0),
+        which has no checkpoint to be the best one."""
         p = self._p
         losses = p.forward.call(
             lambda fwd: estimate_losses(fwd, p.data, self.config, p.device, p.precision, **self.dist.shard)
@@ -408,7 +414,8 @@ class Trainer:
         val_loss = losses["val_loss"]
         if not math.isfinite(val_loss):
             raise NonFiniteLoss
-        self.best_val = min(self.best_val, val_loss)
+        if track_best:
+            self.best_val = min(self.best_val, val_loss)
         stats = p.data.stats
         yield EvalMetrics(
             step=self.step,

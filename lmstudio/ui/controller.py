@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lmstudio import config as C
-from lmstudio import resources, runfolder
+from lmstudio import resources, run_status, runfolder
 
 Progress = Callable[[float], None]
 
@@ -254,6 +254,8 @@ class Controller:
             run_dir, resume = Path(resume_dir), True
         else:
             run_dir, resume = runfolder.new_run_dir(self.runs_dir(), cfg.name or cfg.model.arch), False
+            # the folder's name is the run's name: a second "demo" becomes "demo-2" everywhere
+            cfg = dataclasses.replace(cfg, name=run_dir.name)
         if nproc > 1:
             from lmstudio.engine.child_run import child_run_events
 
@@ -269,7 +271,7 @@ class Controller:
             cache_dir=cache_dir(),
             tokenizer=None if resume else self.built_tokenizer_for(cfg),
         )
-        yield from trainer.run()
+        yield from run_status.record(trainer.run(), run_dir)
 
     # ---- runs -------------------------------------------------------------------------------
     def list_runs(self) -> list[dict]:
@@ -277,6 +279,16 @@ class Controller:
         runs, skipped = runfolder.scan_runs(self.runs_dir())
         self.skipped_runs = [_plain(s) for s in skipped]
         return [_plain(r) for r in runs]
+
+    def rename_run(self, run_dir: str, new_name: str) -> Path:
+        from lmstudio import run_files
+
+        return run_files.rename_run(run_dir, new_name, self.runs_dir())
+
+    def delete_run(self, run_dir: str) -> None:
+        from lmstudio import run_files
+
+        run_files.delete_run(run_dir, self.runs_dir())
 
     def run_config(self, run_dir: str) -> C.RunConfig:
         return C.RunConfig.load(Path(run_dir) / runfolder.CONFIG_FILE)

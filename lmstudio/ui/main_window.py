@@ -1,39 +1,47 @@
 """The main window: Setup → Training → Runs → Generate → Inspect, as tabs a newcomer reads left to right.
 
-It wires the panes together (a finished checkpoint refreshes the runs list and reloads the Generate and
-Inspect tabs), owns the menus and the status bar (device, run state), remembers the layout and the
-last settings between launches (QSettings) and closes cleanly while training: it asks, stops the worker
-(the trainer saves a checkpoint), waits for the worker's ``finished`` signal, then closes.
+It only wires: one ``TrainingRun`` (``ui/training_run.py``) is the run every view subscribes to — the
+Training tab, the status bar and the Runs table and overlay — and one ``RunFollower``
+(``ui/run_follower.py``) tells Generate and Inspect which run to show (the one being trained, or one
+the user pinned). It owns the menus and the status bar (device, run state, live step), asks each pane
+to keep its own settings between launches (QSettings) and closes cleanly while training: it asks, stops
+the worker (the trainer saves a checkpoint), waits for the worker's ``finished`` signal, then closes.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QCoreApplication, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from lmstudio import __version__
-from lmstudio import config as C
+from lmstudio import run_status as S
 from lmstudio.ui import dialogs, workers
 from lmstudio.ui.about import AboutDialog
 from lmstudio.ui.controller import Controller
+from lmstudio.ui.panes.generation import GenerationPane
+from lmstudio.ui.panes.inspector import InspectorPane
 from lmstudio.ui.panes.runs import RunsPane
 from lmstudio.ui.panes.setup import SetupPane
 from lmstudio.ui.panes.training import TrainingPane
+from lmstudio.ui.run_follower import RunFollower
+from lmstudio.ui.session_controller import SessionController
+from lmstudio.ui.training_run import TrainingRun
 from lmstudio.ui.workers import TaskWorker, describe_error, start_worker
 
 ORGANIZATION = "lmstudio"
 APPLICATION = "lmstudio"
 TAB_SETUP, TAB_TRAINING, TAB_RUNS, TAB_GENERATE, TAB_INSPECT = range(5)
 STATE_TEXT = {
-    "idle": "Idle",
-    "starting": "Starting…",
-    "running": "Training",
-    "paused": "Paused",
-    "stopping": "Stopping (saving a checkpoint)…",
-    "finished": "Finished",
-    "stopped": "Stopped",
-    "failed": "Failed",
+    S.IDLE: "Idle",
+    S.PREPARING: "Preparing…",
+    S.TRAINING: "Training",
+    S.PAUSED: "Paused",
+    S.STOPPING: "Stopping (saving a checkpoint)…",
+    S.FINISHED: "Finished",
+    S.STOPPED: "Stopped",
+    S.FAILED: "Failed",
+    S.INTERRUPTED: "Interrupted",
 }
 
 
@@ -43,18 +51,7 @@ def open_settings() -> QSettings:
     return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, org, APPLICATION)
 
 
-def placeholder(text: str) -> QWidget:
-    page = QWidget()
-    label = QLabel(text)
-    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-    label.setObjectName("placeholder")
-    QVBoxLayout(page).addWidget(label)
-    return page
-
-
 class MainWindow(QMainWindow):
-    run_selected = Signal(str)  # the run Generate/Inspect should show
-    checkpoint_written = Signal(str)  # a run folder has a new checkpoint
     closed = Signal()
 
     def __init__(self, controller: Controller | None = None, *, warm_up: bool = True):
@@ -63,18 +60,21 @@ class MainWindow(QMainWindow):
         self.controller = controller or Controller()
         self._closing = False
         self._close_requested = False
+        self.run = TrainingRun(self.controller, self)
+        self.session_controller = SessionController(self)
+        self.follower = RunFollower(self.session_controller, self.run, self)
         self.setup = SetupPane(self.controller)
-        self.training = TrainingPane(self.controller)
-        self.runs = RunsPane(self.controller)
+        self.training = TrainingPane(self.run)
+        self.runs = RunsPane(self.controller, self.run)
         self.runs.bakeoff.busy = self.training.is_running
-        self.session_controller = None
+        self.generate_pane = GenerationPane(self.session_controller, follower=self.follower)
+        self.inspect_pane = InspectorPane(self.session_controller, follower=self.follower)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("mainTabs")
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.setup, "Setup")
         self.tabs.addTab(self.training, "Training")
         self.tabs.addTab(self.runs, "Runs")
-        self.generate_pane, self.inspect_pane = self._make_session_panes()
         self.tabs.addTab(self.generate_pane, "Generate")
         self.tabs.addTab(self.inspect_pane, "Inspect")
         self.setCentralWidget(self.tabs)
@@ -88,27 +88,10 @@ class MainWindow(QMainWindow):
         if warm_up:
             self._start_warm_up()
 
-    # ---- E's panes (Generate, Inspect) --------------------------------------------------------
-    def _make_session_panes(self) -> tuple[QWidget, QWidget]:
-        """The Generate and Inspect tabs, or a placeholder when those panes are not available."""
-        try:
-            from lmstudio.ui.panes.generation import GenerationPane
-            from lmstudio.ui.panes.inspector import InspectorPane
-            from lmstudio.ui.session_controller import SessionController
-        except ImportError:
-            return (
-                placeholder("Generate: train or open a run first."),
-                placeholder("Inspect: train or open a run first."),
-            )
-        self.session_controller = SessionController(self)
-        return GenerationPane(self.session_controller, self), InspectorPane(self.session_controller, self)
-
     def use_run(self, run_dir: str) -> None:
-        """Show ``run_dir`` in Generate and Inspect (loads its latest checkpoint off the GUI thread)."""
-        if self.session_controller is not None and run_dir:
-            self.session_controller.set_run(run_dir)
-        self.run_label.setText(f"Run: {run_dir}")
-        self.run_selected.emit(run_dir)
+        """Show ``run_dir`` in Generate and Inspect (pinned unless it is the run being trained)."""
+        if run_dir:
+            self.follower.show_run(run_dir)
 
     # ---- building -----------------------------------------------------------------------------
     def _action(self, menu, text: str, slot, shortcut=None, name: str = "") -> QAction:
@@ -160,14 +143,18 @@ class MainWindow(QMainWindow):
         self.setup.start_requested.connect(self.start_training)
         self.setup.error_shown.connect(self.show_error)
         self.training.start_clicked.connect(self.start_training)
-        self.training.state_changed.connect(self._on_state)
         self.training.error_shown.connect(self.show_error)
-        self.training.notice_shown.connect(self._on_notice)
-        self.training.run_started.connect(self._on_run_started)
-        self.training.device_used.connect(self.device_label.setText)
-        self.training.checkpoint_written.connect(self._on_checkpoint)
-        self.training.run_finished.connect(self._on_run_finished)
+        self.run.state_changed.connect(self._on_state)
+        self.run.progress.connect(self._on_progress)
+        self.run.run_changed.connect(self._on_run_changed)
+        self.run.error.connect(self.show_error)
+        self.run.notice.connect(self._on_notice)
+        self.run.device_used.connect(self.device_label.setText)
         self.runs.run_selected.connect(self._on_run_chosen)
+        self.runs.run_renamed.connect(self.follower.run_moved)
+        self.runs.run_renamed.connect(self.run.run_moved)
+        self.runs.run_deleted.connect(self.follower.run_deleted)
+        self.runs.run_deleted.connect(self.run.run_deleted)
         self.runs.open_config.connect(self._load_run_settings)
         self.runs.continue_requested.connect(self.continue_run)
         self.runs.error_shown.connect(self.show_error)
@@ -187,16 +174,18 @@ class MainWindow(QMainWindow):
         self._open_latest_run()
 
     def _open_latest_run(self) -> None:
-        """Give Generate and Inspect the newest saved run, so they work straight away after a restart."""
-        if self.training.is_running() or self.run_label.text():
+        """Show the newest saved run (its whole curve in Training; Generate and Inspect follow it), so
+        the window works straight away after a restart."""
+        if self.run.is_running() or self.run.run_dir or self.follower.target:
             return
         try:
             runs = self.controller.list_runs()
         except Exception:  # an unreadable runs folder is reported when the Runs tab opens
             return
-        finished = [r for r in runs if int(r.get("steps") or 0) > 0]
-        if finished:
-            self.use_run(str(finished[0]["path"]))
+        saved = [r for r in runs if int(r.get("steps") or 0) > 0]
+        if saved:
+            self.run.show(str(saved[0]["path"]), saved[0])
+            self.follower.show_latest(str(saved[0]["path"]))
 
     def _on_warm_up_failed(self, message: str) -> None:
         self.controller.ready = True  # let the size estimate try (and say what is wrong) on its own
@@ -253,7 +242,7 @@ class MainWindow(QMainWindow):
                 f"The run had finished; continuing to step {cfg.train.max_steps:,}.", 8000
             )
         self.tabs.setCurrentIndex(TAB_TRAINING)
-        self.training.start(cfg, resume_dir=run_dir)
+        self.training.start(cfg, resume_dir=run_dir)  # its whole history first, then the live points
 
     def _used_budget(self, run_dir: str, budget: float) -> bool:
         try:
@@ -289,6 +278,8 @@ class MainWindow(QMainWindow):
         self.runs.refresh()
         self.runs.select_run(path)
         self.tabs.setCurrentIndex(TAB_RUNS)
+        if not self.run.is_running():  # its whole curve in the Training tab
+            self.run.show(path, self.runs.run_summary(path))
         self.use_run(path)
 
     def _load_run_settings(self, run_dir: str) -> None:
@@ -313,7 +304,7 @@ class MainWindow(QMainWindow):
             current.show()
             current.raise_()
             return
-        run = self.runs.current_run() or self.run_label.text().removeprefix("Run: ")
+        run = self.runs.current_run() or self.follower.target or self.run.run_dir
         self.export_dialog = ExportDialog(self.controller, run, self)
         self.export_dialog.open()
 
@@ -322,40 +313,31 @@ class MainWindow(QMainWindow):
 
     # ---- reactions ----------------------------------------------------------------------------
     def _on_state(self, state: str) -> None:
-        if state != "paused" and self._notice and self._notice == self.statusBar().currentMessage():
+        if state != S.PAUSED and self._notice and self._notice == self.statusBar().currentMessage():
             self.statusBar().clearMessage()  # e.g. resumed after a failed save: the notice is done with
-        text = STATE_TEXT.get(state, state)
-        if state in ("running", "paused") and self.training.last_step:
-            text += f" · step {self.training.last_step:,}"
+        self._show_state()
+        self.act_pause.setText("&Resume training" if state == S.PAUSED else "&Pause training")
+
+    def _on_progress(self, step: int, max_steps: int) -> None:
+        if self.run.state in (S.TRAINING, S.PAUSED):
+            self._show_state()
+
+    def _show_state(self) -> None:
+        """The status bar always shows the live step, whatever the last state change was."""
+        r = self.run
+        text = STATE_TEXT.get(r.state, r.state)
+        if r.state in (S.TRAINING, S.PAUSED, S.STOPPING) and r.step:
+            text += f" · step {r.step:,} of {r.max_steps:,}"
         self.state_label.setText(text)
-        self.act_pause.setText("&Resume training" if state == "paused" else "&Pause training")
 
     def _on_notice(self, message: str) -> None:
         # seen from any tab, for a minute or until the run changes state (a paused run waits for the user)
         self._notice = message
         self.statusBar().showMessage(message, 60_000)
 
-    def _on_run_started(self, run_dir: str) -> None:
-        self.run_label.setText(f"Run: {run_dir}")
-
-    def _on_checkpoint(self, run_dir: str) -> None:
-        self.runs.invalidate(run_dir)
-        if run_dir in self.runs.checked_runs():  # a live run ticked in the overlay grows with it
-            self.runs.redraw_overlay()
-        self.checkpoint_written.emit(run_dir)
-        if self.session_controller is not None and hasattr(self.session_controller, "checkpoint_written"):
-            self.session_controller.checkpoint_written(run_dir)
-        elif self.session_controller is not None:
-            self.session_controller.set_run(run_dir)
-
-    def _on_run_finished(self, run_dir: str, reason: str) -> None:
-        self.runs.refresh()
-        if run_dir:
-            self.runs.invalidate(run_dir)
-            self.runs.set_checked(run_dir, True)
-            self.runs.select_run(run_dir)
-            if reason != "failed":
-                self.use_run(run_dir)
+    def _on_run_changed(self, run_dir: str) -> None:
+        self.run_label.setText(f"Run: {self.run.name}" if run_dir else "")
+        self.run_label.setToolTip(run_dir)
 
     def _on_run_chosen(self, run_dir: str) -> None:
         self.use_run(run_dir)
@@ -376,43 +358,17 @@ class MainWindow(QMainWindow):
         state = s.value("window/state")
         if state is not None:
             self.restoreState(state)
-        cfg_json = s.value("setup/config")
-        cfg = None
-        if cfg_json:
-            try:
-                cfg = C.RunConfig.from_json(str(cfg_json))
-            except C.ConfigError:
-                cfg = None  # settings from another version: start from the defaults
-        if cfg is None:
-            cfg = self._default_config()
-        self.setup.set_config(cfg)
-        self.setup.steps.setCurrentRow(int(s.value("setup/step", 0)))
+        for pane in (self.setup, self.training, self.runs):
+            pane.restore_settings(s)
         self.tabs.setCurrentIndex(int(s.value("window/tab", 0)))
-        self.runs.metric.setCurrentIndex(int(s.value("runs/metric", 0)))
-        self.runs.x_axis.setCurrentIndex(int(s.value("runs/x_axis", 0)))
-        self.training.log_box.setChecked(s.value("training/log_scale", "false") in (True, "true"))
-
-    def _default_config(self) -> C.RunConfig:
-        presets = self.controller.presets()
-        for name in ("tiny_tang",):
-            if name in presets:
-                try:
-                    return self.controller.load_preset(name)
-                except Exception:
-                    break
-        return C.RunConfig()
 
     def _save_settings(self) -> None:
         s = open_settings()
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
         s.setValue("window/tab", self.tabs.currentIndex())
-        s.setValue("setup/step", self.setup.steps.currentRow())
-        cfg, _ = self.setup.config()
-        s.setValue("setup/config", cfg.to_json())
-        s.setValue("runs/metric", self.runs.metric.currentIndex())
-        s.setValue("runs/x_axis", self.runs.x_axis.currentIndex())
-        s.setValue("training/log_scale", "true" if self.training.log_box.isChecked() else "false")
+        for pane in (self.setup, self.training, self.runs):
+            pane.save_settings(s)
         s.sync()
 
     # ---- closing ------------------------------------------------------------------------------
@@ -426,7 +382,7 @@ class MainWindow(QMainWindow):
             ):
                 return
             self._close_requested = True
-            self.training.worker.finished.connect(self._close_after_stop, Qt.ConnectionType.QueuedConnection)
+            self.run.worker.finished.connect(self._close_after_stop, Qt.ConnectionType.QueuedConnection)
             self.training.stop()
             self.statusBar().showMessage("Stopping training and saving a checkpoint before closing…")
             return

@@ -1,12 +1,12 @@
 """Generation and inspection for the window: a loaded Session driven from one worker thread.
 
-How the main window wires it (engineer D):
+How the main window wires it:
 
     sessions = SessionController(parent=window)
-    tabs.addTab(GenerationPane(sessions), "Generate")
-    tabs.addTab(InspectorPane(sessions), "Inspect")
-    sessions.set_run(run_dir)                 # when a run is opened from the list, or training starts
-    training_worker.checkpointed.connect(...) # -> sessions.checkpoint_written(run_dir_or_checkpoint_path)
+    follower = RunFollower(sessions, training_run)  # ui/run_follower.py: decides which run to show
+    tabs.addTab(GenerationPane(sessions, follower=follower), "Generate")
+    tabs.addTab(InspectorPane(sessions, follower=follower), "Inspect")
+    # the follower calls set_run / checkpoint_written / unload as runs start, save and get pinned
     window close: sessions.shutdown()         # stops generation, quits and waits for the thread
 
 ``checkpoint_written`` reloads a fresh Session from disk (the latest checkpoint) when idle, or marks it
@@ -116,7 +116,7 @@ class _Worker(QObject):
         self.loaded.emit(
             {
                 "run_dir": str(run_dir),
-                "name": s.config.name or Path(run_dir).name,
+                "name": Path(run_dir).name,  # unique, unlike config.name
                 "arch": m.arch,
                 "step": int(getattr(s, "step", 0)),
                 "block_size": int(s.model.block_size),
@@ -142,6 +142,12 @@ class _Worker(QObject):
             self.failed.emit(f"Could not load {run_dir} ({type(e).__name__}: {e}).")
         finally:
             self.request_done.emit()
+
+    @Slot()
+    def unload(self) -> None:
+        self.session, self.run_dir, self.stepper = None, None, None
+        self.stale.clear()
+        self.request_done.emit()
 
     @Slot(str, dict)
     def generate(self, prompt: str, settings: dict) -> None:
@@ -296,6 +302,7 @@ class SessionController(QObject):
     """The Generate and Inspect tabs' way to the engine. See the module docstring for the wiring."""
 
     session_loaded = Signal(dict)  # run info: run_dir, name, arch, step, block_size, vocab_size, n_layer, ...
+    session_cleared = Signal()  # no run is loaded any more (e.g. waiting for a new run's first checkpoint)
     error = Signal(str)  # a message for the user
     busy_changed = Signal(bool)
     tokens_generated = Signal(list)  # [{token_id, text, label, prob, top: [(label, prob)]}] in order
@@ -314,6 +321,7 @@ class SessionController(QObject):
     prompt_note = Signal(str)  # what fitting the prompt to the run's characters changed ('' if nothing)
 
     _load = Signal(str)
+    _unload = Signal()
     _generate = Signal(str, dict)
     _step_start = Signal(str, dict)
     _step_choose = Signal(int)
@@ -327,6 +335,7 @@ class SessionController(QObject):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self.info: dict | None = None
+        self._wanted: str | None = None  # the run last asked for: a late answer for another is dropped
         self._pending = 0
         self._cancel = threading.Event()
         self._stale = threading.Event()
@@ -336,6 +345,7 @@ class SessionController(QObject):
         self._worker.moveToThread(self._thread)
         for mine, theirs in (
             (self._load, self._worker.load),
+            (self._unload, self._worker.unload),
             (self._generate, self._worker.generate),
             (self._step_start, self._worker.step_start),
             (self._step_choose, self._worker.step_choose),
@@ -385,29 +395,40 @@ class SessionController(QObject):
 
     @Slot(dict)
     def _on_loaded(self, info: dict) -> None:
+        if self._wanted is None or Path(info["run_dir"]).resolve() != Path(self._wanted).resolve():
+            return  # a load overtaken by unload() or by a load of another run
         self.info = info
         self.session_loaded.emit(info)
 
     # ---- requests (GUI thread) ---------------------------------------------------------------------
     def set_run(self, run_dir: str) -> None:
         """Load the run's latest checkpoint in the worker; ends with ``session_loaded`` or ``error``."""
+        self._wanted = str(run_dir)
         self._request(self._load, str(run_dir))
+
+    def unload(self) -> None:
+        """Forget the loaded run (a generation in flight is stopped); ends with ``session_cleared``."""
+        self._cancel.set()
+        self.info = None
+        self._wanted = None
+        self._request(self._unload)
+        self.session_cleared.emit()
 
     @Slot(str)
     def checkpoint_written(self, path: str) -> None:
-        """A new checkpoint exists (``path``: the run folder or a file in it).
+        """A new checkpoint exists (``path``: the run folder or a file in it) of the run to show.
 
         For the loaded run: reload now when idle, else mark it stale so the next request reloads first
-        (a generation in progress finishes on the weights it started with). With no run loaded yet (a
-        new training run has no checkpoint until its first save), load this one.
+        (a generation in progress finishes on the weights it started with). With no run or another run
+        loaded (a new training run has no checkpoint until its first save), load this one.
         """
         if not path:
             return
         p = Path(path)
         run_dir = p if p.is_dir() else p.parent
-        if self.info is None:
+        if self.info is None or run_dir.resolve() != Path(self.info["run_dir"]).resolve():
             self.set_run(str(run_dir))
-        elif run_dir.resolve() == Path(self.info["run_dir"]).resolve():
+        else:
             if self.busy:
                 self._stale.set()
             else:

@@ -125,19 +125,22 @@ def test_train_state_loads_with_weights_only(trained_run):
 def test_history_and_listing(trained_run):
     metrics = ckpt.read_metrics(trained_run)
     assert [m["step"] for m in metrics if m["event"] == "StepMetrics"] == [2, 4, 6]
-    assert [m["step"] for m in metrics if m["event"] == "EvalMetrics"] == [3, 6]
+    assert [m["step"] for m in metrics if m["event"] == "EvalMetrics"] == [0, 3, 6]
     assert [s["step"] for s in ckpt.read_samples(trained_run)] == [3, 6]
     runs = ckpt.list_runs(trained_run.parent)
     assert len(runs) == 1
     run = runs[0]
+    # the folder's name (unique), not the name in config.json ("ck")
     assert (run.name, run.arch, run.corpus, run.steps, run.max_steps) == (
-        "ck",
+        "tiny",
         "transformer",
         "tang300",
         6,
         6,
     )
-    evals = [m["val_loss"] for m in metrics if m["event"] == "EvalMetrics"]
+    assert (run.state, run.state_text) == ("finished", "finished")  # no status file: from the steps
+    # the best checkpoint's loss: the untrained step-0 evaluation has no checkpoint to be the best
+    evals = [m["val_loss"] for m in metrics if m["event"] == "EvalMetrics" and m["step"] > 0]
     assert run.best_val_loss == pytest.approx(min(evals))
 
 

@@ -135,7 +135,9 @@ def test_a_run_reports_every_step_evaluates_and_checkpoints(tmp_path):
     assert all(e.tokens_per_s > 0 and e.grad_norm > 0 and e.eta >= 0 for e in steps)
     assert steps[0].lr == pytest.approx(3e-3 / 5) and steps[4].lr == pytest.approx(3e-3)
     evals = [e for e in events if isinstance(e, EvalMetrics)]
-    assert [e.step for e in evals] == [10, 20, 30]
+    assert [e.step for e in evals] == [0, 10, 20, 30]  # step 0: the untrained model
+    vocab = events[0].config["model"]["vocab_size"]
+    assert evals[0].val_loss == pytest.approx(math.log(vocab), rel=0.2)  # about ln V before learning
     for e in evals:
         assert e.val_ppl == pytest.approx(math.exp(e.val_loss))
         assert 0.0 <= e.val_acc <= 1.0

@@ -90,8 +90,8 @@ def test_train_lstm_and_transformer_then_overlay_them(qtbot, window, errors):
         runs[arch] = run_dir
         # the plots received the run's points, and a checkpoint is on disk
         assert win.training.loss_plot.point_count("loss") == 20 // 5
-        assert win.training.loss_plot.point_count("val_loss") == 2
-        assert win.training.acc_plot.point_count("val_acc") == 2
+        assert win.training.loss_plot.point_count("val_loss") == 3  # steps 0, 10 and 20
+        assert win.training.acc_plot.point_count("val_acc") == 3
         assert win.training.progress.value() == 20
         assert (Path(run_dir) / "model.safetensors").is_file()
         assert win.training.sample_text.toPlainText().startswith("step 20")
@@ -105,9 +105,9 @@ def test_train_lstm_and_transformer_then_overlay_them(qtbot, window, errors):
         pane.set_checked(run_dir, True)
     assert sorted(pane.plot.curve_keys()) == sorted(runs.values())
     for run_dir in runs.values():
-        assert pane.plot.point_count(run_dir) == 2
+        assert pane.plot.point_count(run_dir) == 3
         steps = pane.plot.series(run_dir).x
-        np.testing.assert_array_equal(steps, [10, 20])
+        np.testing.assert_array_equal(steps, [0, 10, 20])
     # wall-clock axis: x becomes the eval events' elapsed seconds from metrics.jsonl
     pane.x_axis.setCurrentIndex(1)
     for run_dir in runs.values():
@@ -132,7 +132,7 @@ def start_long_run(qtbot, win):
     win.setup.set_config(cfg)
     qtbot.waitUntil(lambda: not win.setup.corpus.is_busy(), timeout=TIMEOUT)
     with qtbot.waitSignal(
-        win.training.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "running"
+        win.training.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "training"
     ):
         win.start_training()
 
@@ -157,7 +157,7 @@ def test_pause_resume_change_lr_and_stop(qtbot, window, errors):
     pane.lr_edit.clear()
     qtbot.keyClicks(pane.lr_edit, "0.0005")
     qtbot.mouseClick(pane.lr_btn, Qt.MouseButton.LeftButton)
-    with qtbot.waitSignal(pane.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "running"):
+    with qtbot.waitSignal(pane.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "training"):
         qtbot.mouseClick(pane.pause_btn, Qt.MouseButton.LeftButton)
     wait_step(qtbot, win, paused_at + 2)
     pane.redraw()
@@ -196,10 +196,10 @@ def test_closing_mid_run_asks_stops_saves_and_closes(qtbot, window, monkeypatch)
 
 def test_training_events_reach_the_plots_through_the_worker_signal(qtbot, window):
     """Synthetic events (no engine): the pane appends them and redraws on its timer, not per event."""
-    pane = window.training
-    pane.on_event(E.Started(run_dir="/x", device="CPU, 2 threads", n_params=10, start_step=0, max_steps=100))
+    pane, run = window.training, window.run
+    run.on_event(E.Started(run_dir="/x", device="CPU, 2 threads", n_params=10, start_step=0, max_steps=100))
     for step in range(1, 101):
-        pane.on_event(
+        run.on_event(
             E.StepMetrics(
                 step=step,
                 max_steps=100,
@@ -211,7 +211,7 @@ def test_training_events_reach_the_plots_through_the_worker_signal(qtbot, window
                 eta=(100 - step) / 10,
             )
         )
-    pane.on_event(
+    run.on_event(
         E.EvalMetrics(
             step=100,
             train_loss=3.0,
@@ -244,19 +244,20 @@ def test_continue_a_stopped_run_from_its_checkpoint(qtbot, window, errors):
     started = []
     win.training.run_started.connect(started.append)
     with qtbot.waitSignal(
-        win.training.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "running"
+        win.training.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "training"
     ):
         qtbot.mouseClick(win.runs.continue_btn, Qt.MouseButton.LeftButton)
     assert started == [run_dir]  # the same folder, not a new run
     wait_step(qtbot, win, stopped_at + 1)
-    first_new = win.training.loss_plot.series("loss").x[0]
-    assert first_new > stopped_at  # it picked up after the checkpoint's step
+    steps = win.run.series["loss"].x
+    # the whole history from metrics.jsonl, then live points picking up after the checkpoint's step
+    assert steps[0] <= 5 and np.all(np.diff(steps) > 0) and steps[-1] > stopped_at
     win.training.stop()
     qtbot.waitUntil(lambda: not win.training.is_running(), timeout=TIMEOUT)
     assert errors.calls == []
 
 
-def test_a_restarted_window_offers_the_newest_run_to_generate_and_inspect(qtbot, window, monkeypatch):
+def test_a_restarted_window_offers_the_newest_run_to_generate_and_inspect(qtbot, window):
     from lmstudio.ui.main_window import MainWindow
 
     win = window
@@ -266,11 +267,11 @@ def test_a_restarted_window_offers_the_newest_run_to_generate_and_inspect(qtbot,
         win.start_training()
     run_dir = finished.args[0]
     qtbot.waitUntil(lambda: not win.training.is_running(), timeout=TIMEOUT)
-    chosen = []
-    monkeypatch.setattr(MainWindow, "use_run", lambda self, path: chosen.append(path))
     again = MainWindow()
     qtbot.addWidget(again)
-    qtbot.waitUntil(lambda: chosen == [run_dir], timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: (again.session_controller.info or {}).get("run_dir") == run_dir, timeout=TIMEOUT)
+    assert again.follower.following and again.run.run_dir == run_dir  # and its curve in Training
+    assert len(again.run.series["loss"]) > 0 and again.run.state == "finished"
     again.close()
 
 

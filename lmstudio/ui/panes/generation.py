@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from lmstudio.ui.run_follower import RunFollower, RunHeader
 from lmstudio.ui.session_controller import SessionController
 from lmstudio.ui.widgets.distribution_chart import FILTERED_MARK, DistributionChart
 from lmstudio.ui.widgets.distribution_chart import legend as chart_legend
@@ -34,9 +35,17 @@ def _show(label: str) -> str:
 
 
 class GenerationPane(QWidget):
-    def __init__(self, session_controller: SessionController, parent: QWidget | None = None):
+    def __init__(
+        self,
+        session_controller: SessionController,
+        parent: QWidget | None = None,
+        *,
+        follower: RunFollower | None = None,
+    ):
+        """``follower``: which run to show (the window's); the header line then says which and why."""
         super().__init__(parent)
         self.sessions = session_controller
+        self.header = RunHeader(follower) if follower is not None else None
         self.steps: list[dict] = []  # every shown token: {token_id, text, prob, top}
         self.choices: list[tuple] = []  # step mode: (id, text, prob) on offer
         self.stepping = False
@@ -44,6 +53,7 @@ class GenerationPane(QWidget):
         self.chart_shows_choices = False
         self._defaults_set = False
         self.run_text = ""
+        self.output_from = ""  # "<run> at step N": the checkpoint that wrote the text shown
 
         self.status = QLabel("No run loaded: open a run or start training.")
         self.status.setWordWrap(True)
@@ -116,6 +126,8 @@ class GenerationPane(QWidget):
         split.addWidget(right)
         split.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
+        if self.header is not None:
+            layout.addWidget(self.header)
         layout.addWidget(self.status)
         layout.addWidget(split, 1)
 
@@ -128,6 +140,7 @@ class GenerationPane(QWidget):
         self.output.token_clicked.connect(self.show_token)
         s = self.sessions
         s.session_loaded.connect(self._on_loaded)
+        s.session_cleared.connect(self._on_cleared)
         s.error.connect(self._on_error)
         s.tokens_generated.connect(self._on_tokens)
         s.prompt_note.connect(self._on_prompt_note)
@@ -161,7 +174,11 @@ class GenerationPane(QWidget):
             f"Run {info['name']}: {info['arch']}, checkpoint at step {info['step']}, "
             f"context {info['block_size']} tokens, vocabulary {info['vocab_size']}."
         )
-        self.status.setText(self.run_text)
+        here = f"{info['name']} at step {info['step']:,}"
+        if self.output_from and self.output_from != here:
+            self.status.setText(f"{self.run_text} The text below came from {self.output_from}.")
+        else:
+            self.status.setText(self.run_text)
         if not self._defaults_set and info.get("sample"):
             sample = info["sample"]
             self.temperature.setValue(sample.get("temperature", 0.8))
@@ -169,6 +186,20 @@ class GenerationPane(QWidget):
             self.top_p.setValue(sample.get("top_p", 1.0))
             self._defaults_set = True
         self._set_enabled(True)
+
+    @Slot()
+    def _on_cleared(self) -> None:
+        self.stepping = False
+        self.choice_list.clear()
+        self.chart.clear_chart()
+        note = f" The text below came from {self.output_from}." if self.output_from else ""
+        self.status.setStyleSheet("")
+        self.status.setText("No run loaded yet." + note)
+        self._set_enabled(False)
+
+    def _mark_output(self) -> None:
+        info = self.sessions.info or {}
+        self.output_from = f"{info.get('name', '?')} at step {info.get('step', 0):,}"
 
     @Slot(str)
     def _on_error(self, message: str) -> None:
@@ -187,6 +218,7 @@ class GenerationPane(QWidget):
         self.choice_list.clear()
         self.chart.clear_chart("generating: click a token to see its candidates")
         self.output.clear_tokens(self.prompt.toPlainText())
+        self._mark_output()
         self._set_enabled(True)
         self.sessions.generate(self.prompt.toPlainText(), self.settings())
 
@@ -217,7 +249,7 @@ class GenerationPane(QWidget):
     def _on_finished(self, reason: str) -> None:
         self.generating = False
         self._set_enabled(self.sessions.info is not None)
-        if reason != "failed":
+        if reason != "failed" and self.sessions.info is not None:
             self.status.setStyleSheet("")
             self.status.setText(
                 f"{self.run_text} Generated {len(self.steps)} tokens ({reason}).{self.notes()}"
@@ -263,6 +295,7 @@ class GenerationPane(QWidget):
         self.steps = []
         self.chart.clear_chart()
         self.output.clear_tokens(self.prompt.toPlainText())
+        self._mark_output()
         self._set_enabled(True)
         self.sessions.step_start(self.prompt.toPlainText(), self.settings())
 

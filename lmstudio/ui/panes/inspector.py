@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from lmstudio import matrix_export as export
+from lmstudio.ui.run_follower import RunFollower, RunHeader
 from lmstudio.ui.session_controller import SessionController
 from lmstudio.ui.widgets.embedding_map import EmbeddingMap
 from lmstudio.ui.widgets.heatmap import Heatmap
@@ -59,9 +60,17 @@ _SIGNAL_CAPTIONS = {
 
 
 class InspectorPane(QWidget):
-    def __init__(self, session_controller: SessionController, parent: QWidget | None = None):
+    def __init__(
+        self,
+        session_controller: SessionController,
+        parent: QWidget | None = None,
+        *,
+        follower: RunFollower | None = None,
+    ):
+        """``follower``: which run to show (the window's); the header line then says which and why."""
         super().__init__(parent)
         self.sessions = session_controller
+        self.header = RunHeader(follower) if follower is not None else None
         self.info: dict | None = None
         self.attention: dict | None = None
         self.activations: dict | None = None
@@ -131,6 +140,8 @@ class InspectorPane(QWidget):
         selectors.addWidget(self.png_button)
         selectors.addWidget(self.csv_button)
         layout = QVBoxLayout(self)
+        if self.header is not None:
+            layout.addWidget(self.header)
         layout.addWidget(self.status)
         layout.addLayout(top)
         layout.addLayout(selectors)
@@ -146,6 +157,7 @@ class InspectorPane(QWidget):
         self.csv_button.clicked.connect(self.export_csv)
         s = self.sessions
         s.session_loaded.connect(self._on_loaded)
+        s.session_cleared.connect(self._on_cleared)
         s.error.connect(self._on_error)
         s.attention_ready.connect(self._on_attention)
         s.activations_ready.connect(self._on_activations)
@@ -181,6 +193,13 @@ class InspectorPane(QWidget):
         )
         if same_shape:
             self._follow_checkpoint()
+            # the text views were computed on the old weights: recompute the one shown (the others'
+            # results are dropped and recomputed when shown)
+            view = self.view_combo.currentText()
+            had = view != EMBEDDINGS and self._result(view) is not None
+            self.attention = self.activations = self.losses = self.lens = None
+            if had and self.text.toPlainText():
+                self.inspect()
             return
         lens = LENS if info["arch"] in ("transformer", "conv") else READOUT
         views = ([ATTENTION] if info["arch"] == "transformer" else []) + [ACTIVATIONS, LOSS, lens, EMBEDDINGS]
@@ -202,6 +221,26 @@ class InspectorPane(QWidget):
         self.embedding_map.clear()
         self._on_view_changed(self.view_combo.currentText())
         self._set_enabled(True)
+
+    @Slot()
+    def _on_cleared(self) -> None:
+        self.info = None
+        self.attention = self.activations = self.losses = self.lens = self.embeddings = None
+        self.heatmap.clear()
+        self.lens_grid.clear()
+        self.embedding_map.clear()
+        self.loss_text.clear_tokens("")
+        self.loss_summary.setText("")
+        self.note.setText("")
+        self.status.setStyleSheet("")
+        self.status.setText("No run loaded yet.")
+        self._set_enabled(False)
+
+    def _result(self, view: str):
+        """What a text view last computed (None: nothing yet, or dropped after a new checkpoint)."""
+        if view in LENS_VIEWS:
+            return self.lens
+        return {ATTENTION: self.attention, ACTIVATIONS: self.activations, LOSS: self.losses}.get(view)
 
     @Slot(str)
     def _on_error(self, message: str) -> None:
@@ -241,6 +280,14 @@ class InspectorPane(QWidget):
         ):
             self._request_embeddings()  # needs no text: shown as soon as it is chosen
         self.render()
+        # a text view with nothing computed yet computes itself, rather than showing a blank
+        if (
+            view != EMBEDDINGS
+            and self.info is not None
+            and self._result(view) is None
+            and self.text.toPlainText()
+        ):
+            self.inspect()
 
     # ---- results ---------------------------------------------------------------------------------------
     @Slot(dict)

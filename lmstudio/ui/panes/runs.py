@@ -1,7 +1,10 @@
-"""The Runs tab: every saved run, its settings and samples, and its curves overlaid with others.
+"""The Runs tab: every saved run, how it ended, its settings and samples, its curves overlaid with others.
 
 Tick several runs to draw them on the same axes (e.g. an RNN, an LSTM and a Transformer trained on the
 same corpus), switching the x axis between steps and wall-clock seconds to see which learns faster.
+The table says how each run ended (``run_status``: finished, stopped at N of M, failed and why) and
+which one is training now (from the window's ``TrainingRun``, which it follows); runs can be renamed
+and deleted (after a question) here.
 """
 
 from __future__ import annotations
@@ -27,12 +30,27 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from lmstudio import run_status as S
+from lmstudio.ui import dialogs
 from lmstudio.ui.controller import Controller
 from lmstudio.ui.panes.bakeoff import BakeoffBox
+from lmstudio.ui.training_run import TrainingRun
 from lmstudio.ui.widgets.plots import PALETTE, MetricPlot
 from lmstudio.ui.workers import describe_error
 
-COLUMNS = ("", "run", "arch", "corpus", "steps", "best val loss", "full-split val")
+COLUMNS = ("", "run", "state", "arch", "corpus", "steps", "best val loss", "full-split val", "duration")
+STATE_COLUMN = 2
+
+
+def _duration(seconds) -> str:
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
 # what the overlay can show: label -> (x key for step axis, x key for time axis, y key)
 METRICS = {
     "validation loss": ("eval_step", "eval_time", "val_loss"),
@@ -64,11 +82,15 @@ class RunsPane(QWidget):
     run_selected = Signal(str)  # run_dir: the run Generate and Inspect should use
     open_config = Signal(str)  # run_dir: load this run's settings into Setup
     continue_requested = Signal(str)  # run_dir: resume training from its last checkpoint
+    run_renamed = Signal(str, str)  # old run_dir, new run_dir
+    run_deleted = Signal(str)  # run_dir
     error_shown = Signal(str)
 
-    def __init__(self, controller: Controller, parent: QWidget | None = None):
+    def __init__(self, controller: Controller, run: TrainingRun | None = None, parent: QWidget | None = None):
+        """``run``: the window's live run, so the table says which run trains now and the overlay grows."""
         super().__init__(parent)
         self.controller = controller
+        self.live = run
         self.runs: list[dict] = []
         self._curves: dict[str, dict] = {}  # run_dir -> arrays (cached; refreshed for the live run)
 
@@ -96,6 +118,12 @@ class RunsPane(QWidget):
         self.continue_btn.setObjectName("continueRun")
         self.continue_btn.setToolTip("Resume from the last checkpoint (a finished run trains as long again)")
         self.continue_btn.clicked.connect(self._continue_current)
+        self.rename_btn = QPushButton("Rename…")
+        self.rename_btn.setObjectName("renameRun")
+        self.rename_btn.clicked.connect(self.rename_current)
+        self.delete_btn = QPushButton("Delete…")
+        self.delete_btn.setObjectName("deleteRun")
+        self.delete_btn.clicked.connect(self.delete_current)
         self.folder_label = QLabel()
         self.folder_label.setWordWrap(True)
         buttons = QHBoxLayout()
@@ -106,6 +134,10 @@ class RunsPane(QWidget):
         self.bakeoff.runs_done.connect(self.show_bakeoff)
         self.bakeoff.run_started.connect(self._on_bakeoff_run)
         self.bakeoff.error_shown.connect(self.error_shown)
+        manage = QHBoxLayout()
+        manage.addWidget(self.rename_btn)
+        manage.addWidget(self.delete_btn)
+        manage.addStretch(1)
 
         self.metric = QComboBox()
         self.metric.addItems(list(METRICS))
@@ -140,14 +172,19 @@ class RunsPane(QWidget):
         left_layout.addWidget(QLabel("Tick runs to compare their curves; select one to see its details."))
         left_layout.addWidget(self.table, 2)
         left_layout.addLayout(buttons)
+        left_layout.addLayout(manage)
         left_layout.addWidget(self.bakeoff)
         left_layout.addWidget(self.folder_label)
         left_layout.addWidget(details, 1)
         split = QSplitter()
         split.addWidget(left)
         split.addWidget(plot_host)
-        split.setSizes([420, 600])
+        split.setSizes([520, 560])
         QVBoxLayout(self).addWidget(split)
+        if run is not None:
+            run.state_changed.connect(self._on_live_state)
+            run.checkpoint_saved.connect(self._on_live_checkpoint)
+            run.ended.connect(self._on_live_ended)
 
     # ---- the list ---------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -175,16 +212,17 @@ class RunsPane(QWidget):
             self.table.setItem(row, 0, box)
             best = run.get("best_val_loss")
             full = run.get("full_val_loss")
+            steps, max_steps = run.get("steps", 0), run.get("max_steps", 0)
             values = (
                 (run.get("name") or Path(path).name) + busy_note(run.get("training_pid")),
+                self.state_text(run),
                 run.get("arch", ""),
                 run.get("corpus", ""),
-                f"{run.get('steps', 0):,}"
-                if isinstance(run.get("steps"), int)
-                else str(run.get("steps", "")),
+                f"{steps:,} / {max_steps:,}" if isinstance(steps, int) and isinstance(max_steps, int) else "",
                 f"{best:.4f}" if isinstance(best, float) and math.isfinite(best) else "–",
                 # the whole validation split, where it was scored for the latest weights (else unknown)
                 f"{full:.4f}" if isinstance(full, float) and math.isfinite(full) else "–",
+                _duration(run.get("elapsed")),
             )
             for col, value in enumerate(values, start=1):
                 item = QTableWidgetItem(str(value))
@@ -196,6 +234,33 @@ class RunsPane(QWidget):
                 self.table.setCurrentCell(row, 1)
         self._curves.clear()
         self.redraw_overlay()
+
+    def state_text(self, run: dict) -> str:
+        """How the run ended, or what the live run is doing now (the window knows better than the disk)."""
+        live = self.live
+        if live is not None and live.is_running() and str(run.get("path")) == live.run_dir:
+            return S.describe(live.state, live.step, live.max_steps)
+        return str(run.get("state_text") or "")
+
+    def _on_live_state(self, state: str) -> None:
+        for row, run in enumerate(self.runs):
+            item = self.table.item(row, STATE_COLUMN)
+            if item is not None and self.live is not None and str(run.get("path")) == self.live.run_dir:
+                item.setText(self.state_text(run))
+
+    def _on_live_checkpoint(self, run_dir: str, step: int) -> None:
+        self.invalidate(run_dir)
+        if run_dir not in self.run_paths():
+            self.refresh()  # the new run's first checkpoint: it joins the table
+        elif run_dir in self.checked_runs():  # a live run ticked in the overlay grows with it
+            self.redraw_overlay()
+
+    def _on_live_ended(self, run_dir: str, state: str) -> None:
+        self.refresh()
+        if run_dir:
+            self.invalidate(run_dir)
+            self.set_checked(run_dir, True)
+            self.select_run(run_dir)
 
     def run_paths(self) -> list[str]:
         return [str(r.get("path", "")) for r in self.runs]
@@ -253,6 +318,55 @@ class RunsPane(QWidget):
     def run_summary(self, run_dir: str) -> dict:
         return next((r for r in self.runs if str(r.get("path")) == run_dir), {})
 
+    def rename_current(self) -> None:
+        path = self.current_run()
+        if not path:
+            return
+        if self._is_live(path):
+            self.error_shown.emit("This run is training; rename it after it stops.")
+            return
+        name = dialogs.ask_text(
+            self, "Rename run", "New name (it is also the folder's name):", Path(path).name
+        )
+        if name is None or name.strip() == Path(path).name:
+            return
+        try:
+            new = str(self.controller.rename_run(path, name))
+        except Exception as exc:
+            self.error_shown.emit(describe_error(exc))
+            return
+        checked = path in self.checked_runs()
+        self.refresh()
+        self.set_checked(new, checked)
+        self.select_run(new)
+        self.run_renamed.emit(path, new)
+
+    def delete_current(self) -> None:
+        path = self.current_run()
+        if not path:
+            return
+        if self._is_live(path):
+            self.error_shown.emit("This run is training; stop it before deleting it.")
+            return
+        if not dialogs.ask_yes_no(
+            self,
+            "Delete run",
+            f"Delete the run {Path(path).name}?\n\nIts folder {path} (weights, history, samples) is "
+            "deleted for good.",
+        ):
+            return
+        try:
+            self.controller.delete_run(path)
+        except Exception as exc:
+            self.error_shown.emit(describe_error(exc))
+            return
+        self.invalidate(path)
+        self.refresh()
+        self.run_deleted.emit(path)
+
+    def _is_live(self, path: str) -> bool:
+        return self.live is not None and self.live.is_running() and path == self.live.run_dir
+
     def _use_current(self) -> None:
         path = self.current_run()
         if path:
@@ -271,6 +385,15 @@ class RunsPane(QWidget):
         self.metric.setCurrentText("validation loss")
         self.x_axis.setCurrentIndex(1)
         self.redraw_overlay()
+
+    # ---- settings kept between launches (a QSettings) -----------------------------------------
+    def restore_settings(self, s) -> None:
+        self.metric.setCurrentIndex(int(s.value("runs/metric", 0)))
+        self.x_axis.setCurrentIndex(int(s.value("runs/x_axis", 0)))
+
+    def save_settings(self, s) -> None:
+        s.setValue("runs/metric", self.metric.currentIndex())
+        s.setValue("runs/x_axis", self.x_axis.currentIndex())
 
     # ---- overlay ----------------------------------------------------------------------------
     def invalidate(self, run_dir: str) -> None:

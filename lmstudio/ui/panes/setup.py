@@ -107,6 +107,31 @@ class SetupPane(QWidget):
             self.tokenizer.set_source(cfg.corpus.source)
         self.revalidate()
 
+    # ---- settings kept between launches ---------------------------------------------------
+    def restore_settings(self, s) -> None:
+        """The last session's configuration and step (a QSettings), or the default preset."""
+        cfg = None
+        cfg_json = s.value("setup/config")
+        if cfg_json:
+            try:
+                cfg = C.RunConfig.from_json(str(cfg_json))
+            except C.ConfigError:
+                cfg = None  # settings from another version: start from the defaults
+        self.set_config(cfg or self.default_config())
+        self.steps.setCurrentRow(int(s.value("setup/step", 0)))
+
+    def save_settings(self, s) -> None:
+        s.setValue("setup/step", self.steps.currentRow())
+        s.setValue("setup/config", self.config()[0].to_json())
+
+    def default_config(self) -> C.RunConfig:
+        if "tiny_tang" in self.controller.presets():
+            try:
+                return self.controller.load_preset("tiny_tang")
+            except Exception:
+                pass
+        return C.RunConfig()
+
     def load_preset(self, name: str) -> None:
         try:
             cfg = self.controller.load_preset(name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QGroupBox,
@@ -33,6 +35,9 @@ class TokenizerPage(QWidget):
         self.controller = controller
         self.source = ""
         self.result: dict = {}
+        self.built_for: tuple = ()  # (corpus, tokenizer settings) the shown result was built for
+        self._building_for: tuple = ()
+        self._summary = ""
         self._worker: TaskWorker | None = None
 
         intro = QLabel(
@@ -83,9 +88,37 @@ class TokenizerPage(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.warning)
         layout.addWidget(split, 1)
+        self.form.changed.connect(self.mark_if_stale)
 
     def set_source(self, source: str) -> None:
         self.source = source
+        self.mark_if_stale()
+
+    def _key(self) -> tuple:
+        cfg, _ = self.tokenizer_config()
+        return (self.source, dataclasses.astuple(cfg))
+
+    def is_stale(self) -> bool:
+        """A result is shown, but for another corpus or other tokenizer settings than those chosen now."""
+        return bool(self.result) and self._key() != self.built_for
+
+    def mark_if_stale(self) -> None:
+        """Say plainly when the vocabulary and split shown no longer match the chosen settings."""
+        if not self.result or self.is_busy():
+            return
+        stale = self.is_stale()
+        self.status.setStyleSheet("color: #b00020;" if stale else "")
+        if stale:
+            source, kind = self.built_for[0], self.result.get("kind", "?")
+            self.status.setText(
+                f"Out of date: the vocabulary below is the {kind} tokenizer built for {source}, and the "
+                "corpus or tokenizer settings have changed since. Press Build tokenizer to rebuild it "
+                "(training builds the right one anyway)."
+            )
+        else:
+            self.status.setText(self._summary)
+        for box in (self.vocab, self.preview):
+            box.setEnabled(not stale)
 
     def tokenizer_config(self) -> tuple[C.TokenizerConfig, dict[str, str]]:
         return self.form.apply_to(C.TokenizerConfig())
@@ -104,17 +137,20 @@ class TokenizerPage(QWidget):
             self._fail("Choose a corpus first (step 1).")
             return
         source = self.source
+        key = self._key()  # what this build is for, kept while the settings may change meanwhile
         worker = TaskWorker(
             lambda progress, cancel: self.controller.build_tokenizer(source, cfg, progress, cancel)
         )
         worker.progress.connect(self._on_progress)
-        worker.done.connect(self._on_built)
+        self._building_for = key
+        worker.done.connect(self._on_built)  # a slot of this (GUI-thread) object, never a lambda
         worker.failed.connect(self._fail)
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self.build_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.progress.setValue(0)
+        self.status.setStyleSheet("")
         self.status.setText(f"Building a {cfg.kind} tokenizer on {source}…")
         start_worker(worker)
 
@@ -127,17 +163,19 @@ class TokenizerPage(QWidget):
         self.progress.setValue(int(fraction * 1000))
 
     def _on_built(self, result: dict) -> None:
+        key = self._building_for
         if not result:
             self.status.setText("Cancelled.")
             return
-        self.result = result
+        self.result, self.built_for = result, key
         self.vocab.set_vocab(result["tokens"], result["ids"], result["freq"])
-        self.status.setText(
-            f"{result['kind']} tokenizer: {result['vocab_size']:,} tokens in the vocabulary; "
-            f"the corpus is {result['n_tokens']:,} tokens "
+        self._summary = (
+            f"{result['kind']} tokenizer for {key[0] if key else self.source}: {result['vocab_size']:,} "
+            f"tokens in the vocabulary; the corpus is {result['n_tokens']:,} tokens "
             f"({result['chars_per_token']:.2f} characters per token; the character tokenizer: 1.00)."
             + self._coverage(result)
         )
+        self.status.setText(self._summary)
         self.warning.setText("\n".join(result.get("warnings", [])))
         self.warning.setVisible(bool(result.get("warnings")))
         self.preview.refresh()
@@ -166,3 +204,4 @@ class TokenizerPage(QWidget):
         self._worker = None
         self.build_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
+        self.mark_if_stale()  # the settings may have changed while it was building

@@ -1,13 +1,14 @@
 """The Training tab: start, pause, resume and stop a run, change its learning rate, watch it learn.
 
-Training runs in a ``TrainWorker`` on its own QThread. Pause, stop and a new learning rate go straight
-to the engine's thread-safe ``TrainControl`` (the worker's event loop is busy inside the training loop,
-so queued slots would never run). Events only append to numpy buffers; a 20 Hz timer redraws.
+A view of the window's ``TrainingRun`` (``ui/training_run.py``), which owns the worker, the state and
+the metric buffers: this pane draws what the run holds (a continued or reopened run's whole history
+first, then the live points) and sends the buttons' requests to it. A 20 Hz timer redraws; events never
+redraw directly.
 """
 
 from __future__ import annotations
 
-import time
+import math
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -26,10 +27,9 @@ from PySide6.QtWidgets import (
 )
 
 from lmstudio import config as C
-from lmstudio import events as E
-from lmstudio.ui.controller import Controller
+from lmstudio import run_status as S
+from lmstudio.ui.training_run import TrainingRun
 from lmstudio.ui.widgets.plots import MetricPlot
-from lmstudio.ui.workers import TrainWorker, start_worker
 
 REDRAW_MS = 50
 
@@ -43,29 +43,20 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+# the engine's word for how a run ended, which the window's signal has always carried
+_REASON = {S.FINISHED: "completed", S.STOPPED: "stopped", S.FAILED: "failed"}
+
+
 class TrainingPane(QWidget):
-    state_changed = Signal(str)  # idle, starting, running, paused, stopping, finished, stopped, failed
-    run_started = Signal(str)  # run_dir
-    device_used = Signal(str)  # e.g. "CPU, 2 threads", from the trainer's Started event
-    checkpoint_written = Signal(str)  # run_dir
+    state_changed = Signal(str)  # the run's state (run_status: preparing, training, paused, ...)
+    run_started = Signal(str)  # run_dir, once the trainer has made (or reopened) it
     run_finished = Signal(str, str)  # run_dir, reason ("completed", "stopped", "failed")
     error_shown = Signal(str)
-    notice_shown = Signal(str)  # the trainer's Notice: worth telling, training goes on (or waits)
     start_clicked = Signal()
 
-    def __init__(self, controller: Controller, parent: QWidget | None = None):
+    def __init__(self, run: TrainingRun, parent: QWidget | None = None):
         super().__init__(parent)
-        self.controller = controller
-        self.control = None
-        self.worker: TrainWorker | None = None
-        self.thread = None
-        self.run_dir = ""
-        self.state = "idle"
-        self.events_seen = 0
-        self.last_step = 0
-        self._sample = ""
-        self._sample_dirty = False
-        self._started_at = 0.0
+        self.run = run
 
         self.start_btn = QPushButton("Start ▶")
         self.start_btn.setObjectName("trainStart")
@@ -109,6 +100,8 @@ class TrainingPane(QWidget):
         bar.addWidget(self.log_box)
         bar.addWidget(self.autoscale_btn)
 
+        self.run_title = QLabel("")
+        self.run_title.setObjectName("trainRunTitle")
         self.progress = QProgressBar()
         self.progress.setObjectName("trainProgress")
         self.progress.setFormat("step %v / %m")
@@ -117,20 +110,24 @@ class TrainingPane(QWidget):
         self.timing = QLabel("Not started. Set things up in the Setup tab, then press Start (Ctrl+T).")
         self.timing.setObjectName("trainTiming")
 
+        # falling curves leave the top right free; a rising one (accuracy) the bottom right
         self.loss_plot = MetricPlot("Loss", "cross-entropy (nats)")
         self.loss_plot.add_curve("loss", "train (batch)", "#9db7d5", width=1)
         self.loss_plot.add_curve("train_loss", "train (eval)", "#0072B2", symbol="o")
         self.loss_plot.add_curve("val_loss", "validation", "#D55E00", symbol="o")
-        self.ppl_plot = MetricPlot("Perplexity", "exp(validation loss)")
+        self.ppl_plot = MetricPlot("Validation perplexity", "exp(validation loss)", legend=False)
         self.ppl_plot.add_curve("val_ppl", "validation", "#D55E00", symbol="o")
-        self.acc_plot = MetricPlot("Next-token accuracy", "fraction right")
+        self.acc_plot = MetricPlot("Next-token accuracy (validation)", "fraction right", legend=False)
         self.acc_plot.add_curve("val_acc", "validation", "#009E73", symbol="o")
         self.acc_plot.getPlotItem().setLimits(yMin=-0.02, yMax=1.02)  # a fraction: keep the axis readable
-        self.lr_plot = MetricPlot("Learning rate", "lr")
+        self.lr_plot = MetricPlot("Learning rate", "lr", legend=False)
         self.lr_plot.add_curve("lr", "lr", "#CC79A7")
-        self.speed_plot = MetricPlot("Speed", "tokens / s")
+        self.speed_plot = MetricPlot("Speed", "tokens / s", legend=False)
         self.speed_plot.add_curve("tokens_per_s", "tokens/s", "#E69F00")
         self.plots = (self.loss_plot, self.ppl_plot, self.acc_plot, self.lr_plot, self.speed_plot)
+        for plot in self.plots:  # the plots draw the run's own buffers: nothing is copied
+            for key in plot.curve_keys():
+                plot.bind_series(key, run.series[key])
         grid_host = QWidget()
         grid = QGridLayout(grid_host)
         grid.setContentsMargins(0, 0, 0, 0)
@@ -152,19 +149,38 @@ class TrainingPane(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
+        layout.addWidget(self.run_title)
         layout.addWidget(self.progress)
         layout.addWidget(self.timing)
         layout.addWidget(split, 1)
 
         self._redraw = QTimer(self, interval=REDRAW_MS)
         self._redraw.timeout.connect(self.redraw)
-        self._budget = 0.0  # train.max_time of the current run (0: none)
-        self._full = ""  # the whole-split score of the run that just completed, as a sentence
-        self._set_state("idle")
+        run.run_changed.connect(self._on_run_changed)
+        run.state_changed.connect(self._on_state)
+        run.progress.connect(self._on_progress)
+        run.sample_changed.connect(self.sample_text.setPlainText)
+        run.notice.connect(self.timing.setText)
+        run.ended.connect(self._on_ended)
+        self._shown_state = run.state
+        self._fitted_to = 0  # the max_steps the x axes were last fitted to
+        self._on_state(run.state)
 
-    # ---- lifecycle --------------------------------------------------------------------------
+    # ---- conveniences for the window's menus (and tests): the run does the work --------------
     def is_running(self) -> bool:
-        return self.worker is not None
+        return self.run.is_running()
+
+    @property
+    def state(self) -> str:
+        return self.run.state
+
+    @property
+    def last_step(self) -> int:
+        return self.run.step
+
+    @property
+    def run_dir(self) -> str:
+        return self.run.run_dir
 
     def set_gpu_count(self, gpus: int) -> None:
         """Offer "Train on all N GPUs" when this machine has more than one."""
@@ -173,41 +189,19 @@ class TrainingPane(QWidget):
         self.all_gpus_box.setVisible(gpus > 1)
 
     def start(self, cfg: C.RunConfig, resume_dir: str | None = None) -> bool:
-        """Train ``cfg`` in a worker thread; False when a run is already going."""
-        if self.is_running():
-            return False
-        self.clear()
-        self.control = self.controller.new_control()
-        control, controller = self.control, self.controller
+        """Train ``cfg`` (or continue ``resume_dir``); False when a run is already going."""
         nproc = self.gpus if self.gpus > 1 and self.all_gpus_box.isChecked() else 1
-        self.worker = TrainWorker(lambda: controller.training_events(cfg, control, resume_dir, nproc=nproc))
-        self.worker.event.connect(self.on_event)
-        self.worker.crashed.connect(self._on_crashed)
-        self.worker.finished.connect(self._on_worker_finished)
-        self.progress.setRange(0, cfg.train.max_steps)
-        self._budget = cfg.train.max_time  # a timed run's progress bar follows the clock, not the steps
-        self._full = ""
+        if not self.run.start(cfg, resume_dir, nproc=nproc):
+            return False
         self.lr_edit.setText(repr(cfg.train.lr))
-        self._started_at = time.monotonic()
-        self._set_state("starting")
         self.timing.setText("Preparing data and building the model…")
-        self.thread = start_worker(self.worker)
-        self._redraw.start()
         return True
 
     def toggle_pause(self) -> None:
-        if self.control is None:
-            return
-        if self.state == "paused":
-            self.control.resume()
-        else:
-            self.control.pause()
+        self.run.toggle_pause()
 
     def stop(self) -> None:
-        """Ask the trainer to stop; it saves a checkpoint and then emits Finished(reason='stopped')."""
-        if self.control is not None and self.is_running():
-            self.control.stop()
-            self._set_state("stopping")
+        self.run.stop()
 
     def apply_lr(self) -> None:
         try:
@@ -220,105 +214,103 @@ class TrainingPane(QWidget):
                 f"A learning rate of {lr:g} is out of range. Use a value above 0 and at most 10."
             )
             return
-        if self.control is not None and self.is_running():
-            self.control.set_lr(lr)
+        if self.run.set_lr(lr):
             self.timing.setText(f"Learning rate set to {lr:g}; it applies from the next step.")
 
-    def clear(self) -> None:
+    # ---- reactions to the run -----------------------------------------------------------------
+    def _on_run_changed(self, run_dir: str) -> None:
+        """Another run: its history (if any) is already in the buffers; axes start afresh."""
+        self.sample_text.setPlainText(self.run.sample)
         for plot in self.plots:
-            plot.clear_data()
-        self.sample_text.clear()
-        self._sample, self._sample_dirty = "", False
-        self.events_seen, self.last_step, self.run_dir = 0, 0, ""
-        self.progress.setValue(0)
+            plot.refresh(force=True)
+        self._fit_x()
+        for plot in self.plots:
+            plot.getPlotItem().getViewBox().enableAutoRange(axis="y")
 
-    # ---- events (GUI thread; queued from the worker) ----------------------------------------
-    def on_event(self, ev) -> None:
-        self.events_seen += 1
-        if isinstance(ev, E.StepMetrics):
-            x = ev.step
-            self.last_step = ev.step
-            self.loss_plot.append("loss", x, ev.loss)
-            self.lr_plot.append("lr", x, ev.lr)
-            self.speed_plot.append("tokens_per_s", x, ev.tokens_per_s)
-            budget = self._budget
-            if budget > 0:
-                self.progress.setMaximum(1000)
-                self.progress.setValue(min(1000, int(1000 * ev.elapsed / budget)))
-            else:
-                self.progress.setMaximum(ev.max_steps)
-                self.progress.setValue(ev.step)
+    def _fit_x(self) -> None:
+        """x from step 0 to the last step: the curve grows across a fixed axis, and one point is not a
+        degenerate 99.6–100.4 range."""
+        end = max(self.run.max_steps, self.run.step, 1)
+        self._fitted_to = self.run.max_steps
+        for plot in self.plots:
+            plot.getPlotItem().setXRange(0, end, padding=0.02)
+
+    def _on_progress(self, step: int, max_steps: int) -> None:
+        r = self.run
+        budget = r.max_time if r.is_running() else 0.0
+        if budget > 0:  # a timed run: the bar follows the clock, not the steps
+            self.progress.setFormat("%p% of the time budget")
+            self.progress.setRange(0, 1000)
+            done = 1.0 if r.state == S.FINISHED else r.elapsed / budget
+            self.progress.setValue(min(1000, int(1000 * done)))
+        else:
+            self.progress.setFormat("step %v / %m")
+            if max_steps and self.progress.maximum() != max_steps:
+                self.progress.setRange(0, max_steps)
+            self.progress.setValue(step)
+        if max_steps and max_steps != self._fitted_to:
+            self._fit_x()
+        if r.state in (S.TRAINING, S.PAUSED) and step > r.start_step and math.isfinite(r.loss):
             of = f" of {format_duration(budget)}" if budget > 0 else ""
             self.timing.setText(
-                f"step {ev.step:,} of {ev.max_steps:,} · elapsed {format_duration(ev.elapsed)}{of} · "
-                f"ETA {format_duration(ev.eta)} · loss {ev.loss:.3f} · lr {ev.lr:.3g} · "
-                f"{ev.tokens_per_s:,.0f} tokens/s"
+                f"step {step:,} of {max_steps:,} · elapsed {format_duration(r.elapsed)}{of} · "
+                f"ETA {format_duration(r.eta)} · loss {r.loss:.3f} · lr {r.lr:.3g} · "
+                f"{r.tokens_per_s:,.0f} tokens/s"
             )
-        elif isinstance(ev, E.EvalMetrics):
-            x = ev.step
-            self.loss_plot.append("train_loss", x, ev.train_loss)
-            self.loss_plot.append("val_loss", x, ev.val_loss)
-            self.ppl_plot.append("val_ppl", x, ev.val_ppl)
-            self.acc_plot.append("val_acc", x, ev.val_acc)
-        elif isinstance(ev, E.FullEvalMetrics):
-            estimate = f" (running estimate {ev.estimate:.4f})" if ev.estimate is not None else ""
-            self._full = f" Validation loss over the whole split: {ev.val_loss:.4f}{estimate}."
-        elif isinstance(ev, E.Sample):
-            self._sample = f"step {ev.step}:\n{ev.text}"
-            self._sample_dirty = True
-        elif isinstance(ev, E.Started):
-            self.run_dir = ev.run_dir
-            self.progress.setRange(0, ev.max_steps)
-            self.progress.setValue(ev.start_step)
-            self._set_state("running")
-            self.run_started.emit(ev.run_dir)
-            self.device_used.emit(ev.device)
-        elif isinstance(ev, E.Checkpointed):
-            self.checkpoint_written.emit(self.run_dir or ev.path)
-        elif isinstance(ev, E.StateChanged):
-            self._set_state(ev.state)
-        elif isinstance(ev, E.Notice):
-            self.timing.setText(ev.message)
-            self.notice_shown.emit(ev.message)
-        elif isinstance(ev, E.Finished):
-            self.run_dir = ev.run_dir or self.run_dir
-            if self.progress.maximum() == 1000 and self._budget > 0:
-                self.progress.setValue(1000 if ev.reason == "completed" else self.progress.value())
-            else:
-                self.progress.setValue(ev.step)
+
+    def _on_state(self, state: str) -> None:
+        r = self.run
+        if state == S.TRAINING and self._shown_state == S.PREPARING:
+            self.run_started.emit(r.run_dir)
+        self._shown_state = state
+        self.pause_btn.setText("Resume" if state == S.PAUSED else "Pause")
+        running = r.is_running()
+        if running and not self._redraw.isActive():
+            self._redraw.start()
+        elif not running:
+            self._redraw.stop()
+            self.redraw()
+        self.start_btn.setEnabled(not running)
+        self.pause_btn.setEnabled(running and state in (S.TRAINING, S.PAUSED))
+        self.stop_btn.setEnabled(running and state != S.STOPPING)
+        self.lr_btn.setEnabled(running)
+        if r.run_dir:
+            self.run_title.setText(f"<b>{r.name}</b> · {S.describe(state, r.step, r.max_steps, r.message)}")
+        else:
+            self.run_title.setText("")
+        if state == S.TRAINING and r.step == r.start_step and r.start_step:
+            self.timing.setText(f"Continuing from the checkpoint at step {r.step:,}…")
+        elif state == S.IDLE and not r.run_dir:
+            self.timing.setText("Not started. Set things up in the Setup tab, then press Start (Ctrl+T).")
+        elif not running and state in (S.FINISHED, S.STOPPED, S.INTERRUPTED) and r.run_dir:
+            full = ""
+            if r.full_val is not None:
+                loss, estimate = r.full_val
+                est = f" (running estimate {estimate:.4f})" if estimate is not None else ""
+                full = f" Validation loss over the whole split: {loss:.4f}{est}."
             self.timing.setText(
-                f"{'Finished' if ev.reason == 'completed' else 'Stopped'} at step {ev.step:,} "
-                f"after {format_duration(ev.elapsed)}.{self._full} The run is saved in {self.run_dir}."
+                f"{S.describe(state, r.step, r.max_steps).capitalize()} after "
+                f"{format_duration(r.elapsed)}.{full} The run is saved in {r.run_dir}."
             )
-            self._set_state("finished" if ev.reason == "completed" else "stopped")
-            self.run_finished.emit(self.run_dir, ev.reason)
-        elif isinstance(ev, E.Failed):
-            self.run_dir = ev.run_dir or self.run_dir
-            self.timing.setText(f"Training stopped: {ev.message}")
-            self._set_state("failed")
-            self.error_shown.emit(ev.message)
-            self.run_finished.emit(self.run_dir, "failed")
+        self.state_changed.emit(state)
 
-    def _on_crashed(self, message: str) -> None:
-        self._set_state("failed")
-        self.timing.setText("Training stopped because of an error.")
-        self.error_shown.emit(message)
-
-    def _on_worker_finished(self) -> None:
-        self.worker, self.thread, self.control = None, None, None
-        self._redraw.stop()
+    def _on_ended(self, run_dir: str, state: str) -> None:
         self.redraw()
-        if self.state in ("starting", "running", "paused", "stopping"):
-            self._set_state("stopped")
-        self._update_buttons()
+        if state == S.FAILED:
+            self.timing.setText(f"Training stopped: {self.run.message}")
+        self.run_finished.emit(run_dir, _REASON.get(state, state))
 
-    # ---- drawing ----------------------------------------------------------------------------
+    # ---- settings kept between launches (a QSettings) -----------------------------------------
+    def restore_settings(self, s) -> None:
+        self.log_box.setChecked(s.value("training/log_scale", "false") in (True, "true"))
+
+    def save_settings(self, s) -> None:
+        s.setValue("training/log_scale", "true" if self.log_box.isChecked() else "false")
+
+    # ---- drawing ------------------------------------------------------------------------------
     def redraw(self) -> None:
         for plot in self.plots:
             plot.refresh()
-        if self._sample_dirty:
-            self.sample_text.setPlainText(self._sample)
-            self._sample_dirty = False
 
     def set_log_scale(self, on: bool) -> None:
         for plot in (self.loss_plot, self.ppl_plot, self.lr_plot):
@@ -327,16 +319,3 @@ class TrainingPane(QWidget):
     def autoscale(self) -> None:
         for plot in self.plots:
             plot.autoscale()
-
-    def _set_state(self, state: str) -> None:
-        self.state = state
-        self.pause_btn.setText("Resume" if state == "paused" else "Pause")
-        self._update_buttons()
-        self.state_changed.emit(state)
-
-    def _update_buttons(self) -> None:
-        running = self.is_running()
-        self.start_btn.setEnabled(not running)
-        self.pause_btn.setEnabled(running and self.state in ("running", "paused"))
-        self.stop_btn.setEnabled(running and self.state != "stopping")
-        self.lr_btn.setEnabled(running)

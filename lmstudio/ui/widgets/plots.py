@@ -29,7 +29,16 @@ def format_number(v: float) -> str:
 class MetricPlot(pg.PlotWidget):
     """A plot of named curves; ``append`` adds points, ``refresh`` redraws the curves that changed."""
 
-    def __init__(self, title: str, y_label: str = "", x_label: str = "step", parent: QWidget | None = None):
+    def __init__(
+        self,
+        title: str,
+        y_label: str = "",
+        x_label: str = "step",
+        parent: QWidget | None = None,
+        *,
+        legend: bool = True,
+    ):
+        """``legend=False`` for a plot whose title already names its one curve (a legend covers data)."""
         super().__init__(parent=parent)
         self.setObjectName(f"plot:{title}")
         self.setMinimumSize(220, 150)
@@ -45,11 +54,13 @@ class MetricPlot(pg.PlotWidget):
         item.getAxis("left").enableAutoSIPrefix(False)  # "lr (x0.001)" confuses more than it helps
         item.setDownsampling(auto=True, mode="peak")
         item.setClipToView(True)
-        item.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        if legend:
+            item.addLegend(offset=(-5, 5), labelTextSize="8pt")
         self._curves: dict[str, pg.PlotDataItem] = {}
         self._series: dict[str, Series] = {}
         self._names: dict[str, str] = {}
         self._dirty: set[str] = set()
+        self._drawn: dict[str, int] = {}  # points each curve showed at its last refresh
         self._log_y = False
         self._vline = pg.InfiniteLine(
             angle=90, movable=False, pen=pg.mkPen("#888", style=Qt.PenStyle.DashLine)
@@ -90,6 +101,7 @@ class MetricPlot(pg.PlotWidget):
             if legend is not None:
                 legend.removeItem(curve)
         self._series.pop(key, None)
+        self._drawn.pop(key, None)
         self._names.pop(key, None)
         self._dirty.discard(key)
 
@@ -101,6 +113,12 @@ class MetricPlot(pg.PlotWidget):
 
     def series(self, key: str) -> Series:
         return self._series[key]
+
+    def bind_series(self, key: str, series: Series) -> None:
+        """Draw ``series`` (owned by a model, e.g. the TrainingRun) for this curve; ``refresh`` picks
+        up whatever the model appended or cleared since the last redraw."""
+        self._series[key] = series
+        self._dirty.add(key)
 
     def append(self, key: str, x: float, y: float) -> None:
         self._series[key].append(x, y)
@@ -118,13 +136,17 @@ class MetricPlot(pg.PlotWidget):
             self._dirty.add(key)
         self.refresh()
 
-    def refresh(self) -> bool:
-        """Push changed buffers to their curves; True when something was redrawn."""
+    def refresh(self, force: bool = False) -> bool:
+        """Push changed buffers to their curves (every one with ``force``); True when something was redrawn."""
+        if force:
+            self._dirty.update(self._series)
+        self._dirty.update(k for k, s in self._series.items() if len(s) != self._drawn.get(k))
         if not self._dirty:
             return False
         for key in self._dirty:
             s = self._series[key]
             self._curves[key].setData(s.x, s.y)
+            self._drawn[key] = len(s)
         self._dirty.clear()
         return True
 
