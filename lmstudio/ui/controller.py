@@ -38,6 +38,7 @@ class Controller:
         self._tokenizer_key: tuple | None = None
         self._lock = threading.Lock()
         self._estimates: dict[tuple, tuple[int, dict]] = {}
+        self._times: dict[tuple, dict] = {}  # measured training-time estimates per config
         # set once warm_up has imported the engine: until then the GUI thread must not import torch
         # itself (seconds of a frozen window at start-up)
         self.ready = False
@@ -195,7 +196,34 @@ class Controller:
 
         return int(receptive_field(model_cfg))
 
+    def estimate_time(
+        self, model_cfg: C.ModelConfig, train_cfg: C.TrainConfig, progress: Progress, cancel: threading.Event
+    ) -> dict:
+        """*worker*: time a few real training steps of this model here (engine/speed_probe.py); cached."""
+        from lmstudio.engine.speed_probe import estimate_training_time
+
+        key = (dataclasses.astuple(model_cfg), dataclasses.astuple(train_cfg))
+        if key not in self._times:
+            result = estimate_training_time(model_cfg, train_cfg, cancel=cancel)
+            if not result:
+                return {}
+            self._times[key] = result
+        return dict(self._times[key])
+
     # ---- presets ----------------------------------------------------------------------------
+    def preset_description(self, name: str) -> str:
+        """The preset file's first comment line: what it is and what it costs."""
+        try:
+            lines = resources.preset_path(name).read_text(encoding="utf-8").splitlines()
+        except (resources.ResourceError, OSError):
+            return ""
+        text = []
+        for line in lines:
+            if not line.startswith("#"):
+                break
+            text.append(line.lstrip("# ").strip())
+        return " ".join(text)
+
     def presets(self) -> list[str]:
         try:
             return resources.list_presets()

@@ -8,7 +8,9 @@
 Without DISPLAY it starts ``Xvfb`` itself (apt-get install xvfb libxcb-icccm4 libxcb-keysyms1
 libxcb-cursor0) and re-runs under it with the real ``xcb`` platform, so the window is mapped by an X
 server and grabbed from the screen (``QScreen.grabWindow``), not rendered offscreen. It trains an LSTM
-and a Transformer on the 300 Tang Poems into a temporary runs folder, so it never touches ~/.lmstudio.
+and a Transformer on the 300 Tang Poems into a temporary runs folder, so it never touches ~/.lmstudio;
+the Transformer trains half its steps, then *Continue training* takes it the rest of the way, so the
+Training screenshot shows a resumed run's whole curve.
 """
 
 from __future__ import annotations
@@ -154,13 +156,19 @@ def _shoot(out: Path, steps: int, views: bool = False, chinese: bool = False) ->
         return 0
     runs = []
     for arch in ("lstm", "transformer"):
-        win.setup.set_config(base.override([f"name=tang-{arch}", f"model.arch={arch}"]))
+        half = [f"train.max_steps={max(steps // 2, 1)}"] if arch == "transformer" else []
+        win.setup.set_config(base.override([f"name=tang-{arch}", f"model.arch={arch}", *half]))
         wait(lambda: not win.setup.corpus.is_busy())
         win.start_training()
         wait(lambda: win.training.is_running())
         wait(lambda: not win.training.is_running())
         runs.append(win.training.run_dir)
         print(f"trained {arch}: {win.training.state} in {win.training.run_dir}")
+    # continue the Transformer (a finished run trains as many steps again): its whole curve, then more
+    win.continue_run(runs[-1])
+    wait(lambda: win.training.is_running())
+    wait(lambda: not win.training.is_running())
+    print(f"continued: {win.training.state} at step {win.run.step} in {win.training.run_dir}")
     win.training.log_box.setChecked(True)
     grab("training")
     win.tabs.setCurrentIndex(TAB_RUNS)

@@ -7,10 +7,12 @@ started with one name get two names everywhere; the Runs table says how each run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 
 from lmstudio import run_status
@@ -242,3 +244,40 @@ def test_runs_table_says_how_runs_ended_and_renames_and_deletes(qtbot, window, e
     assert renamed not in pane.run_paths()
     qtbot.waitUntil(lambda: shown_run(win) == "", timeout=TIMEOUT)
     assert errors.calls == []
+
+
+def test_setup_says_what_a_preset_is_what_the_run_would_cost_and_whether_tying_applies(qtbot, window):
+    win = window
+    model = win.setup.model
+    # first start: the default settings are tiny_tang's, and the preset box says so, with its description
+    assert model.presets.currentText() == "tiny_tang"
+    assert "few seconds" in model.preset_about.text()
+    model.presets.setCurrentText("gpt_shakespeare")
+    assert "Far too slow for a CPU" in model.preset_about.text()
+
+    qtbot.waitUntil(lambda: win.controller.ready, timeout=TIMEOUT)
+    win.setup.set_config(tiny_config("lstm", name="mine"))
+    assert model.presets.currentIndex() == -1  # not a preset's settings: no preset shown
+    label = win.setup.time_label
+    qtbot.waitUntil(lambda: "Estimated training time here" in label.text(), timeout=TIMEOUT)
+    est = win.setup.time_estimate
+    assert est["tokens_per_s"] > 0 and est["steps_timed"] >= 1
+    assert est["seconds"] == pytest.approx(est["per_step"] * (20 + 3 * 2 * 2 / 3))  # 20 steps, 3 evals
+
+    set_field(qtbot, win.setup.train.form, "max_steps", 10_000_000)
+    qtbot.waitUntil(lambda: "This run would take about" in label.text(), timeout=TIMEOUT)
+    assert win.setup.time_estimate["seconds"] > 15 * 60
+
+    # tying: a recurrent model whose hidden size differs from the embedding cannot tie, and says so
+    form = model.form
+    set_field(qtbot, form, "hidden_size", 64)
+    qtbot.waitUntil(lambda: "not applied" in model.tie_label.text(), timeout=TIMEOUT)
+    untied = win.controller.estimate(
+        dataclasses.replace(win.setup.config()[0].model, vocab_size=100), win.setup.config()[0].train
+    )[0]
+    set_field(qtbot, form, "hidden_size", 32)
+    qtbot.waitUntil(lambda: model.tie_label.text().startswith("applied"), timeout=TIMEOUT)
+    tied = win.controller.estimate(
+        dataclasses.replace(win.setup.config()[0].model, vocab_size=100), win.setup.config()[0].train
+    )[0]
+    assert tied < untied  # the count follows what is really built (independently: a real model's count)

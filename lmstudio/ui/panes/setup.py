@@ -25,6 +25,19 @@ from lmstudio.ui.controller import Controller
 from lmstudio.ui.panes.setup_corpus import CorpusPage
 from lmstudio.ui.panes.setup_model import Debouncer, ModelPage, TrainPage
 from lmstudio.ui.panes.setup_tokenizer import TokenizerPage
+from lmstudio.ui.workers import TaskWorker, start_worker
+
+LONG_RUN_S = 15 * 60  # warn above this: a class demo should not wait longer
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
 
 STEPS = ("1  Corpus", "2  Tokenizer", "3  Model", "4  Training")
 
@@ -57,8 +70,14 @@ class SetupPane(QWidget):
         self.start_btn = QPushButton("Start training ▶")
         self.start_btn.setObjectName("startTraining")
         self.start_btn.clicked.connect(self.start_requested)
+        self.time_label = QLabel("")
+        self.time_label.setObjectName("timeEstimate")
+        self.time_label.setWordWrap(True)
         bottom = QHBoxLayout()
-        bottom.addWidget(self.summary, 1)
+        summary_box = QVBoxLayout()
+        summary_box.addWidget(self.summary)
+        summary_box.addWidget(self.time_label)
+        bottom.addLayout(summary_box, 1)
         bottom.addWidget(self.start_btn)
         right = QVBoxLayout()
         right.addWidget(self.stack, 1)
@@ -68,6 +87,10 @@ class SetupPane(QWidget):
         layout.addLayout(right, 1)
 
         self._estimate = Debouncer(120, self._update_size, self)
+        self._timer = Debouncer(700, self._probe_time, self)  # typing pauses, then a short real probe
+        self._probe: TaskWorker | None = None
+        self._probe_key: tuple = ()
+        self.time_estimate: dict = {}  # the last estimate shown (seconds, tokens_per_s, device, ...)
         for form in self.forms():
             form.changed.connect(self.revalidate)
         self.train.name.textEdited.connect(self.revalidate)
@@ -101,6 +124,7 @@ class SetupPane(QWidget):
         for form in self.forms():
             form.set_values(getattr(cfg, form.section))
         self.model.form.set_arch(cfg.model.arch)
+        self.model.show_preset(cfg.name if cfg.name in self.controller.presets() else "")
         self.train.name.setText(cfg.name)
         if cfg.corpus.source and cfg.corpus.source != self.corpus.source:
             self.corpus.load(cfg.corpus.source)
@@ -206,3 +230,66 @@ class SetupPane(QWidget):
             self.model.show_size(None, None, error=f"size unknown ({exc})")
             return
         self.model.show_size(n, mem, note)
+        m = cfg.model
+        self.model.show_tying(m.arch, m.tie_weights, m.n_embd, m.hidden_size)
+        self._timer.poke()
+
+    # ---- the time estimate ------------------------------------------------------------------
+    def _probe_config(self):
+        cfg, errors = self.config()
+        if errors or not self.controller.ready:
+            return None
+        vocab, _ = self._vocab_size(cfg)
+        return dataclasses.replace(cfg.model, vocab_size=vocab), cfg.train
+
+    def _probe_time(self) -> None:
+        """Time a few real training steps of the current settings (in a worker), then show the estimate."""
+        configs = self._probe_config()
+        if configs is None:
+            self.time_label.setText("")
+            return
+        key = (dataclasses.astuple(configs[0]), dataclasses.astuple(configs[1]))
+        if key == self._probe_key and self.time_estimate:
+            return
+        if self._probe is not None:
+            self._timer.poke()  # one probe at a time: try again when this one is done
+            return
+        self._probe_key = key
+        model_cfg, train_cfg = configs
+        worker = TaskWorker(
+            lambda progress, cancel: self.controller.estimate_time(model_cfg, train_cfg, progress, cancel)
+        )
+        worker.done.connect(self._on_time)
+        worker.failed.connect(self._on_time_failed)
+        worker.finished.connect(self._on_probe_finished)
+        self._probe = worker
+        self.time_label.setText("Estimating the training time (timing a few steps)…")
+        start_worker(worker)
+
+    def _on_time(self, result: dict) -> None:
+        configs = self._probe_config()
+        current = configs and (dataclasses.astuple(configs[0]), dataclasses.astuple(configs[1]))
+        if not result or current != self._probe_key:
+            return  # cancelled, or the settings changed meanwhile (a new probe follows)
+        self.time_estimate = result
+        seconds = result["seconds"]
+        text = (
+            f"Estimated training time here: about {format_duration(seconds)} on {result['device']} "
+            f"({result['tokens_per_s']:,.0f} tokens/s, from {result['steps_timed']} timed steps; "
+            "an estimate: evaluations guessed, other load not counted)."
+        )
+        if seconds > LONG_RUN_S:
+            text = (
+                f"<span style='color:#b00020'><b>This run would take about {format_duration(seconds)}</b> "
+                f"on {result['device']}: fewer steps, a smaller model or another preset (baby_shakespeare on "
+                f"a CPU) finish sooner.</span> ({result['tokens_per_s']:,.0f} tokens/s measured; an estimate)"
+            )
+        self.time_label.setText(text)
+
+    def _on_time_failed(self, message: str) -> None:
+        self.time_label.setText(
+            f"No time estimate: {message.splitlines()[0] if message else 'unknown error'}"
+        )
+
+    def _on_probe_finished(self) -> None:
+        self._probe = None

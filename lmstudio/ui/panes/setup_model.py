@@ -70,6 +70,11 @@ class ModelPage(QWidget):
         preset_row.addWidget(QLabel("Preset:"))
         preset_row.addWidget(self.presets, 1)
         preset_row.addWidget(self.load_preset_btn)
+        self.preset_about = QLabel("")
+        self.preset_about.setObjectName("presetAbout")
+        self.preset_about.setWordWrap(True)
+        self.presets.currentTextChanged.connect(self._describe_preset)
+        self.presets.setPlaceholderText("choose a preset…")
         self.form = ConfigForm("model", exclude=("vocab_size",))
         self.params_label = QLabel("–")
         self.params_label.setObjectName("paramCount")
@@ -84,6 +89,10 @@ class ModelPage(QWidget):
         self.reach_label.setObjectName("receptiveField")
         self.reach_label.setWordWrap(True)
         size_form.addRow("Receptive field", self.reach_label)
+        self.tie_label = QLabel("")
+        self.tie_label.setObjectName("tieNote")
+        self.tie_label.setWordWrap(True)
+        size_form.addRow("Tied embeddings", self.tie_label)
         self._size_form = size_form
         body = QWidget()
         body_layout = QVBoxLayout(body)
@@ -92,14 +101,42 @@ class ModelPage(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
         layout.addLayout(preset_row)
+        layout.addWidget(self.preset_about)
         layout.addWidget(scrolled(body), 1)
         layout.addWidget(size_box)
         self.form.changed.connect(self._sync_arch)
 
     def set_presets(self, names: list[str]) -> None:
+        self.presets.blockSignals(True)
         self.presets.clear()
         self.presets.addItems(names)
+        self.presets.setCurrentIndex(-1)  # none chosen until a config says which (show_preset)
+        self.presets.blockSignals(False)
         self.load_preset_btn.setEnabled(bool(names))
+        self._describe_preset(self.presets.currentText())
+
+    def show_preset(self, name: str) -> None:
+        """Select ``name`` when the settings shown are that preset's, else no preset (placeholder)."""
+        self.presets.setCurrentIndex(self.presets.findText(name) if name else -1)
+        self._describe_preset(self.presets.currentText())
+
+    def _describe_preset(self, name: str) -> None:
+        about = self.controller.preset_description(name) if name else ""
+        self.preset_about.setText(f"<i>{about}</i>" if about else "")
+        self.presets.setToolTip(about)
+
+    def show_tying(self, arch: str, tie: bool, n_embd: int, hidden: int) -> None:
+        """Say whether tying applies: a recurrent model ties only when its hidden size is the embedding size."""
+        recurrent = arch in ("rnn", "lstm", "gru")
+        self._size_form.setRowVisible(self.tie_label, tie and recurrent)
+        if tie and recurrent and hidden != n_embd:
+            self.tie_label.setText(
+                f"<span style='color:#b35900'>not applied: the {arch.upper()}'s output (hidden size {hidden}) "
+                f"must be as wide as the embedding ({n_embd}) to share its matrix; set them equal to tie. "
+                "The parameter count is for untied weights.</span>"
+            )
+        elif tie and recurrent:
+            self.tie_label.setText("applied: input and output share one matrix (counted once)")
 
     def _sync_arch(self) -> None:
         values, _ = self.form.raw_values()
