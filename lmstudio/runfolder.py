@@ -463,8 +463,10 @@ def run_summary(folder: Path) -> RunSummary | None:
     meta = weights_metadata(latest) if latest.is_file() else {}
     created = cfg_path.stat().st_mtime
     updated = latest.stat().st_mtime if latest.is_file() else created
-    steps, max_steps = _whole(meta.get("step")), _whole(train.get("max_steps"))
     status = run_status.read_status(folder)
+    # a continued run may have been given more steps than its config.json says: the status knows
+    steps = _whole(meta.get("step"))
+    max_steps = _whole(status.get("max_steps")) or _whole(train.get("max_steps"))
     state = run_status.state_of(status, steps, max_steps)
     return RunSummary(
         path=str(folder),

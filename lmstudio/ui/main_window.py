@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
         self.training = TrainingPane(self.run)
         self.runs = RunsPane(self.controller, self.run)
         self.runs.bakeoff.busy = self.training.is_running
+        self.setup.probe_blocked = lambda: self.run.is_running() or self.runs.bakeoff.is_running()
         self.generate_pane = GenerationPane(self.session_controller, follower=self.follower)
         self.inspect_pane = InspectorPane(self.session_controller, follower=self.follower)
         self.tabs = QTabWidget()
@@ -217,6 +218,7 @@ class MainWindow(QMainWindow):
             )
             return
         self._save_settings()
+        self.setup.cancel_probe()
         self.tabs.setCurrentIndex(TAB_TRAINING)
         self.training.start(cfg)
 
@@ -242,6 +244,7 @@ class MainWindow(QMainWindow):
                 f"The run had finished; continuing to step {cfg.train.max_steps:,}.", 8000
             )
         self.tabs.setCurrentIndex(TAB_TRAINING)
+        self.setup.cancel_probe()
         self.training.start(cfg, resume_dir=run_dir)  # its whole history first, then the live points
 
     def _used_budget(self, run_dir: str, budget: float) -> bool:

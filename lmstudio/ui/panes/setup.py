@@ -8,6 +8,7 @@ is enabled only when the whole configuration is valid.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -91,6 +92,8 @@ class SetupPane(QWidget):
         self._probe: TaskWorker | None = None
         self._probe_key: tuple = ()
         self.time_estimate: dict = {}  # the last estimate shown (seconds, tokens_per_s, device, ...)
+        # the window says when the machine is busy training: a probe then would slow the run down
+        self.probe_blocked: Callable[[], bool] = lambda: False
         for form in self.forms():
             form.changed.connect(self.revalidate)
         self.train.name.textEdited.connect(self.revalidate)
@@ -251,6 +254,10 @@ class SetupPane(QWidget):
         key = (dataclasses.astuple(configs[0]), dataclasses.astuple(configs[1]))
         if key == self._probe_key and self.time_estimate:
             return
+        if self.probe_blocked():
+            self.time_label.setText("The training time is estimated when no run is training.")
+            self._probe_key = ()
+            return
         if self._probe is not None:
             self._timer.poke()  # one probe at a time: try again when this one is done
             return
@@ -290,6 +297,12 @@ class SetupPane(QWidget):
         self.time_label.setText(
             f"No time estimate: {message.splitlines()[0] if message else 'unknown error'}"
         )
+
+    def cancel_probe(self) -> None:
+        """Stop timing (training is about to start and needs the machine)."""
+        if self._probe is not None:
+            self._probe.cancel()
+        self._timer.stop()
 
     def _on_probe_finished(self) -> None:
         self._probe = None
