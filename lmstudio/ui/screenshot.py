@@ -142,6 +142,10 @@ def _shoot(out: Path, steps: int, views: bool = False, chinese: bool = False) ->
     wait(lambda: win.setup.corpus.builtins.count() > 0 and not win.setup.corpus.is_busy())
     wait(lambda: not win.device_label.text().startswith("Device: detecting"))  # the engine has loaded
     win.setup.steps.setCurrentRow(0)
+    try:  # the measured training-time estimate under the summary line
+        wait(lambda: "training time here" in win.setup.time_label.text(), timeout=60)
+    except TimeoutError:
+        print("screenshot: no time estimate yet", file=sys.stderr)
     grab("setup")
     win.setup.steps.setCurrentRow(1)
     win.setup.tokenizer.build()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from lmstudio import run_status
 from lmstudio.cli import main
 from lmstudio.config import RunConfig
 from lmstudio.engine import checkpoint as ckpt
@@ -176,7 +177,8 @@ def losses(run: Path) -> dict[int, float]:
 
 def reference_run(tmp_path, *overrides: str) -> Path:
     run = tmp_path / "reference"
-    events = list(Trainer(tiny_config(*overrides), run, cache_dir=tmp_path / "cache").run())
+    trainer = Trainer(tiny_config(*overrides), run, cache_dir=tmp_path / "cache")
+    events = list(run_status.record(trainer.run(), run))  # status.json too, as `lmstudio train` writes it
     assert isinstance(events[-1], Finished), events[-1]
     return run
 
@@ -270,7 +272,7 @@ def test_two_ranks_give_the_per_step_losses_of_one_process_with_the_double_batch
     ref_evals = [
         (r["step"], r["val_loss"], r["train_loss"], r["val_acc"]) for r in metrics(ref, "EvalMetrics")
     ]
-    assert [e[0] for e in evals] == [e[0] for e in ref_evals] == [6, 12]
+    assert [e[0] for e in evals] == [e[0] for e in ref_evals] == [0, 6, 12]  # step 0: the untrained model
     for a, b in zip(
         evals, ref_evals, strict=True
     ):  # evaluation averaged over the ranks' halves = the whole batches
