@@ -399,6 +399,7 @@ class MainWindow(QMainWindow):
 
     def _shutdown_workers(self) -> None:
         """Ask every background task to end and wait for it, so no thread outlives the window."""
+        self.setup.shutdown()
         shutdown = getattr(self.session_controller, "shutdown", None)
         if callable(shutdown):
             shutdown()

@@ -94,6 +94,7 @@ class SetupPane(QWidget):
         self.time_estimate: dict = {}  # the last estimate shown (seconds, tokens_per_s, device, ...)
         # the window says when the machine is busy training: a probe then would slow the run down
         self.probe_blocked: Callable[[], bool] = lambda: False
+        self._closed = False
         for form in self.forms():
             form.changed.connect(self.revalidate)
         self.train.name.textEdited.connect(self.revalidate)
@@ -247,6 +248,8 @@ class SetupPane(QWidget):
 
     def _probe_time(self) -> None:
         """Time a few real training steps of the current settings (in a worker), then show the estimate."""
+        if self._closed:
+            return
         configs = self._probe_config()
         if configs is None:
             self.time_label.setText("")
@@ -303,6 +306,11 @@ class SetupPane(QWidget):
         if self._probe is not None:
             self._probe.cancel()
         self._timer.stop()
+
+    def shutdown(self) -> None:
+        """The window is closing: no new probe may start (a queued timer event would start one)."""
+        self._closed = True
+        self.cancel_probe()
 
     def _on_probe_finished(self) -> None:
         self._probe = None
