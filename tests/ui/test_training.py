@@ -57,9 +57,14 @@ def fill_tiny(qtbot, win, arch: str) -> None:
 
 def train_through_button(qtbot, win) -> tuple[str, str]:
     assert win.setup.start_btn.isEnabled(), win.setup.summary.text()
+    # Start refuses (with a message) while the corpus or the tokenizer is still being prepared
+    qtbot.waitUntil(
+        lambda: not win.setup.corpus.is_busy() and not win.setup.tokenizer.is_busy(), timeout=TIMEOUT
+    )
     with qtbot.waitSignal(win.training.run_finished, timeout=TIMEOUT) as blocker:
         qtbot.mouseClick(win.setup.start_btn, Qt.MouseButton.LeftButton)
-        assert win.tabs.currentIndex() == TAB_TRAINING
+        # if Start refused, the status bar (or an error dialog the test records) says why
+        assert win.tabs.currentIndex() == TAB_TRAINING, (win.statusBar().currentMessage(), win.run.state)
     qtbot.waitUntil(lambda: not win.training.is_running(), timeout=TIMEOUT)
     return tuple(blocker.args)
 
