@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import platform
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -60,13 +60,14 @@ def record(events: Iterable[Any], run_dir: str | Path | None = None) -> Iterator
                     "max_steps": ev.max_steps,
                     "elapsed": 0.0,
                     "pid": os.getpid(),
-                    "host": socket.gethostname(),
+                    "host": platform.node(),
                     "started": time.time(),
                 }
                 _write(folder, status)
             elif kind == "StepMetrics":
                 status.update(step=ev.step, max_steps=ev.max_steps, elapsed=ev.elapsed)
-            elif kind in ("Finished", "Failed") and folder is not None and folder.is_dir():
+            elif kind in ("Finished", "Failed") and status and folder is not None and folder.is_dir():
+                # only a run that started has a status: a refused start (a folder that is not ours) gets none
                 status.update(step=ev.step, ended=time.time())
                 if kind == "Finished":
                     status.update(state=FINISHED if ev.reason == "completed" else STOPPED)
@@ -94,7 +95,7 @@ def _alive(status: dict[str, Any]) -> bool:
     pid = status.get("pid")
     if not isinstance(pid, int):
         return False
-    if status.get("host") != socket.gethostname():
+    if status.get("host") != platform.node():
         return True  # trained on another machine (a shared folder): the file is all we know
     try:
         os.kill(pid, 0)

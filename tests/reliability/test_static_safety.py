@@ -38,7 +38,12 @@ FORBIDDEN_MODULES = {
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__"}
 # the screenshot tool (``python -m lmstudio.ui.screenshot``, for developers) starts Xvfb with fixed
 # arguments; the app never imports it (checked below)
-ALLOWED = {"lmstudio/ui/screenshot.py": {"imports subprocess"}}
+# the multi-GPU child run starts our own CLI (``sys.executable -m lmstudio train``) with arguments built
+# from the validated config, never a shell and never a user's command
+ALLOWED = {
+    "lmstudio/ui/screenshot.py": {"imports subprocess"},
+    "lmstudio/engine/child_run.py": {"imports subprocess"},
+}
 FORBIDDEN_ATTRS = {("os", "system"), ("os", "popen"), ("os", "execv"), ("os", "execve"), ("os", "spawnv")}
 
 
@@ -110,6 +115,8 @@ def test_the_package_never_unpickles_fetches_or_executes():
 
 def test_the_allowed_exceptions_are_never_imported_by_the_app():
     for path in _sources():
+        if path.name.startswith("screenshot"):
+            continue  # the tool's own modules may import each other; the app must not import any of them
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             names = (
