@@ -17,6 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+# one colour per token kind (Okabe-Ito, readable by the colour-blind), grey for "mixed": the embedding
+# map's palette, shared by the app's view and the CLI's PNG
+KIND_RGB = {
+    "letter": (0, 114, 178),
+    "digit": (230, 159, 0),
+    "space": (86, 180, 233),
+    "punctuation": (213, 94, 0),
+    "CJK": (0, 158, 115),
+    "byte": (204, 121, 167),
+    "unknown": (0, 0, 0),
+    "mixed": (150, 150, 150),
+}
+
 # matplotlib's viridis at 11 evenly spaced points: perceptually uniform, readable in grey and by the colour-blind
 VIRIDIS = np.array(
     [

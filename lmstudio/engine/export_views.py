@@ -17,17 +17,7 @@ from lmstudio.engine.embeddings import KINDS, EmbeddingMap
 from lmstudio.engine.lens import Lens
 
 _GW, _GH = 6, 10  # glyph size of export's font
-# one colour per token kind (Okabe-Ito, readable by the colour-blind), grey for "mixed"
-KIND_RGB = {
-    "letter": (0, 114, 178),
-    "digit": (230, 159, 0),
-    "space": (86, 180, 233),
-    "punctuation": (213, 94, 0),
-    "CJK": (0, 158, 115),
-    "byte": (204, 121, 167),
-    "unknown": (0, 0, 0),
-    "mixed": (150, 150, 150),
-}
+KIND_RGB = export.KIND_RGB
 
 
 def _ascii(label: str, n: int) -> str:

@@ -17,17 +17,9 @@ from PySide6.QtCore import QPointF, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
 
-# one colour per token kind (Okabe-Ito: readable by the colour-blind); the same as the CLI's PNG
-KIND_COLOURS = {
-    "letter": (0, 114, 178),
-    "digit": (230, 159, 0),
-    "space": (86, 180, 233),
-    "punctuation": (213, 94, 0),
-    "CJK": (0, 158, 115),
-    "byte": (204, 121, 167),
-    "unknown": (0, 0, 0),
-    "mixed": (150, 150, 150),
-}
+from lmstudio.matrix_export import KIND_RGB
+
+KIND_COLOURS = KIND_RGB  # the same palette as the CLI's PNG
 BY_KIND, BY_FREQUENCY = "kind", "frequency"
 MAX_LABELS = 150
 # a point counts as under the pointer within this many pixels
