@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QLineEdit
 
 from lmstudio import config as C
 from lmstudio.ui.widgets.config_form import ConfigForm
+from lmstudio.ui.widgets.heatmap import Heatmap
 from lmstudio.ui.widgets.plots import MetricPlot
 from lmstudio.ui.widgets.series import Series
 from lmstudio.ui.widgets.token_preview import TOKEN_COLOURS, TokenPreview
@@ -181,3 +182,33 @@ def test_metric_plot_keeps_100k_points_downsampled(qtbot):
     plot.autoscale()
     # what is drawn, after downsampling: about a few points per pixel of width, not 100k
     qtbot.waitUntil(lambda: curve.getData()[0] is not None and curve.getData()[0].size < 20_000, timeout=3000)
+
+
+def test_heatmap_updates_its_items_in_place_and_rebuilds_only_for_a_new_shape(qtbot):
+    hm = Heatmap()
+    qtbot.addWidget(hm)
+    rng = np.random.default_rng(0)
+    labels = [f"t{i}" for i in range(5)]
+    first = [rng.random((5, 5)) for _ in range(4)]
+    hm.set_grid(first, labels, labels, titles=[f"head {h + 1}" for h in range(4)], levels=(0.0, 1.0))
+    images, plots, bar = list(hm.images), list(hm.plots), hm.colorbar
+    assert hm.builds == 1 and len(images) == 4
+    second = [rng.random((5, 5)) * 2 for _ in range(4)]
+    hm.set_grid(second, labels, labels, titles=["a", "b", "c", "d"], levels=(0.0, 2.0), cmap="CET-D1")
+    # the same items, showing the new numbers on the new scale, titles and colour map
+    assert hm.builds == 1 and hm.images == images and hm.plots == plots and hm.colorbar is bar
+    for image, m in zip(hm.images, second, strict=True):
+        np.testing.assert_array_equal(image.image, m.astype(np.float32))
+        assert tuple(image.getLevels()) == (0.0, 2.0)
+    assert plots[2].titleLabel.text == "c"
+    assert hm.images[0].getColorMap().name == "CET-D1"
+    # other labels: new ticks on the same items
+    hm.set_grid(second, list("abcde"), list("abcde"), titles=["a", "b", "c", "d"], levels=(0.0, 2.0))
+    assert [lab for _, lab in plots[0].getAxis("left")._tickLevels[0]] == list("abcde")
+    assert hm.builds == 1
+    # another shape, or another number of matrices: built anew
+    hm.set_grid([rng.random((6, 6))], labels + ["t5"], labels + ["t5"])
+    assert hm.builds == 2 and len(hm.images) == 1 and hm.images[0] not in images
+    hm.clear()
+    hm.set_grid([rng.random((6, 6))], labels + ["t5"], labels + ["t5"])
+    assert hm.builds == 3

@@ -22,41 +22,29 @@ from PySide6.QtWidgets import (
 )
 
 from lmstudio import matrix_export as export
+from lmstudio.ui.panes.inspect_views import (
+    ACTIVATIONS,
+    ALL_HEADS,
+    ATTENTION,
+    LOSS,
+    attention_matrices,
+    show_attention,
+    show_signal,
+    show_token_losses,
+    signal_matrix,
+)
 from lmstudio.ui.run_follower import RunFollower, RunHeader
 from lmstudio.ui.session_controller import SessionController
 from lmstudio.ui.widgets.embedding_map import EmbeddingMap
 from lmstudio.ui.widgets.heatmap import Heatmap
 from lmstudio.ui.widgets.lens_grid import LensGrid
-from lmstudio.ui.widgets.token_text import TokenText, legend, strength_from_prob
+from lmstudio.ui.widgets.token_text import TokenText, legend
 
-ATTENTION, ACTIVATIONS, LOSS = "Attention", "Hidden states and gates", "Per-token loss"
 # the logit lens (Transformer, convolutional: a residual stream) or layer readout (recurrent); the embedding map
 LENS, READOUT, EMBEDDINGS = "Logit lens", "Layer readout", "Embedding map"
 LENS_VIEWS = (LENS, READOUT)
 # the stack's pages by view
 _PAGE = {LOSS: 1, LENS: 2, READOUT: 2, EMBEDDINGS: 3}
-ALL_HEADS = "All heads (grid)"
-
-ATTENTION_CAPTION = (
-    "Colour = attention weight: how much each query token (row) attends to each key token "
-    "(column); every row sums to 1. Grey above the diagonal is the causal mask: a token "
-    "never sees the tokens after it."
-)
-_SIGNAL_CAPTIONS = {
-    "hidden": "Colour = hidden-state value of each unit (row) after reading each token (column).",
-    "cell": "Colour = LSTM memory cell c of each unit (row) after each token (column): what it carries forward.",
-    "gate.input": "Colour = input gate (0 closed ... 1 open): how much of the new candidate is written to memory.",
-    "gate.forget": "Colour = forget gate (0 forget ... 1 keep): how much of the old memory survives each step.",
-    "gate.output": "Colour = output gate (0 closed ... 1 open): how much of the memory is shown as the hidden state.",
-    "gate.cell": "Colour = candidate value g (-1 ... 1) the LSTM may write into its memory.",
-    "gate.reset": "Colour = reset gate (0 ... 1): how much of the previous state feeds the new candidate.",
-    "gate.update": "Colour = update gate (0 take the new candidate ... 1 keep the old state).",
-    "gate.new": "Colour = candidate state n (-1 ... 1) the GRU blends in.",
-    "gate.glu": "Colour = the gated linear unit's gate (0 closed ... 1 open): how much of each convolution "
-    "channel (row) passes at each token (column).",
-    "reach": "Lit = the tokens (columns) this layer's output at each position (row) can see: its receptive "
-    "field. It grows layer by layer; the first positions of a text see only as far back as its start.",
-}
 
 
 class InspectorPane(QWidget):
@@ -310,21 +298,7 @@ class InspectorPane(QWidget):
     @Slot(dict)
     def _on_losses(self, result: dict) -> None:
         self.losses = result
-        rows = result["rows"]
-        self.loss_text.clear_tokens(result["first"])
-        for r in rows:
-            alts = "\n".join(f"  {t}  {p:.3f}" for t, p in r["top"])
-            self.loss_text.append_token(
-                r["token"],
-                strength_from_prob(r["prob"]),
-                f"p = {r['prob']:.3f}, loss = {r['loss']:.2f} nats\nlikeliest here:\n{alts}",
-                unk=r.get("unk", False),
-            )
-        mean = float(np.mean([r["loss"] for r in rows]))
-        self.loss_summary.setText(
-            f"{len(rows)} predictions: mean loss {mean:.3f} nats, "
-            f"perplexity {np.exp(mean):.2f}. Hover a token for details."
-        )
+        self.loss_summary.setText(show_token_losses(self.loss_text, result["first"], result["rows"]))
         self._select_view(LOSS)
 
     @Slot(dict)
@@ -370,23 +344,16 @@ class InspectorPane(QWidget):
         view = self.view_combo.currentText()
         layer = max(0, self.layer_combo.currentIndex())
         if view == ATTENTION and self.attention is not None:
-            w = self.attention["weights"][min(layer, len(self.attention["weights"]) - 1)]  # (H, T, T)
-            T = w.shape[-1]
-            masked = w.astype(np.float32).copy()
-            masked[:, np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] = np.nan
-            head = self.head_combo.currentText()
-            chosen = list(masked) if head == ALL_HEADS or not head else [masked[int(head) - 1]]
-            return chosen, self.attention["tokens"], self.attention["tokens"]
+            tokens = self.attention["tokens"]
+            return (
+                attention_matrices(self.attention["weights"], layer, self.head_combo.currentText()),
+                tokens,
+                tokens,
+            )
         if view == ACTIVATIONS and self.activations is not None:
             name = self.signal_combo.currentText() or "hidden"
-            maps = self.activations["maps"].get(name)
-            if maps is None:
-                return None
-            tokens = self.activations["tokens"]
-            if name == "reach":  # (T, T) position x input token, shown like an attention map
-                return [maps[min(layer, len(maps) - 1)]], tokens, tokens
-            m = maps[min(layer, len(maps) - 1)].T  # (units, T)
-            return [m], [f"unit {i}" for i in range(m.shape[0])], tokens
+            shown = signal_matrix(self.activations["maps"], name, layer, self.activations["tokens"])
+            return None if shown is None else ([shown[0]], shown[1], shown[2])
         return None
 
     @Slot()
@@ -405,44 +372,14 @@ class InspectorPane(QWidget):
             self.note.setText("")
             return
         matrices, rows, cols = current
+        layer = max(0, self.layer_combo.currentIndex())
         if view == ATTENTION:
-            head = self.head_combo.currentText()
-            titles = (
-                [f"head {h + 1}" for h in range(len(matrices))] if head == ALL_HEADS else [f"head {head}"]
-            )
-            top = max(float(np.nanmax(m)) for m in matrices)
-            self.heatmap.set_grid(
-                matrices,
-                rows,
-                cols,
-                titles=titles,
-                levels=(0.0, max(top, 1e-6)),
-                caption=ATTENTION_CAPTION + f" Layer {self.layer_combo.currentText()}.",
-                row_name="query",
-                col_name="key",
-                bar_label="attention weight",
-            )
+            show_attention(self.heatmap, matrices, rows, self.head_combo.currentText(), layer)
             self.note.setText(self.attention["note"])
         else:
             name = self.signal_combo.currentText() or "hidden"
-            m = matrices[0]
-            reach = name == "reach"
-            gate = reach or (name.startswith("gate.") and name not in ("gate.cell", "gate.new"))
-            bound = float(np.nanmax(np.abs(m))) or 1.0
-            caption = _SIGNAL_CAPTIONS.get(name, f"Colour = {name}.")
-            if name == "hidden" and self.activations.get("arch") in ("transformer", "conv"):
-                caption = "Colour = the residual stream (the block's output) of each dimension (row) at each token (column)."
-            self.heatmap.set_matrix(
-                m,
-                rows,
-                cols,
-                levels=(0.0, 1.0) if gate else (-bound, bound),
-                cmap="viridis" if gate else "CET-D1",
-                caption=caption,
-                row_name="position" if reach else "unit",
-                col_name="input token" if reach else "token",
-                bar_label=name,
-                title=f"layer {self.layer_combo.currentText()}: {name}",
+            show_signal(
+                self.heatmap, (matrices[0], rows, cols), name, layer, self.activations.get("arch", "")
             )
             self.note.setText(self.activations["note"])
 

@@ -13,67 +13,39 @@ import csv
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Signal
-from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QToolTip, QWidget
 
-pg.setConfigOptions(imageAxisOrder="row-major")
+from lmstudio.ui.widgets.matrix_plots import MatrixPlots, token_ticks
 
 # cells with more text than this are left unwritten (hover still tells): labels would overlap
 _MAX_WRITTEN = 1600
 _MAX_TICKS = 64
 
 
-def _ticks(labels: list[str]) -> list[list[tuple[float, str]]]:
-    every = max(1, int(np.ceil(len(labels) / _MAX_TICKS)))
-    return [[(i + 0.5, lab) for i, lab in enumerate(labels) if i % every == 0]]
-
-
-class LensGrid(QWidget):
-    hovered = Signal(str)
-
+class LensGrid(MatrixPlots):
     def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.view = pg.GraphicsLayoutWidget()
-        self.view.setBackground("w")
-        self.caption = QLabel()
-        self.caption.setWordWrap(True)
-        self.readout = QLabel(" ")
-        self.readout.setWordWrap(True)
-        # two lines, always: a read-out that grew with its text would move the plot under the pointer
-        self.readout.setFixedHeight(2 * self.readout.fontMetrics().lineSpacing() + 4)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.caption)
-        layout.addWidget(self.view, 1)
-        layout.addWidget(self.readout)
+        super().__init__(parent, readout_lines=2)
         self.result: dict | None = None
         self.order: list[int] = []  # displayed row i shows result row order[i] (output on top)
         self.plot: pg.PlotItem | None = None
         self.image: pg.ImageItem | None = None
         self.texts: list[pg.TextItem] = []
-        self.view.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
     # ---- content ---------------------------------------------------------------------------------
     def set_lens(self, result: dict) -> None:
-        self.view.clear()
+        self.clear_plots()
         self.result = result
         R, T, _ = result["top_probs"].shape
         self.order = list(range(R))[::-1]
         probs = result["top_probs"][self.order, :, 0].astype(np.float32)  # (R, T)
-        plot = self.view.addPlot(row=0, col=0)
-        plot.invertY(True)
-        plot.setMenuEnabled(False)
-        plot.hideButtons()
+        plot = self.add_plot(0, 0)
         plot.setMouseEnabled(x=False, y=False)
-        image = pg.ImageItem(probs, levels=(0.0, 1.0))
-        image.setColorMap(pg.colormap.get("viridis"))
-        plot.addItem(image)
-        plot.setRange(xRange=(0, T), yRange=(0, R), padding=0)
-        plot.getAxis("left").setTicks(_ticks([result["rows"][r] for r in self.order]))
-        plot.getAxis("bottom").setTicks(_ticks(result["tokens"]))
+        image = self.add_image(plot, probs, (0.0, 1.0), "viridis")
+        plot.getAxis("left").setTicks(token_ticks([result["rows"][r] for r in self.order], _MAX_TICKS))
+        plot.getAxis("bottom").setTicks(token_ticks(result["tokens"], _MAX_TICKS))
         nexts = [result["labels"].get(int(n), "") if n >= 0 else "?" for n in result["target_ids"]]
         plot.showAxis("top")
-        plot.getAxis("top").setTicks(_ticks([f"\u2192{n}" for n in nexts]))
+        plot.getAxis("top").setTicks(token_ticks([f"\u2192{n}" for n in nexts], _MAX_TICKS))
         plot.getAxis("top").setLabel("actual next token")
         plot.getAxis("bottom").setLabel("input token")
         correct = result["correct"][self.order]  # (R, T)
@@ -103,15 +75,7 @@ class LensGrid(QWidget):
                     item.setZValue(10)
                     plot.addItem(item)
                     self.texts.append(item)
-        bar = pg.ColorBarItem(
-            values=(0.0, 1.0),
-            colorMap=pg.colormap.get("viridis"),
-            interactive=False,
-            label="probability of the top prediction",
-            width=15,
-        )
-        bar.setImageItem(image)
-        self.view.addItem(bar, row=0, col=1)
+        self.add_colorbar([image], (0.0, 1.0), "viridis", "probability of the top prediction", 1, 1)
         self.plot, self.image = plot, image
         what = (
             "the output head on each layer's hidden state"
@@ -151,13 +115,16 @@ class LensGrid(QWidget):
                     w.writerow(line)
 
     def clear(self) -> None:
-        self.view.clear()
+        self.clear_plots()
         self.result, self.plot, self.image, self.texts, self.order = None, None, None, [], []
         self.caption.setText("")
         self.readout.setText(" ")
 
     # ---- hover ----------------------------------------------------------------------------------
-    def cell_text(self, row: int, col: int) -> str:
+    def cell_shape(self, k: int) -> tuple[int, int]:
+        return (len(self.order), len(self.result["tokens"])) if self.result is not None else (0, 0)
+
+    def cell_text(self, k: int, row: int, col: int) -> str:
         """The hover text of displayed cell (row, col); row 0 is the model's output."""
         res = self.result
         assert res is not None
@@ -175,22 +142,8 @@ class LensGrid(QWidget):
         )
         return f"{res['rows'][r]}, after {res['tokens'][col]!r} ({col}): {top}. {actual}"
 
-    def cell_center(self, row: int, col: int):
-        """Widget point in the middle of displayed cell (row, col) (tests hover there)."""
-        assert self.plot is not None
-        scene = self.plot.getViewBox().mapViewToScene(QPointF(col + 0.5, row + 0.5))
-        return self.view.mapFromScene(scene)
-
-    def _on_mouse_moved(self, pos) -> None:
-        if self.plot is None or self.result is None or not self.plot.sceneBoundingRect().contains(pos):
-            return
-        p = self.plot.getViewBox().mapSceneToView(pos)
-        row, col = int(np.floor(p.y())), int(np.floor(p.x()))
-        R, T = len(self.order), len(self.result["tokens"])
-        if 0 <= row < R and 0 <= col < T:
-            text = self.cell_text(row, col)
-            self.readout.setText(text)
-            self.view.setToolTip(text.replace(": ", ":\n", 1).replace(". actual", ".\nactual"))
-            if self.view.underMouse():
-                QToolTip.showText(self.view.mapToGlobal(self.view.mapFromScene(pos)), self.view.toolTip())
-            self.hovered.emit(text)
+    def show_hover(self, text: str, pos) -> None:
+        self.view.setToolTip(text.replace(": ", ":\n", 1).replace(". actual", ".\nactual"))
+        if self.view.underMouse():
+            QToolTip.showText(self.view.mapToGlobal(self.view.mapFromScene(pos)), self.view.toolTip())
+        super().show_hover(text, pos)
