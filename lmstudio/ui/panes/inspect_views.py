@@ -1,16 +1,18 @@
 """How the Inspect tab draws a view, shared by its live mode (``inspector.py``: computed from a checkpoint)
 and its time-lapse (``timelapse.py``: read from the frames recorded while training).
 
-Plain functions from arrays to widgets: attention maps (L, H, T, T), recurrent signals {name: (L, T, width)}
-and per-token loss rows.
+Plain functions from arrays to widgets (attention maps (L, H, T, T), recurrent signals {name: (L, T, width)},
+per-token loss rows) and to CSV files.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from lmstudio import matrix_export
 from lmstudio.ui.widgets.heatmap import Heatmap
-from lmstudio.ui.widgets.token_text import TokenText, strength_from_prob
+from lmstudio.ui.widgets.token_text import TokenText, legend, strength_from_prob
 
 ATTENTION, ACTIVATIONS, LOSS = "Attention", "Hidden states and gates", "Per-token loss"
 ALL_HEADS = "All heads (grid)"
@@ -121,3 +123,76 @@ def show_token_losses(text: TokenText, first: str, rows: list[dict]) -> str:
         f"{len(rows)} predictions: mean loss {mean:.3f} nats, perplexity {np.exp(mean):.2f}. "
         "Hover a token for details."
     )
+
+
+def set_items(combo: QComboBox, items: list[str], *, keep: bool = True) -> None:
+    """Offer ``items`` (without signals: the caller redraws once); ``keep``: the choice stays if offered.
+    Nothing changes when the items are the ones offered already."""
+    if [combo.itemText(i) for i in range(combo.count())] == items:
+        return
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(items)
+    if keep and current in items:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
+
+
+def save_matrices_csv(matrices: list[np.ndarray], rows: list[str], cols: list[str], path: str) -> None:
+    """The heatmap's numbers; all heads stacked, each row labelled with its head."""
+    if len(matrices) > 1:
+        labels = [f"head {h + 1}: {r}" for h in range(len(matrices)) for r in rows]
+        matrix_export.save_matrix_csv(np.concatenate(matrices, axis=0), path, labels, cols)
+    else:
+        matrix_export.save_matrix_csv(matrices[0], path, rows, cols)
+
+
+def save_losses_csv(rows: list[dict], path: str) -> None:
+    losses = np.array([[r["loss"], r["prob"]] for r in rows])
+    matrix_export.save_matrix_csv(losses, path, [r["token"] for r in rows], ["loss_nats", "prob"])
+
+
+# ---- widgets both modes lay out alike ----------------------------------------------------------------
+class ViewChoice:
+    """The Show / Layer / Head / Signal choosers and their row (``row``; more widgets may be added to it)."""
+
+    def __init__(self) -> None:
+        self.view, self.layer, self.head, self.signal = QComboBox(), QComboBox(), QComboBox(), QComboBox()
+        self.signal.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.signal.setMinimumContentsLength(11)
+        self.row = QHBoxLayout()
+        for label, combo in (
+            ("Show", self.view),
+            ("Layer", self.layer),
+            ("Head", self.head),
+            ("Signal", self.signal),
+        ):
+            self.row.addWidget(QLabel(label))
+            self.row.addWidget(combo)
+        self.row.addStretch(1)
+
+    def combos(self) -> tuple[QComboBox, QComboBox, QComboBox, QComboBox]:
+        return self.view, self.layer, self.head, self.signal
+
+    def enable_for(self, view: str) -> None:
+        """Only the choosers that apply to ``view``."""
+        self.head.setEnabled(view == ATTENTION)
+        self.layer.setEnabled(view in (ATTENTION, ACTIVATIONS))
+        self.signal.setEnabled(view == ACTIVATIONS)
+
+
+def loss_page(text: TokenText, summary: QLabel) -> QWidget:
+    """The per-token loss view: a summary line, the coloured text, the colours' legend."""
+    page = QWidget()
+    layout = QVBoxLayout(page)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(summary)
+    layout.addWidget(text, 1)
+    layout.addWidget(
+        legend(
+            "background: how unlikely the model found the actual next token "
+            "(hover for its probability and the alternatives)"
+        )
+    )
+    return page

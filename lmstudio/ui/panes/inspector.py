@@ -7,10 +7,8 @@ Engine work runs in the SessionController's thread; results arrive as numpy arra
 
 from __future__ import annotations
 
-import numpy as np
 from PySide6.QtCore import Slot
 from PySide6.QtWidgets import (
-    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -21,13 +19,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lmstudio import matrix_export as export
 from lmstudio.ui.panes.inspect_views import (
     ACTIVATIONS,
     ALL_HEADS,
     ATTENTION,
     LOSS,
+    ViewChoice,
     attention_matrices,
+    loss_page,
+    save_losses_csv,
+    save_matrices_csv,
+    set_items,
     show_attention,
     show_signal,
     show_token_losses,
@@ -38,7 +40,7 @@ from lmstudio.ui.session_controller import SessionController
 from lmstudio.ui.widgets.embedding_map import EmbeddingMap
 from lmstudio.ui.widgets.heatmap import Heatmap
 from lmstudio.ui.widgets.lens_grid import LensGrid
-from lmstudio.ui.widgets.token_text import TokenText, legend
+from lmstudio.ui.widgets.token_text import TokenText
 
 # the logit lens (Transformer, convolutional: a residual stream) or layer readout (recurrent); the embedding map
 LENS, READOUT, EMBEDDINGS = "Logit lens", "Layer readout", "Embedding map"
@@ -77,12 +79,9 @@ class InspectorPane(QWidget):
         self.text.setMaximumHeight(80)
         self.snippet_button = QPushButton("Validation snippet")
         self.inspect_button = QPushButton("Inspect")
-        self.view_combo = QComboBox()
-        self.layer_combo = QComboBox()
-        self.head_combo = QComboBox()
-        self.signal_combo = QComboBox()
-        self.signal_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.signal_combo.setMinimumContentsLength(11)
+        self.choice = ViewChoice()
+        c = self.choice
+        self.view_combo, self.layer_combo, self.head_combo, self.signal_combo = c.combos()
         self.png_button = QPushButton("Export PNG")
         self.csv_button = QPushButton("Export CSV")
         self.note = QLabel("")
@@ -90,20 +89,9 @@ class InspectorPane(QWidget):
         self.heatmap = Heatmap()
         self.loss_text = TokenText()
         self.loss_summary = QLabel("")
-        loss_page = QWidget()
-        loss_layout = QVBoxLayout(loss_page)
-        loss_layout.setContentsMargins(0, 0, 0, 0)
-        loss_layout.addWidget(self.loss_summary)
-        loss_layout.addWidget(self.loss_text, 1)
-        loss_layout.addWidget(
-            legend(
-                "background: how unlikely the model found the actual next token "
-                "(hover for its probability and the alternatives)"
-            )
-        )
         self.stack = QStackedWidget()
         self.stack.addWidget(self.heatmap)
-        self.stack.addWidget(loss_page)
+        self.stack.addWidget(loss_page(self.loss_text, self.loss_summary))
         self.lens_grid = LensGrid()
         self.embedding_map = EmbeddingMap()
         self.stack.addWidget(self.lens_grid)
@@ -115,16 +103,7 @@ class InspectorPane(QWidget):
         buttons.addWidget(self.snippet_button)
         buttons.addWidget(self.inspect_button)
         top.addLayout(buttons)
-        selectors = QHBoxLayout()
-        for label, widget in (
-            ("Show", self.view_combo),
-            ("Layer", self.layer_combo),
-            ("Head", self.head_combo),
-            ("Signal", self.signal_combo),
-        ):
-            selectors.addWidget(QLabel(label))
-            selectors.addWidget(widget)
-        selectors.addStretch(1)
+        selectors = c.row
         selectors.addWidget(self.png_button)
         selectors.addWidget(self.csv_button)
         layout = QVBoxLayout(self)
@@ -191,18 +170,11 @@ class InspectorPane(QWidget):
             return
         lens = LENS if info["arch"] in ("transformer", "conv") else READOUT
         views = ([ATTENTION] if info["arch"] == "transformer" else []) + [ACTIVATIONS, LOSS, lens, EMBEDDINGS]
-        self.view_combo.blockSignals(True)
-        self.view_combo.clear()
-        self.view_combo.addItems(views)
-        self.view_combo.blockSignals(False)
-        for combo, items in (
-            (self.layer_combo, [f"{i + 1}" for i in range(info["n_layer"])]),
-            (self.head_combo, [ALL_HEADS] + [f"{h + 1}" for h in range(info.get("n_head", 0))]),
-        ):
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(items)
-            combo.blockSignals(False)
+        set_items(self.view_combo, views, keep=False)
+        set_items(self.layer_combo, [f"{i + 1}" for i in range(info["n_layer"])], keep=False)
+        set_items(
+            self.head_combo, [ALL_HEADS] + [f"{h + 1}" for h in range(info.get("n_head", 0))], keep=False
+        )
         self.attention = self.activations = self.losses = self.lens = self.embeddings = None
         self.heatmap.clear()
         self.lens_grid.clear()
@@ -257,9 +229,7 @@ class InspectorPane(QWidget):
 
     @Slot(str)
     def _on_view_changed(self, view: str) -> None:
-        self.head_combo.setEnabled(view == ATTENTION)
-        self.layer_combo.setEnabled(view in (ATTENTION, ACTIVATIONS))
-        self.signal_combo.setEnabled(view == ACTIVATIONS)
+        self.choice.enable_for(view)
         self.stack.setCurrentIndex(_PAGE.get(view, 0))
         if (
             view == EMBEDDINGS
@@ -286,13 +256,7 @@ class InspectorPane(QWidget):
     @Slot(dict)
     def _on_activations(self, result: dict) -> None:
         self.activations = result
-        current = self.signal_combo.currentText()
-        self.signal_combo.blockSignals(True)
-        self.signal_combo.clear()
-        self.signal_combo.addItems(list(result["maps"]))
-        if current in result["maps"]:
-            self.signal_combo.setCurrentText(current)
-        self.signal_combo.blockSignals(False)
+        set_items(self.signal_combo, list(result["maps"]))
         self._select_view(ACTIVATIONS)
 
     @Slot(dict)
@@ -407,23 +371,9 @@ class InspectorPane(QWidget):
                 page = self.lens_grid if view in LENS_VIEWS else self.embedding_map
                 page.save_csv(path)
                 return
-            if self.view_combo.currentText() == LOSS and self.losses:
-                rows = self.losses["rows"]
-                export.save_matrix_csv(
-                    np.array([[r["loss"], r["prob"]] for r in rows]),
-                    path,
-                    [r["token"] for r in rows],
-                    ["loss_nats", "prob"],
-                )
-                return
-            current = self.current_matrix()
-            if current is None:
-                return
-            matrices, rows, cols = current
-            if len(matrices) > 1:  # all heads: stacked, each row labelled with its head
-                labels = [f"head {h + 1}: {r}" for h in range(len(matrices)) for r in rows]
-                export.save_matrix_csv(np.concatenate(matrices, axis=0), path, labels, cols)
-            else:
-                export.save_matrix_csv(matrices[0], path, rows, cols)
+            if view == LOSS and self.losses:
+                save_losses_csv(self.losses["rows"], path)
+            elif (current := self.current_matrix()) is not None:
+                save_matrices_csv(*current, path)
         except OSError as e:
             self._on_error(f"Could not write {path} ({e.strerror}): choose another folder.")
