@@ -9,6 +9,7 @@ otherwise), TF32 matmuls and ``torch.compile`` on by default.
 from __future__ import annotations
 
 import contextlib
+import gc
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -165,6 +166,18 @@ class CompileFallback:
         self.forward = self.model
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         self.notices.append(f"torch.compile failed ({type(e).__name__}: {first}); training without it")
+
+
+def release_memory(device: torch.device | None) -> None:
+    """Give memory back after a failure (out of memory above all), once the big tensors are dropped.
+
+    A full collection only where cycles can pin accelerator memory: on the CPU refcounting frees the tensors,
+    and a collection on a worker thread could finalize a GUI's Qt objects off the GUI thread, which deadlocks
+    PySide (seen in the app's tests)."""
+    if device is not None and device.type != "cpu":
+        gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def configure_backends(device: torch.device) -> None:

@@ -24,16 +24,32 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lmstudio.engine import device as dev
+from lmstudio.engine.faults import is_oom
+from lmstudio.events import FullEvalMetrics, Notice
 from lmstudio.runfolder import FULL_EVAL_FILE, atomic_write_text
 from lmstudio.runfolder import known_full_loss as known_loss
 from lmstudio.runfolder import read_full_evals as read_all
 
-__all__ = ["FULL_EVAL_FILE", "FullEval", "full_split_loss", "known_loss", "read_all", "record", "windows_of"]
+if TYPE_CHECKING:
+    from lmstudio.engine.train_parts import TrainParts
+
+__all__ = [
+    "FULL_EVAL_FILE",
+    "FullEval",
+    "full_split_loss",
+    "known_loss",
+    "read_all",
+    "record",
+    "score_run",
+    "windows_of",
+]
 
 # tokens per forward pass: enough to keep the matrix multiplies busy, small enough for any vocabulary here
 TOKENS_PER_BATCH = 8192
@@ -129,3 +145,36 @@ def record(run_dir: str | Path, which: str, step: int, result: FullEval) -> None
     data = read_all(run_dir)
     data[which] = {"step": int(step), **asdict(result)}
     atomic_write_text(path, json.dumps(data, indent=2))
+
+
+def score_run(
+    parts: TrainParts, run_dir: Path, step: int, estimate: float | None
+) -> FullEvalMetrics | Notice:
+    """A completed run's final weights scored on the whole validation split and recorded beside the checkpoint
+    (``estimate``: the last running estimate, for comparison). Out of memory or a failed write is a ``Notice``
+    saying what is missing: the run itself is complete and saved, so it does not fail for that."""
+    try:
+        result = full_split_loss(
+            parts.model,
+            parts.data.val,
+            parts.config.model.block_size,
+            chars_per_token=parts.data.val_chars_per_token,
+            device=parts.device,
+            autocast=lambda: dev.autocast_context(parts.device, parts.precision),
+        )
+        record(run_dir, "latest", step, result)
+    except (OSError, RuntimeError) as e:
+        if not (isinstance(e, OSError) or is_oom(e)):
+            raise
+        return Notice(step=step, message=f"Could not score the whole validation split ({e}).")
+    return FullEvalMetrics(
+        step=step,
+        val_loss=result.val_loss,
+        val_ppl=result.val_ppl,
+        val_acc=result.val_acc,
+        val_bpc=result.val_bpc,
+        tokens=result.tokens,
+        windows=result.windows,
+        estimate=estimate,
+        seconds=result.seconds,
+    )

@@ -27,6 +27,17 @@ class RunRecorder:
         runfolder.atomic_write(self.run_dir / runfolder.TOKENIZER_FILE, write_tokenizer)
         self._written.append(runfolder.TOKENIZER_FILE)
 
+    def cut_history(self, step: int) -> list[str]:
+        """A resumed run's history cut back to its checkpoint's ``step``; returns notices for the damaged lines
+        that were skipped (torn by a crash or edited)."""
+        skipped = runfolder.truncate_history(self.run_dir, step)
+        return [
+            f"{name}: skipped {n} damaged line{'s' if n > 1 else ''} (torn by a crash or edited); "
+            "the rest of the history is kept"
+            for name, n in skipped.items()
+            if n
+        ]
+
     def undo_start(self, was_empty: bool) -> None:
         """A new run that could not start leaves nothing: the files it wrote and, if it made it, the folder."""
         for name in self._written:

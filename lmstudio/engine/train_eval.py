@@ -1,4 +1,4 @@
-"""What the trainer measures between steps: loss estimates and a text sample.
+"""What the trainer measures between steps: loss estimates (reported as ``EvalMetrics``) and a text sample.
 
 Both run under ``torch.random.fork_rng`` on their own seeded generators, so evaluating or sampling never
 changes the random numbers training draws next: a run that evaluates often and one that does not (or
@@ -8,12 +8,21 @@ one stopped and resumed) see the same batches and dropout masks.
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Callable
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
 
 from lmstudio.config import RunConfig, SampleConfig
 from lmstudio.engine import device as dev
+from lmstudio.engine.train_control import NonFiniteLoss
+from lmstudio.events import EvalMetrics
+
+if TYPE_CHECKING:
+    from lmstudio.engine.distributed import SingleProcess
+    from lmstudio.engine.train_parts import TrainParts
 
 
 def _fork_rng(device: torch.device):
@@ -76,6 +85,33 @@ def estimate_losses(
             if split == "val":
                 out["val_acc"] = correct.item() / max(count, 1)
     return out
+
+
+def evaluate(
+    parts: TrainParts, cfg: RunConfig, dist: SingleProcess, step: int, elapsed: Callable[[], float]
+) -> EvalMetrics:
+    """The running evaluation at ``step``: ``estimate_losses`` (compiled forward, eager again if the compiler
+    fails; several ranks: each its slice of the batches, averaged). A non-finite validation loss raises
+    ``NonFiniteLoss``. ``elapsed()``: the training seconds, read once the evaluation is done."""
+    losses = parts.forward.call(
+        lambda fwd: estimate_losses(fwd, parts.data, cfg, parts.device, parts.precision, **dist.shard)
+    )
+    losses = dist.average(losses)
+    val_loss = losses["val_loss"]
+    if not math.isfinite(val_loss):
+        raise NonFiniteLoss
+    stats = parts.data.stats
+    return EvalMetrics(
+        step=step,
+        train_loss=losses["train_loss"],
+        val_loss=val_loss,
+        val_ppl=math.exp(min(val_loss, 700.0)),
+        val_acc=losses["val_acc"],
+        val_bpc=val_loss / math.log(2) / max(parts.data.val_chars_per_token, 1e-9),
+        train_unk=stats["train"].unk_share if stats else 0.0,
+        val_unk=stats["val"].unk_share if stats else 0.0,
+        elapsed=elapsed(),
+    )
 
 
 def training_sample(model: torch.nn.Module, tokenizer, cfg: RunConfig, step: int) -> str:

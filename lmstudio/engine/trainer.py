@@ -11,15 +11,16 @@ with ``set_to_none``, batches are the only per-step allocations, AdamW runs fuse
 freed activations stay in the process for the next step instead of being faulted back in (``host_memory``).
 
 The loop is minGPT's: it trains and yields events. Around it, each in its own module: the parts a run is
-made of and a checkpoint's restore (``train_parts``), the run's files (``recorder``, subscribed to the
-events), the clock (``stopwatch``), the ``torch.compile`` fallback (``device.CompileFallback``) and what a
-fault becomes (``train_failures``: a final ``Failed`` event, never an exception).
+made of and a checkpoint's restore (``train_parts``), one optimizer step (``train_step``), the evaluation and
+the sample (``train_eval``), the final score on the whole validation split (``full_eval``), the checkpoint
+(``train_save``), the run's files (``recorder``, subscribed to the events), the clock (``stopwatch``), the
+``torch.compile`` fallback (``device.CompileFallback``) and what a fault becomes (``train_failures``: a final
+``Failed`` event, never an exception).
 """
 
 from __future__ import annotations
 
 import copy
-import gc
 import math
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -31,36 +32,27 @@ from lmstudio import runfolder, safe_read
 from lmstudio.config import RunConfig
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import device as dev
-from lmstudio.engine import distributed, host_memory
+from lmstudio.engine import distributed, full_eval, host_memory, train_eval, train_save, train_step
 from lmstudio.engine.data import Cancelled
 from lmstudio.engine.recorder import RunRecorder
 from lmstudio.engine.schedule import lr_at
 from lmstudio.engine.stopwatch import Stopwatch
-from lmstudio.engine.train_control import FiniteWatch, NonFiniteLoss, TrainControl, is_oom
-from lmstudio.engine.train_eval import estimate_losses, training_sample
-from lmstudio.engine.train_failures import DiskError, checkpoint_bytes, classify, disk_error
+from lmstudio.engine.train_control import FiniteWatch, TrainControl
+from lmstudio.engine.train_failures import DiskError, classify, disk_error
 from lmstudio.engine.train_parts import STATE_VERSION, TrainParts, build_parts, prepare, restore, start_device
 from lmstudio.events import (
     Checkpointed,
-    EvalMetrics,
     Event,
     Failed,
     Finished,
-    FullEvalMetrics,
     Notice,
     Sample,
     Started,
     StateChanged,
-    StepMetrics,
 )
 from lmstudio.runlock import LOCK_FILE, RunLock
 
-__all__ = ["STATE_VERSION", "TrainControl", "Trainer", "is_oom"]
-
-
-def _eta(by_steps: float, max_time: float, elapsed: float) -> float:
-    """Seconds left: at the current pace for the steps, or what is left of the time budget if sooner."""
-    return min(by_steps, max(0.0, max_time - elapsed)) if max_time > 0 else by_steps
+__all__ = ["STATE_VERSION", "TrainControl", "Trainer"]
 
 
 class Trainer:
@@ -201,13 +193,7 @@ class Trainer:
             return
         try:
             if self.resume:
-                skipped = runfolder.truncate_history(self.run_dir, self.step)
-                self.notices += [
-                    f"{name}: skipped {n} damaged line{'s' if n > 1 else ''} (torn by a crash or edited); "
-                    "the rest of the history is kept"
-                    for name, n in skipped.items()
-                    if n
-                ]
+                self.notices += self.recorder.cut_history(self.step)
             else:
                 self.recorder.write_settings(self.config.to_json(), parts.tokenizer.save)
         except safe_read.FileRefused:
@@ -247,12 +233,10 @@ class Trainer:
                 yield from self._evaluate(track_best=False)
         while self.step < t.max_steps and not time_up:
             self.dist.sync_control(control)
+            if control.paused:  # never while stopping: a stop wakes and ends a pause
+                yield from self._wait_while_paused(control)
             if control.stopping:
                 break
-            if control.paused:
-                yield from self._wait_while_paused(control)
-                if control.stopping:
-                    break
             lr = self._set_lr(control)
             loss = self._train_step()
             yield from self._pop_notices()
@@ -260,9 +244,10 @@ class Trainer:
             # the time budget counts everything since the start but pauses (evaluations and saves too)
             time_up = t.max_time > 0 and self.dist.max(clock.elapsed()) >= t.max_time
             log_now = (self.step + 1) % t.log_interval == 0 or self.step + 1 == t.max_steps or time_up
-            grad_norm = self._optimizer_step(params, log_now)
+            grad_norm = train_step.optimizer_step(p, params, t.grad_clip, need_norm=log_now)
+            self.step += 1
             if log_now:
-                yield self._step_metrics(loss, lr, grad_norm)
+                yield train_step.metrics(self.step, self.config, self.clock, loss, lr, grad_norm)
                 clock.start_lap(self.step)
             with clock.aside():  # evaluating, sampling and saving are not training speed: not in tokens/s
                 val_loss = yield from self._after_step(
@@ -277,7 +262,7 @@ class Trainer:
             yield self._save(best=False, val_loss=None)
         elapsed = self.clock.elapsed()
         if completed and self.config.train.full_eval and self.dist.is_main:  # rank 0 scores and records it
-            yield from self._full_eval(val_loss)
+            yield full_eval.score_run(self._p, self.run_dir, self.step, val_loss)
         reason = "completed" if completed else "stopped"
         yield Finished(step=self.step, reason=reason, run_dir=str(self.run_dir), elapsed=elapsed)
 
@@ -314,68 +299,10 @@ class Trainer:
 
     def _train_step(self) -> torch.Tensor:
         """One step's forward and backward passes (eager again if the compiler fails: the step is redone)."""
-        p = self._p
-        return p.forward.call(
-            self._micro_batches, before_retry=lambda: p.optimizer.zero_grad(set_to_none=True)
-        )
-
-    def _micro_batches(self, forward: Callable[..., Any] | None = None) -> torch.Tensor:
-        """Forward and backward over ``grad_accum`` micro-batches; returns the step's mean loss (detached)."""
         p, accum = self._p, self.config.train.grad_accum
-        forward = p.forward.forward if forward is None else forward
-        total: torch.Tensor | None = None
-        for i in range(accum):
-            x, y = p.batcher.get("train", p.device)
-            with self.dist.no_sync(last=i == accum - 1):  # several ranks: all-reduce once per step
-                with dev.autocast_context(p.device, p.precision):
-                    _, loss = forward(x, y)
-                if accum > 1:
-                    loss = loss / accum  # gradients add up over micro-batches; scale so they average
-                if p.scaler is not None:
-                    p.scaler.scale(loss).backward()
-                else:
-                    loss.backward()
-            total = loss.detach() if total is None else total + loss.detach()
-        assert total is not None  # grad_accum >= 1
-        return self.dist.mean(total)  # several ranks: the mean, the same on each
-
-    def _optimizer_step(self, params: list[torch.nn.Parameter], need_norm: bool) -> torch.Tensor | float:
-        """Clip, step and clear the gradients; returns the norm before clipping (when clipping or logging)."""
-        p = self._p
-        grad_norm = self._clip(params, need_norm)
-        if p.scaler is not None:
-            p.scaler.step(p.optimizer)
-            p.scaler.update()
-        else:
-            p.optimizer.step()
-        p.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        return grad_norm
-
-    def _clip(self, params: list[torch.nn.Parameter], need_norm: bool) -> torch.Tensor | float:
-        """Clip the global gradient norm; returns the norm before clipping (computed when clipping or logging)."""
-        p, clip = self._p, self.config.train.grad_clip
-        if p.scaler is not None and (clip > 0 or need_norm):
-            p.scaler.unscale_(p.optimizer)
-        if clip > 0:
-            return torch.nn.utils.clip_grad_norm_(params, clip)
-        if need_norm:
-            return torch.nn.utils.get_total_norm([q.grad for q in params if q.grad is not None])
-        return 0.0
-
-    def _step_metrics(self, loss: torch.Tensor, lr: float, grad_norm: torch.Tensor | float) -> StepMetrics:
-        t = self.config.train
-        loss_value = loss.item()  # the one sync with the device per log interval
-        per_step, elapsed = self.clock.seconds_per_step(self.step), self.clock.elapsed()
-        return StepMetrics(
-            step=self.step,
-            max_steps=t.max_steps,
-            loss=loss_value,
-            lr=lr,
-            grad_norm=float(grad_norm),
-            tokens_per_s=t.batch_size * self.config.model.block_size * t.grad_accum / per_step,
-            elapsed=elapsed,
-            eta=_eta(per_step * (t.max_steps - self.step), t.max_time, elapsed),
+        return p.forward.call(
+            lambda forward: train_step.micro_batches(p, self.dist, accum, forward),
+            before_retry=lambda: p.optimizer.zero_grad(set_to_none=True),
         )
 
     # ---- evaluation, samples, checkpoints -----------------------------------------------------
@@ -400,96 +327,33 @@ class Trainer:
 
     def _sample(self) -> Sample:
         p = self._p
-        text = training_sample(p.model, p.tokenizer, self.config, self.step) if self.dist.is_main else ""
+        text = (
+            train_eval.training_sample(p.model, p.tokenizer, self.config, self.step)
+            if self.dist.is_main
+            else ""
+        )
         return Sample(step=self.step, text=text)
 
     def _evaluate(self, track_best: bool = True) -> Generator[Event, None, float]:
         """Estimate the losses and report them; ``track_best=False`` for the untrained model (step 0),
         which has no checkpoint to be the best one."""
-        p = self._p
-        losses = p.forward.call(
-            lambda fwd: estimate_losses(fwd, p.data, self.config, p.device, p.precision, **self.dist.shard)
-        )
-        losses = self.dist.average(losses)  # several ranks: each evaluated its slice of the batches
-        val_loss = losses["val_loss"]
-        if not math.isfinite(val_loss):
-            raise NonFiniteLoss
+        metrics = train_eval.evaluate(self._p, self.config, self.dist, self.step, self.clock.elapsed)
         if track_best:
-            self.best_val = min(self.best_val, val_loss)
-        stats = p.data.stats
-        yield EvalMetrics(
-            step=self.step,
-            train_loss=losses["train_loss"],
-            val_loss=val_loss,
-            val_ppl=math.exp(min(val_loss, 700.0)),
-            val_acc=losses["val_acc"],
-            val_bpc=val_loss / math.log(2) / max(p.data.val_chars_per_token, 1e-9),
-            train_unk=stats["train"].unk_share if stats else 0.0,
-            val_unk=stats["val"].unk_share if stats else 0.0,
-            elapsed=self.clock.elapsed(),
-        )
+            self.best_val = min(self.best_val, metrics.val_loss)
+        yield metrics
         yield from self._pop_notices()
-        return val_loss
-
-    def _full_eval(self, estimate: float | None) -> Iterator[Event]:
-        """Score the final weights on the whole validation split and record it beside the checkpoint."""
-        from lmstudio.engine import full_eval
-
-        p = self._p
-        try:
-            result = full_eval.full_split_loss(
-                p.model,
-                p.data.val,
-                self.config.model.block_size,
-                chars_per_token=p.data.val_chars_per_token,
-                device=p.device,
-                autocast=lambda: dev.autocast_context(p.device, p.precision),
-            )
-            full_eval.record(self.run_dir, "latest", self.step, result)
-        except (OSError, RuntimeError) as e:
-            if not (isinstance(e, OSError) or is_oom(e)):
-                raise
-            # the run itself is complete and saved: say what is missing rather than fail it
-            yield Notice(step=self.step, message=f"Could not score the whole validation split ({e}).")
-            return
-        yield FullEvalMetrics(
-            step=self.step,
-            val_loss=result.val_loss,
-            val_ppl=result.val_ppl,
-            val_acc=result.val_acc,
-            val_bpc=result.val_bpc,
-            tokens=result.tokens,
-            windows=result.windows,
-            estimate=estimate,
-            seconds=result.seconds,
-        )
+        return metrics.val_loss
 
     def _save(self, *, best: bool, val_loss: float | None) -> Checkpointed:
-        p = self._p
-        state = {
-            "version": STATE_VERSION,
-            "step": self.step,
-            "best_val": None if math.isinf(self.best_val) else self.best_val,
-            "val_loss": val_loss,
-            "peak_lr": self.peak_lr,
-            "elapsed": self.clock.elapsed(),
-            "optimizer": p.optimizer.state_dict(),
-            "scaler": p.scaler.state_dict() if p.scaler is not None else {},
-            "batcher": p.batcher.state_dict(),
-            "rng": dev.rng_state(),  # rank 0's; other ranks re-derive theirs (distributed.py)
-            "world_size": self.dist.world_size,
-        }
-        # gradients that overflow behind a finite loss leave NaN weights after the step: never save those
-        if not torch.stack([torch.isfinite(q).all() for q in p.model.parameters()]).all():
-            raise NonFiniteLoss
-        try:
-            path = (
-                ckpt.save_checkpoint(self.run_dir, p.model, state, best=best)
-                if self.dist.is_main  # rank 0 alone writes; the weights are the same on every rank
-                else self.run_dir / runfolder.LATEST_FILE
-            )
-        except Exception as e:
-            raise disk_error(e, self.run_dir, checkpoint_bytes(p.model, state, best)) from e
+        progress = train_save.Progress(self.step, self.best_val, val_loss, self.peak_lr, self.clock.elapsed())
+        path = train_save.save(
+            self._p,
+            self.run_dir,
+            progress,
+            best=best,
+            world_size=self.dist.world_size,
+            write=self.dist.is_main,
+        )
         self.saved_step = self.step
         return Checkpointed(step=self.step, path=str(path), best=best)
 
@@ -530,15 +394,10 @@ class Trainer:
 
     def _free_memory(self, drop_state: bool = False) -> None:
         # after an OOM gradients, optimizer state and the model are the big allocations to give back
+        device = None
         if self.parts is not None:
             self.parts.optimizer.zero_grad(set_to_none=True)
             device = self.parts.device
             if drop_state:
                 self.parts = None
-            # A full collection only where cycles can pin accelerator memory. On the CPU refcounting frees the
-            # tensors, and a collection on this (worker) thread could finalize a GUI's Qt objects off the GUI
-            # thread, which deadlocks PySide (seen in the app's tests).
-            if device.type != "cpu":
-                gc.collect()
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
+        dev.release_memory(device)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from lmstudio.config import RunConfig, TrainConfig
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import models as models_module
+from lmstudio.engine import train_step
 from lmstudio.engine.schedule import build_optimizer, lr_at, param_groups
 from lmstudio.engine.trainer import TrainControl, Trainer
 from lmstudio.events import (
@@ -245,7 +246,7 @@ def test_gradient_accumulation_averages_micro_batch_gradients(tmp_path):
     y = torch.roll(x, -1, dims=1)
     halves = iter([(x[:4], y[:4]), (x[4:], y[4:])])
     trainer.parts.batcher.get = lambda split, device: next(halves)
-    loss = trainer._micro_batches()
+    loss = train_step.micro_batches(trainer.parts, trainer.dist, grad_accum=2)
     got = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
     trainer.model.zero_grad(set_to_none=True)
     _, ref_loss = trainer.model(x, y)
@@ -262,7 +263,7 @@ def test_clipping_reports_the_norm_before_clipping(tmp_path):
     for p in params:
         p.grad = torch.randn_like(p)
     before = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in params]))
-    norm = trainer._clip(params, need_norm=True)
+    norm = train_step.clip_gradients(trainer.parts, params, clip=0.01, need_norm=True)
     after = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in params]))
     assert float(norm) == pytest.approx(before.item(), rel=1e-5)
     assert after.item() == pytest.approx(0.01, rel=1e-3)
