@@ -302,7 +302,6 @@ class SharedControl:
         self.local, self.ranks = local, ranks
         self._stop = self._pause = False
         self._lr: float | None = None
-        self.pause_on_disk_error = local.pause_on_disk_error
 
     def sync(self) -> None:
         r, local = self.ranks, self.local

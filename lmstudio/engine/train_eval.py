@@ -17,7 +17,7 @@ import torch
 
 from lmstudio.config import RunConfig, SampleConfig
 from lmstudio.engine import device as dev
-from lmstudio.engine.train_control import NonFiniteLoss
+from lmstudio.engine.finite_watch import NonFiniteLoss
 from lmstudio.events import EvalMetrics
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import torch
 
 from lmstudio.engine import device as dev
 from lmstudio.engine import faults
-from lmstudio.engine.train_control import NonFiniteLoss
+from lmstudio.engine.finite_watch import NonFiniteLoss
 from lmstudio.errors import ConfigError, UserError
 from lmstudio.events import Failed
 from lmstudio.runfolder import CheckpointError
@@ -35,6 +35,15 @@ def disk_error(e: Exception, folder: Path, needed: int | None = None) -> Excepti
     if faults.is_oom(e):
         return e
     return DiskError(faults.describe_write_failure(e, folder, needed))
+
+
+def paused_for_space(step: int, run_dir: Path, e: DiskError) -> str:
+    """The notice of a run paused because the disk refused its checkpoint (``Trainer(on_save_refused=)``)."""
+    return (
+        f"Could not save the checkpoint at step {step} in {run_dir} ({e.description}). Training is paused and "
+        "nothing is lost: free disk space (or fix the folder's permissions), then press Resume to save again. "
+        "Stop tries once more, then ends the run with the last checkpoint saved."
+    )
 
 
 def checkpoint_bytes(model: torch.nn.Module, state: dict, best: bool) -> int:

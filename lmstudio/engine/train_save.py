@@ -16,7 +16,7 @@ import torch
 from lmstudio import runfolder
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import device as dev
-from lmstudio.engine.train_control import NonFiniteLoss
+from lmstudio.engine.finite_watch import NonFiniteLoss
 from lmstudio.engine.train_failures import checkpoint_bytes, disk_error
 from lmstudio.engine.train_parts import STATE_VERSION, TrainParts
 

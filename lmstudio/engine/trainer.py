@@ -34,11 +34,12 @@ from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import device as dev
 from lmstudio.engine import distributed, full_eval, host_memory, train_eval, train_save, train_step
 from lmstudio.engine.data import Cancelled
+from lmstudio.engine.finite_watch import FiniteWatch
 from lmstudio.engine.recorder import RunRecorder
 from lmstudio.engine.schedule import lr_at
 from lmstudio.engine.stopwatch import Stopwatch
-from lmstudio.engine.train_control import FiniteWatch, TrainControl
-from lmstudio.engine.train_failures import DiskError, classify, disk_error
+from lmstudio.engine.train_control import TrainControl
+from lmstudio.engine.train_failures import DiskError, classify, disk_error, paused_for_space
 from lmstudio.engine.train_parts import STATE_VERSION, TrainParts, build_parts, prepare, restore, start_device
 from lmstudio.events import (
     Checkpointed,
@@ -73,15 +74,21 @@ class Trainer:
         cache_dir: str | Path | None = None,
         tokenizer: Any = None,
         dist: distributed.SingleProcess | None = None,
+        on_save_refused: Callable[[DiskError], bool] | None = None,
     ):
         """``tokenizer``: one already trained for this config (e.g. by the setup screen), so the trainer
         need not train it again; ignored when resuming (the run's own tokenizer.json is used).
         ``dist``: this process's place in a torchrun launch (``distributed.init_from_env``); the default
-        is an ordinary one-process run."""
+        is an ordinary one-process run.
+        ``on_save_refused(error)``: the caller's answer when the disk refuses a checkpoint (full, read-only, no
+        permission). True: pause (saying so) and save again on ``control.resume()``, so a person who frees some
+        space loses no steps; a stop then tries once more and ends the run as a disk failure, the last saved
+        checkpoint intact. False, or no answer (the default, for runs nobody watches): the run fails at once."""
         self.dist = dist or distributed.SINGLE
         self.config = copy.deepcopy(config)
         self.run_dir = Path(run_dir)
         self.control = control or TrainControl()
+        self.on_save_refused = on_save_refused
         self.resume = resume
         self.cache_dir = Path(cache_dir) if cache_dir is not None else runfolder.default_cache_dir()
         self.given_tokenizer = tokenizer
@@ -358,32 +365,21 @@ class Trainer:
         return Checkpointed(step=self.step, path=str(path), best=best)
 
     def _save_or_pause(self, *, best: bool, val_loss: float | None) -> Iterator[Event]:
-        """Save; if the disk refuses and the caller's control says ``pause_on_disk_error`` (someone is there
-        to free space), pause and try again on resume; the wait is not training time."""
+        """Save; if the disk refuses and the caller answers ``on_save_refused`` with True (someone is there to
+        free space), pause and try again on resume; the wait is not training time."""
         control = self.control
         while True:
             try:
                 yield self._save(best=best, val_loss=val_loss)
                 return
             except DiskError as e:
-                if not control.pause_on_disk_error or control.stopping:
+                if control.stopping or self.on_save_refused is None or not self.on_save_refused(e):
                     raise
                 control.pause()
                 if control.stopping:  # a Stop that arrived just now: the pause was refused
                     raise
-                yield Notice(
-                    step=self.step,
-                    message=(
-                        f"Could not save the checkpoint at step {self.step} in {self.run_dir} ({e.description}). Training "
-                        "is paused and nothing is lost: free disk space (or fix the folder's permissions), then press "
-                        "Resume to save again. Stop tries once more, then ends the run with the last checkpoint saved."
-                    ),
-                )
-                yield StateChanged("paused", self.step)
-                with self.clock.paused():
-                    control.wait_while_paused()
-                if not control.stopping:
-                    yield StateChanged("running", self.step)
+                yield Notice(step=self.step, message=paused_for_space(self.step, self.run_dir, e))
+                yield from self._wait_while_paused(control)
                 # resumed or stopped, save again: the space may have been freed before Stop was pressed
 
     def _pop_notices(self) -> Iterator[Event]:

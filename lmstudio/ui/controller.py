@@ -30,6 +30,12 @@ def _plain(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
+def _pause_for_space(error: Any) -> bool:
+    """The app's disk policy: someone is at the controls, so a checkpoint the disk refuses pauses the run and
+    Resume saves it again, rather than failing it (the bake-off and the CLI keep the trainer's default: fail)."""
+    return True
+
+
 class Controller:
     """Plain-data front of the engine. Holds the last built tokenizer for the live split preview."""
 
@@ -237,14 +243,11 @@ class Controller:
     def runs_dir(self) -> Path:
         return runfolder.default_runs_dir()
 
-    def new_control(self, *, pause_on_disk_error: bool = True):
-        """The engine's thread-safe TrainControl (pause/resume/stop/set_lr are safe from any thread).
-
-        Someone is at the controls: a checkpoint the disk refuses pauses the run (Resume saves again).
-        The bake-off has no Resume button, so it asks for ``pause_on_disk_error=False`` (fail at once)."""
+    def new_control(self):
+        """The engine's thread-safe TrainControl (pause/resume/stop/set_lr are safe from any thread)."""
         from lmstudio.engine.trainer import TrainControl
 
-        return TrainControl(pause_on_disk_error=pause_on_disk_error)
+        return TrainControl()
 
     def bakeoff_events(
         self, corpus: str, budget: float, control, overrides: list[str] | None = None
@@ -298,6 +301,7 @@ class Controller:
             resume=resume,
             cache_dir=cache_dir(),
             tokenizer=None if resume else self.built_tokenizer_for(cfg),
+            on_save_refused=_pause_for_space,
         )
         yield from run_status.record(trainer.run(), run_dir)
 

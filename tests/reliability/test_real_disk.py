@@ -61,10 +61,16 @@ def test_a_full_disk_at_a_checkpoint_is_a_disk_failure_that_keeps_the_previous_o
     assert isinstance(again[-1], Finished) and again[-1].step == 20, again[-1]
 
 
+def someone_is_there(error):
+    """The app's answer to a checkpoint the disk refuses: pause, and save again on Resume."""
+    assert error.description  # what the disk said, for the notice
+    return True
+
+
 def test_with_someone_at_the_controls_a_full_disk_pauses_and_resume_saves_again(small_disk, tmp_path):
     """The app's control: the save the disk refuses pauses the run; space freed, Resume saves those steps."""
     run = small_disk.root / "run"
-    control = TrainControl(pause_on_disk_error=True)
+    control = TrainControl()
     fill = _fill_after_first_checkpoint(small_disk, LEAVE["in-the-weights"])
 
     def on_event(event):
@@ -75,7 +81,10 @@ def test_with_someone_at_the_controls_a_full_disk_pauses_and_resume_saves_again(
             control.resume()  # ...and presses Resume
 
     cfg = tiny_config("transformer", SMALL, "train.max_steps=30")
-    events = run_all(Trainer(cfg, run, control=control, cache_dir=tmp_path / "cache"), on_event)
+    trainer = Trainer(
+        cfg, run, control=control, cache_dir=tmp_path / "cache", on_save_refused=someone_is_there
+    )
+    events = run_all(trainer, on_event)
     notice = next(e for e in events if isinstance(e, Notice))
     assert notice.step == 20 and "No space left on device" in notice.message and "Resume" in notice.message
     assert [e.step for e in events if isinstance(e, Checkpointed)].count(20) == 1
@@ -88,7 +97,7 @@ def test_stop_while_paused_on_a_full_disk(small_disk, tmp_path, free_space_first
     """Stop at the pause: with the disk still full the run ends as a disk failure with the last checkpoint;
     with space freed first, the stop saves the steps that were waiting."""
     run = small_disk.root / "run"
-    control = TrainControl(pause_on_disk_error=True)
+    control = TrainControl()
     fill = _fill_after_first_checkpoint(small_disk, LEAVE["in-the-state"])
 
     def on_event(event):
@@ -99,7 +108,10 @@ def test_stop_while_paused_on_a_full_disk(small_disk, tmp_path, free_space_first
             control.stop()
 
     cfg = tiny_config("transformer", SMALL, "train.max_steps=30")
-    events = run_all(Trainer(cfg, run, control=control, cache_dir=tmp_path / "cache"), on_event)
+    trainer = Trainer(
+        cfg, run, control=control, cache_dir=tmp_path / "cache", on_save_refused=someone_is_there
+    )
+    events = run_all(trainer, on_event)
     if free_space_first:
         assert isinstance(events[-1], Finished) and events[-1].reason == "stopped" and events[-1].step == 20
         assert [e.step for e in events if isinstance(e, Checkpointed)] == [10, 20]

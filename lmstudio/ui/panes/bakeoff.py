@@ -103,7 +103,7 @@ class BakeoffBox(QGroupBox):
         if not corpus:
             self.error_shown.emit("Choose a corpus for the bake-off.")
             return False
-        self.control = self.controller.new_control(pause_on_disk_error=False)
+        self.control = self.controller.new_control()
         control, controller, overrides = self.control, self.controller, list(self.overrides)
         self.worker = _BakeoffWorker(
             lambda: controller.bakeoff_events(corpus, budget, control, overrides), control
