@@ -6,8 +6,8 @@ first round of each is a warm-up and is dropped. Prints the median milliseconds 
 their ratio (trainer / plain). The plain loop is nanoGPT's shape: ``get_batch`` from the token array, the
 trainer's optimizer (same decay groups, fused AdamW), clipping, a learning rate set each step,
 ``zero_grad(set_to_none=True)``. Both run in one process, so both see the allocator setting the trainer makes
-(``host_memory``): this measures the cost of the trainer's loop, not its runtime settings. For those, against
-nanoGPT's train.py as it runs on a CPU, see vs_nanogpt.py.
+when asked (``host_memory``, ``LMSTUDIO_KEEP_FREED_MEMORY=1``): this measures the cost of the trainer's loop, not
+its runtime settings. For those, against nanoGPT's train.py as it runs on a CPU, see vs_nanogpt.py.
 
     .venv/bin/python bench/train_throughput.py                   # baby GPT (nanoGPT's CPU config)
     .venv/bin/python bench/train_throughput.py --arch lstm --rounds 8

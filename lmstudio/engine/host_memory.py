@@ -1,4 +1,4 @@
-"""Keep freed host memory in the process while training, so each step does not fault it back in.
+"""Keep freed host memory in the process while training, so each step does not fault it back in (opt-in).
 
 A training step allocates its activations and frees them again after the backward pass. With its default
 settings glibc hands large freed blocks straight back to the kernel (big ones are ``munmap``-ed, the top of
@@ -9,9 +9,10 @@ faster without them, at the same peak memory (bench/vs_nanogpt.py, docs/benchmar
 ``freed_memory_kept()`` raises glibc's mmap and trim thresholds when a training run starts and returns what is
 free (``malloc_trim``) when it ends, so a finished run leaves no extra resident memory behind. The thresholds
 stay raised for the rest of the process: setting them at all turns off glibc's self-adjusting ones, so there is
-no default to go back to. Elsewhere (macOS, Windows, musl) it does nothing. ``LMSTUDIO_KEEP_FREED_MEMORY=0``
-turns it off (to measure the difference, or if it ever misbehaves), as does a user's own ``MALLOC_*`` or
-``GLIBC_TUNABLES`` setting, which is left alone.
+no default to go back to. That is a change to the whole process's allocator for a gain of a few percent, so it
+is opt-in: ``LMSTUDIO_KEEP_FREED_MEMORY=1`` turns it on; by default, elsewhere (macOS, Windows, musl) and under
+a user's own ``MALLOC_*`` or ``GLIBC_TUNABLES`` setting (left alone) it does nothing. bench/host_memory_thread.py
+measures it, on and off side by side, where the app trains: in a worker thread.
 
 Limit: a thread other than the main one (the app's training thread) allocates from its own arena, whose heaps
 grow to 64 MiB at most; blocks larger than what such a heap can hold are still mapped afresh each step. That
@@ -59,13 +60,18 @@ def _user_tuned_malloc() -> bool:
     return "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ)
 
 
-def supported() -> bool:
-    """Whether this process's allocator will be tuned: Linux with glibc, not turned off, not tuned by the user."""
-    return (
-        os.environ.get("LMSTUDIO_KEEP_FREED_MEMORY", "1") != "0"
-        and not _user_tuned_malloc()
-        and _glibc() is not None
-    )
+ENV = "LMSTUDIO_KEEP_FREED_MEMORY"  # "1" turns the setting on
+
+
+def available() -> bool:
+    """Whether the allocator can be tuned here: Linux with glibc, not tuned by the user."""
+    return not _user_tuned_malloc() and _glibc() is not None
+
+
+def enabled() -> bool:
+    """Whether a training run will tune this process's allocator: asked for (``LMSTUDIO_KEEP_FREED_MEMORY=1``)
+    and available."""
+    return os.environ.get(ENV, "0") == "1" and available()
 
 
 def _apply(libc) -> bool:
@@ -78,12 +84,12 @@ def _apply(libc) -> bool:
 
 @contextmanager
 def freed_memory_kept() -> Iterator[bool]:
-    """Keep freed memory for reuse inside the block; yields whether the allocator is tuned.
+    """Keep freed memory for reuse inside the block when ``enabled()``; yields whether the allocator is tuned.
 
     Nested and concurrent uses (two runs at once) share the setting; the last to leave returns free memory.
     """
     global _users
-    libc = _glibc() if supported() else None
+    libc = _glibc() if enabled() else None
     if libc is None:
         yield False
         return

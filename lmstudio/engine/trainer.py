@@ -7,8 +7,8 @@ learning rate requests from any thread; the loop looks at it once per optimizer 
 Choices that keep the hot loop as fast as a hand-written one (bench/train_throughput.py):
 the loss leaves the device (``.item()``) only every ``log_interval`` steps (on the CPU a per-step
 finiteness check is free, on CUDA it is read one step late without stalling), gradients are dropped
-with ``set_to_none``, batches are the only per-step allocations, AdamW runs fused kernels (CPU too), and
-freed activations stay in the process for the next step instead of being faulted back in (``host_memory``).
+with ``set_to_none``, batches are the only per-step allocations, AdamW runs fused kernels (CPU too), and, when
+asked for (``host_memory``, opt-in), freed activations stay in the process for the next step.
 
 The loop is minGPT's: it trains and yields events. Around it, each in its own module: the parts a run is
 made of and a checkpoint's restore (``train_parts``), one optimizer step (``train_step``), the evaluation and

@@ -1,4 +1,5 @@
-"""host_memory: freed blocks are reused instead of faulted back in, and handed back when the run ends.
+"""host_memory: off unless asked for; asked for, freed blocks are reused instead of faulted back in, and handed
+back when the run ends.
 
 Each case runs in a fresh interpreter: glibc's thresholds are process-wide and adapt to what a process has
 already freed, so only a new process shows the defaults' behaviour.
@@ -15,7 +16,8 @@ import pytest
 
 from lmstudio.engine import host_memory
 
-pytestmark = pytest.mark.skipif(not host_memory.supported(), reason="needs Linux with glibc")
+pytestmark = pytest.mark.skipif(not host_memory.available(), reason="needs Linux with glibc")
+ON = {host_memory.ENV: "1"}
 
 # malloc, touch and free one 48 MiB block six times, straight through ctypes (nothing else allocates in between),
 # counting the page faults of each round and the resident memory inside and after the block. 48 MiB is above
@@ -76,13 +78,16 @@ print(json.dumps({"tuned": bool(tuned), "faults_per_step": (faults() - before) /
 """
 
 
-def probe(script: str, mode: str, **env) -> dict:
+def probe(script: str, mode: str, env: dict[str, str]) -> dict:
+    """``script`` in a fresh interpreter (``mode``: "kept" runs it inside ``freed_memory_kept``), with ``env``
+    in place of the setting's variable."""
+    base = {k: v for k, v in os.environ.items() if k != host_memory.ENV}
     out = subprocess.run(
         [sys.executable, "-c", script, mode],
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, **env},
+        env={**base, **env},
         timeout=120,
     )
     return json.loads(out.stdout)
@@ -90,12 +95,12 @@ def probe(script: str, mode: str, **env) -> dict:
 
 def test_default_allocator_faults_a_freed_block_back_in_every_time():
     """The reference: with glibc's defaults every round pays the first round's faults again."""
-    rounds = probe(BLOCKS, "plain")["rounds"]
+    rounds = probe(BLOCKS, "plain", {})["rounds"]
     assert rounds[0] > 0 and min(rounds[1:]) >= rounds[0] // 2
 
 
 def test_kept_memory_is_reused_without_faults_and_returned_at_the_end():
-    got = probe(BLOCKS, "kept")
+    got = probe(BLOCKS, "kept", ON)
     assert got["tuned"] is True
     if got["mmap_threshold"] < 48 << 20:
         pytest.skip("this glibc caps the mmap threshold at 32 MiB: a 48 MiB block is mapped anyway")
@@ -105,16 +110,21 @@ def test_kept_memory_is_reused_without_faults_and_returned_at_the_end():
 
 def test_training_steps_stop_faulting():
     """Warm baby-GPT steps: 0-16 faults each with the setting (190-2,700 without it, varying from run to run)."""
-    got = probe(STEPS, "kept")
+    got = probe(STEPS, "kept", ON)
     assert got["tuned"] is True and got["faults_per_step"] < 100
 
 
-def test_it_can_be_turned_off():
-    got = probe(BLOCKS, "kept", LMSTUDIO_KEEP_FREED_MEMORY="0")
-    assert got["tuned"] is False and min(got["rounds"][1:]) >= got["rounds"][0] // 2
+@pytest.mark.parametrize(
+    "env", [{}, {host_memory.ENV: "0"}, {host_memory.ENV: "yes"}], ids=["unset", "0", "yes"]
+)
+def test_it_is_off_unless_asked_for(env):
+    """Not asked for ("1"), the allocator is left as it is: no threshold is set."""
+    got = probe(BLOCKS, "kept", env)
+    assert got["tuned"] is False and got["mmap_threshold"] == 0
 
 
-def test_nested_uses_keep_the_setting_until_the_last_one_leaves():
+def test_nested_uses_keep_the_setting_until_the_last_one_leaves(monkeypatch):
+    monkeypatch.setenv(host_memory.ENV, "1")
     with host_memory.freed_memory_kept() as outer:
         with host_memory.freed_memory_kept() as inner:
             assert outer and inner and host_memory._users == 2
@@ -122,7 +132,8 @@ def test_nested_uses_keep_the_setting_until_the_last_one_leaves():
     assert host_memory._users == 0
 
 
-def test_the_trainer_keeps_freed_memory_during_its_step_loop_only(tmp_path):
+@pytest.mark.parametrize("asked", [True, False], ids=["asked-for", "default"])
+def test_the_trainer_keeps_freed_memory_during_its_step_loop_only_when_asked(tmp_path, monkeypatch, asked):
     from lmstudio.config import RunConfig
     from lmstudio.engine.trainer import Trainer
     from lmstudio.events import Finished, StepMetrics
@@ -147,9 +158,14 @@ def test_the_trainer_keeps_freed_memory_during_its_step_loop_only(tmp_path):
         )
         .validate()
     )
+    if asked:
+        monkeypatch.setenv(host_memory.ENV, "1")
+    else:
+        monkeypatch.delenv(host_memory.ENV, raising=False)
     seen = []
     for event in Trainer(cfg, tmp_path / "run", cache_dir=tmp_path / "cache").run():
         if isinstance(event, (StepMetrics, Finished)):
             seen.append((type(event).__name__, host_memory._users))
-    assert seen[:3] == [("StepMetrics", 1)] * 3  # held while the steps run
+    held = 1 if asked else 0
+    assert seen[:3] == [("StepMetrics", held)] * 3  # held while the steps run (when asked for)
     assert host_memory._users == 0  # let go when the run ends
