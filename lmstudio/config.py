@@ -108,6 +108,13 @@ class ModelConfig:
     vocab_size: int = _f(0, "Vocabulary size (set from the tokenizer)", lo=0, hi=1 << 20)
 
 
+def heads_error(m: ModelConfig) -> str | None:
+    """Why a Transformer cannot split its width among its heads (each head gets n_embd / n_head), or None."""
+    if m.arch == "transformer" and m.n_head >= 1 and m.n_embd % m.n_head:
+        return f"{m.n_head} heads do not divide the embedding width {m.n_embd}"
+    return None
+
+
 @dataclass
 class TrainConfig:
     # optimizer steps to run (each step may accumulate several micro-batches)
@@ -196,8 +203,8 @@ class RunConfig:
         for section in SECTIONS:
             errs.update(section_errors(section, getattr(self, section)))
         m, t = self.model, self.train
-        if m.arch == "transformer" and m.n_head >= 1 and m.n_embd % m.n_head:
-            errs.setdefault("model.n_head", f"{m.n_head} heads do not divide the embedding width {m.n_embd}")
+        if heads := heads_error(m):
+            errs.setdefault("model.n_head", heads)
         tok = self.tokenizer
         if tok.kind == "bpe" and isinstance(tok.vocab_size, int) and 64 <= tok.vocab_size < 256:
             errs.setdefault("tokenizer.vocab_size", "byte-level BPE needs at least 256 tokens (one per byte)")

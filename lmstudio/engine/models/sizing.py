@@ -12,6 +12,7 @@ from functools import lru_cache
 import torch
 
 from lmstudio.config import ModelConfig, TrainConfig
+from lmstudio.engine.models.build import build_model
 
 # elements each layer keeps for the backward pass, per token, in units of its width
 # Transformer block: ln_1 in/out, q k v, attention out, its contiguous copy, ln_2 in/out, MLP 4C in and out of GELU
@@ -29,8 +30,6 @@ def param_count(cfg: ModelConfig) -> int:
 
 @lru_cache(maxsize=512)
 def _param_count(key: tuple) -> int:
-    from lmstudio.engine.models import build_model
-
     with torch.device("meta"):
         return build_model(ModelConfig(*key)).num_params()
 
