@@ -269,8 +269,7 @@ class _TextReport:
 
 # ---- eval --------------------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
-    import math
-
+    from lmstudio import measures
     from lmstudio.engine import device as dev
     from lmstudio.engine.checkpoint import default_cache_dir
     from lmstudio.engine.data import prepare_data
@@ -296,9 +295,9 @@ def cmd_eval(args) -> int:
         "checkpoint": args.which,
         "step": session.step,
         "val_loss": val,
-        "val_ppl": math.exp(min(val, 700.0)),
+        "val_ppl": measures.perplexity(val),
         "val_acc": losses["val_acc"],
-        "val_bpc": val / math.log(2) / max(data.val_chars_per_token, 1e-9),
+        "val_bpc": measures.bits_per_char(val, data.val_chars_per_token),
         "train_loss": losses["train_loss"],
         "train_unk": data.stats["train"].unk_share,
         "val_unk": data.stats["val"].unk_share,

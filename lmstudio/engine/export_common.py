@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lmstudio import measures
 from lmstudio.errors import UserError
 from lmstudio.runfolder import known_full_loss
 
@@ -232,13 +233,13 @@ def model_card(
     except OSError:
         trained = "unknown"
     quality = (
-        f"- validation loss {val:.4f} nats per token, perplexity {math.exp(min(val, 700.0)):.2f}\n"
+        f"- validation loss {val:.4f} nats per token, perplexity {measures.perplexity(val):.2f}\n"
         if val is not None
         else "- no validation loss was recorded for these weights\n"
     )
     full = known_full_loss(run_dir, which, step)
     full_line = (
-        f"- over the whole validation split: loss {full:.4f}, perplexity {math.exp(min(full, 700.0)):.2f}"
+        f"- over the whole validation split: loss {full:.4f}, perplexity {measures.perplexity(full):.2f}"
         if full is not None
         else "- the whole validation split was not scored for these weights"
     )

@@ -20,7 +20,6 @@ step), so the runs list can show them.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lmstudio import measures
 from lmstudio.engine import device as dev
 from lmstudio.engine.faults import is_oom
 from lmstudio.events import FullEvalMetrics, Notice
@@ -120,9 +120,9 @@ def full_split_loss(
     loss = float(total_loss.item()) / tokens
     return FullEval(
         val_loss=loss,
-        val_ppl=math.exp(min(loss, 700.0)),
+        val_ppl=measures.perplexity(loss),
         val_acc=int(total_right.item()) / tokens,
-        val_bpc=loss / math.log(2) / max(chars_per_token, 1e-9),
+        val_bpc=measures.bits_per_char(loss, chars_per_token),
         tokens=tokens,
         windows=len(wins),
         window=block_size,

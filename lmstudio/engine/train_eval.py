@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from lmstudio import measures
 from lmstudio.config import RunConfig, SampleConfig
 from lmstudio.engine import device as dev
 from lmstudio.engine.finite_watch import NonFiniteLoss
@@ -105,9 +106,9 @@ def evaluate(
         step=step,
         train_loss=losses["train_loss"],
         val_loss=val_loss,
-        val_ppl=math.exp(min(val_loss, 700.0)),
+        val_ppl=measures.perplexity(val_loss),
         val_acc=losses["val_acc"],
-        val_bpc=val_loss / math.log(2) / max(parts.data.val_chars_per_token, 1e-9),
+        val_bpc=measures.bits_per_char(val_loss, parts.data.val_chars_per_token),
         train_unk=stats["train"].unk_share if stats else 0.0,
         val_unk=stats["val"].unk_share if stats else 0.0,
         elapsed=elapsed(),

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from lmstudio import measures
 from lmstudio import run_status as S
 from lmstudio.ui import dialogs
 from lmstudio.ui.controller import Controller
@@ -40,15 +41,6 @@ from lmstudio.ui.workers import describe_error
 
 COLUMNS = ("", "run", "state", "arch", "corpus", "steps", "best val loss", "full-split val", "duration")
 STATE_COLUMN = 2
-
-
-def _duration(seconds) -> str:
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-        return "–"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 # what the overlay can show: label -> (x key for step axis, x key for time axis, y key)
@@ -222,7 +214,7 @@ class RunsPane(QWidget):
                 f"{best:.4f}" if isinstance(best, float) and math.isfinite(best) else "–",
                 # the whole validation split, where it was scored for the latest weights (else unknown)
                 f"{full:.4f}" if isinstance(full, float) and math.isfinite(full) else "–",
-                _duration(run.get("elapsed")),
+                measures.clock(run.get("elapsed")),
             )
             for col, value in enumerate(values, start=1):
                 item = QTableWidgetItem(str(value))

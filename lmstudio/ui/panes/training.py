@@ -27,20 +27,12 @@ from PySide6.QtWidgets import (
 )
 
 from lmstudio import config as C
+from lmstudio import measures
 from lmstudio import run_status as S
 from lmstudio.ui.training_run import TrainingRun
 from lmstudio.ui.widgets.plots import MetricPlot
 
 REDRAW_MS = 50
-
-
-def format_duration(seconds: float) -> str:
-    if seconds != seconds or seconds < 0 or seconds == float("inf"):
-        return "–"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 # the engine's word for how a run ended, which the window's signal has always carried
@@ -251,10 +243,10 @@ class TrainingPane(QWidget):
         if max_steps and max_steps != self._fitted_to:
             self._fit_x()
         if r.state in (S.TRAINING, S.PAUSED) and step > r.start_step and math.isfinite(r.loss):
-            of = f" of {format_duration(budget)}" if budget > 0 else ""
+            of = f" of {measures.clock(budget)}" if budget > 0 else ""
             self.timing.setText(
-                f"step {step:,} of {max_steps:,} · elapsed {format_duration(r.elapsed)}{of} · "
-                f"ETA {format_duration(r.eta)} · loss {r.loss:.3f} · lr {r.lr:.3g} · "
+                f"step {step:,} of {max_steps:,} · elapsed {measures.clock(r.elapsed)}{of} · "
+                f"ETA {measures.clock(r.eta)} · loss {r.loss:.3f} · lr {r.lr:.3g} · "
                 f"{r.tokens_per_s:,.0f} tokens/s"
             )
 
@@ -290,7 +282,7 @@ class TrainingPane(QWidget):
                 full = f" Validation loss over the whole split: {loss:.4f}{est}."
             self.timing.setText(
                 f"{S.describe(state, r.step, r.max_steps).capitalize()} after "
-                f"{format_duration(r.elapsed)}.{full} The run is saved in {r.run_dir}."
+                f"{measures.clock(r.elapsed)}.{full} The run is saved in {r.run_dir}."
             )
         self.state_changed.emit(state)
 
