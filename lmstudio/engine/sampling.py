@@ -20,7 +20,7 @@ Choices worth knowing (see docs/generation-and-inspection.md):
   sampling (:mod:`lmstudio.engine.utf8_mask`), so no U+FFFD appears that the model did not write as a
   whole character; ``TokenStep.masked`` is the model's probability that the mask removed.
 * Prompts are normalised like corpora (CRLF and CR become LF) before encoding.
-  ``TokenStep.sampled_prob`` and ``Candidate.sampled_prob`` come from :func:`sampling_distribution`, the
+  ``TokenStep.sampled_prob`` and ``Candidate.sampled_prob`` come from :func:`next_token.sampling_distribution`, the
   very distribution the sampler drew from (after temperature, top-k and top-p; 0 for a filtered token).
 * Temperature 0 is greedy decoding (argmax). A temperature so small that float32 cannot divide by it
   (below ``torch.finfo(float32).tiny``) is treated as that smallest one, which is greedy in all but exact
@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 import torch
 
 from lmstudio.config import SampleConfig
+from lmstudio.engine.next_token import likeliest, pick
 from lmstudio.engine.utf8_mask import guard_for
-from lmstudio.errors import UserError
 
 # most tokens a character can be split into by a byte-level tokenizer
 _MAX_PENDING = 4
@@ -69,61 +69,6 @@ class TokenStep:
     # the n_top likeliest tokens by the model with both probabilities, plus the chosen one (last) when it
     # is not among them
     candidates: list[Candidate] = field(default_factory=list)
-
-
-class SamplingError(UserError):
-    pass
-
-
-# ---- the distribution ------------------------------------------------------------------------------
-
-
-def filter_logits(
-    logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
-) -> torch.Tensor:
-    """Float32 (or float64) logits (..., V) shifted by their maximum and scaled by temperature, with the tokens outside
-    top-k / the nucleus set to -inf. Temperature 0 keeps only the argmax (greedy)."""
-    if logits.dtype != torch.float64:
-        logits = logits.float()  # half-precision logits (autocast) would round the filtered mass
-    if temperature <= 0:
-        best = logits.argmax(dim=-1, keepdim=True)
-        greedy = torch.full_like(logits, float("-inf"))
-        return greedy.scatter(-1, best, 0.0)
-    # shifted, the largest logit is 0 and every other one <= 0: dividing by a tiny temperature can
-    # reach -inf but never inf - inf (NaN); below float32's smallest normal number the divisor would be 0
-    logits = (logits - logits.amax(dim=-1, keepdim=True)) / max(temperature, torch.finfo(logits.dtype).tiny)
-    if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        sorted_probs = torch.softmax(sorted_logits, dim=-1)
-        # mass strictly before each token: a token stays while the set before it has not reached p yet,
-        # which keeps the smallest set whose total is >= p (the first token always stays)
-        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-        drop_sorted = before >= top_p
-        drop_sorted[..., 0] = False  # a top_p that float32 rounds to 0 still keeps the likeliest token
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
-
-
-def sampling_distribution(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    forbidden: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The distribution the sampler draws from: probabilities (..., V) after the ``forbidden`` mask (bool,
-    e.g. byte-level BPE's UTF-8 guard), temperature, top-k and top-p, summing to 1, exactly 0 for every
-    filtered token (one-hot at the argmax for temperature 0).
-
-    The sampler draws from this very tensor, and the views show it, so what is shown is what was drawn from.
-    """
-    if forbidden is not None:
-        logits = logits.float().masked_fill(forbidden, float("-inf"))
-    return torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
 
 
 def _seed_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -241,58 +186,6 @@ class _Runner:
         return self.logits
 
 
-def _draw(sampled: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    try:
-        return torch.multinomial(sampled, 1, generator=gen)  # (1,)
-    except RuntimeError as e:  # NaN or inf from the model: its weights are broken
-        raise SamplingError(
-            "The model's output is not a number (NaN or infinity): its weights are broken, most likely "
-            "because training diverged. Load an earlier checkpoint or train again with a lower learning rate."
-        ) from e
-
-
-def _pick(
-    logits: torch.Tensor,
-    cfg: SampleConfig,
-    gen: torch.Generator,
-    n_top: int,
-    forbidden: torch.Tensor | None = None,
-    chosen: int | None = None,
-) -> tuple[int, float, float, list, float]:
-    """Sample one token (or take ``chosen``), never one of ``forbidden`` (bool (V,)); return (id, model
-    prob, sampled prob, [(id, prob, sampled prob)...], masked model prob) with a single device-to-host copy."""
-    probs = torch.softmax(logits.float(), dim=-1)  # (V,)
-    if forbidden is not None:
-        masked = (probs * forbidden).sum().reshape(1)
-    else:
-        masked = torch.zeros(1, dtype=probs.dtype, device=probs.device)
-    sampled = sampling_distribution(logits, cfg.temperature, cfg.top_k, cfg.top_p, forbidden)  # (V,)
-    if chosen is not None:
-        choice = torch.tensor([chosen], device=probs.device)
-    elif cfg.temperature <= 0:
-        choice = sampled.argmax().reshape(1)  # greedy: no random draw at all
-    else:
-        choice = _draw(sampled, gen)
-    top_p, top_i = torch.topk(probs, min(n_top, probs.numel()))
-    packed = torch.cat(
-        [
-            choice.to(probs.dtype),
-            probs[choice],
-            sampled[choice],
-            masked,
-            top_p,
-            sampled[top_i],
-            top_i.to(probs.dtype),
-        ]
-    ).tolist()
-    n = top_p.numel()
-    token = int(packed[0])
-    top = list(
-        zip((int(i) for i in packed[4 + 2 * n :]), packed[4 : 4 + n], packed[4 + n : 4 + 2 * n], strict=True)
-    )
-    return token, packed[1], packed[2], top, packed[3]
-
-
 def _is_unk(tokenizer, token: int) -> bool:
     unk = getattr(tokenizer, "unk_id", None)
     return unk is not None and token == unk
@@ -345,7 +238,7 @@ def generate(
         if i:
             runner.push(token)  # fed only when another token is wanted: no wasted step at the end
         forbidden = guard.forbidden(runner.logits.device) if guard is not None else None
-        token, prob, sampled_prob, top, masked = _pick(runner.logits, cfg, gen, n_top, forbidden)
+        token, prob, sampled_prob, top, masked = pick(runner.logits, cfg, gen, n_top, forbidden)
         if guard is not None:
             guard.push(token)
         piece = decoder.push(token)
@@ -367,13 +260,8 @@ def next_distribution(
     ids = list(context_ids) or start_ids(session.tokenizer)
     ids = ids[-session.model.block_size :]
     idx = torch.tensor([ids], dtype=torch.long, device=_device_of(session.model))  # (1, T)
-    logits, _ = session.model(idx)
-    probs = torch.softmax(logits[0, -1].float() / temperature, dim=-1)
-    p, i = torch.topk(probs, min(n_top, probs.numel()))
-    return [
-        (int(t), session.tokenizer.id_to_token(int(t)), float(q))
-        for t, q in zip(i.tolist(), p.tolist(), strict=True)
-    ]
+    logits, _ = session.model(idx)  # (1, T, V)
+    return likeliest(logits[0, -1], session.tokenizer, n_top, temperature)
 
 
 class Stepper:
@@ -406,18 +294,13 @@ class Stepper:
     def distribution(
         self, n_top: int | None = None, temperature: float = 1.0
     ) -> list[tuple[int, str, float]]:
-        probs = torch.softmax(self.runner.logits.float() / temperature, dim=-1)
-        p, i = torch.topk(probs, min(n_top or self.n_top, probs.numel()))
-        tok = self.session.tokenizer
-        return [
-            (int(t), tok.id_to_token(int(t)), float(q)) for t, q in zip(i.tolist(), p.tolist(), strict=True)
-        ]
+        return likeliest(self.runner.logits, self.session.tokenizer, n_top or self.n_top, temperature)
 
     @torch.inference_mode()
     def candidates(self, n_top: int | None = None) -> list[Candidate]:
         """The likeliest next tokens with the model's and the sampler's probability (this ``cfg``)."""
         forbidden = self.guard.forbidden(self.runner.logits.device) if self.guard is not None else None
-        _, _, _, top, _ = _pick(
+        _, _, _, top, _ = pick(
             self.runner.logits, self.cfg, self.gen, n_top or self.n_top, forbidden, chosen=0
         )
         tok = self.session.tokenizer
@@ -426,7 +309,7 @@ class Stepper:
     @torch.inference_mode()
     def append(self, token_id: int) -> TokenStep:
         forbidden = self.guard.forbidden(self.runner.logits.device) if self.guard is not None else None
-        token, prob, sampled_prob, top, masked = _pick(
+        token, prob, sampled_prob, top, masked = pick(
             self.runner.logits, self.cfg, self.gen, self.n_top, forbidden, chosen=int(token_id)
         )
         if self.guard is not None:
@@ -439,5 +322,5 @@ class Stepper:
     @torch.inference_mode()
     def sample(self) -> TokenStep:
         forbidden = self.guard.forbidden(self.runner.logits.device) if self.guard is not None else None
-        token, *_ = _pick(self.runner.logits, self.cfg, self.gen, 0, forbidden)
+        token, *_ = pick(self.runner.logits, self.cfg, self.gen, 0, forbidden)
         return self.append(token)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmstudio.config import ModelConfig, RunConfig, SampleConfig
-from lmstudio.engine import sampling
+from lmstudio.engine import next_token, sampling
 from lmstudio.engine.models import build_model
 
 TEXT = "the quick brown fox jumps over the lazy dog.\nso it goes, and on and on.\n"
@@ -143,7 +143,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     probs = np.array([0.05, 0.4, 0.1, 0.25, 0.2])
     logits = torch.tensor(np.log(probs))
     for p in (0.3, 0.4, 0.5, 0.65, 0.7, 0.85, 0.9, 0.99):
-        kept = torch.isfinite(sampling.filter_logits(logits, top_p=p)).numpy()
+        kept = torch.isfinite(next_token.filter_logits(logits, top_p=p)).numpy()
         order = np.argsort(-probs)
         n = int(np.searchsorted(np.cumsum(probs[order]), p - 1e-12)) + 1  # smallest prefix with sum >= p
         expected = np.zeros(5, bool)
@@ -153,7 +153,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 def test_top_k_and_temperature_filtering():
     logits = torch.tensor([1.0, 3.0, 2.0, 0.5])
-    out = sampling.filter_logits(logits, temperature=2.0, top_k=2)
+    out = next_token.filter_logits(logits, temperature=2.0, top_k=2)
     assert torch.isinf(out[[0, 3]]).all()
     # shifted by the maximum (3), then divided by the temperature
     torch.testing.assert_close(out[[1, 2]], torch.tensor([0.0, -0.5]))
@@ -187,7 +187,7 @@ def _reference_distribution(logits, temperature, top_k, top_p):
 def test_sampling_distribution_equals_a_softmax_of_the_filtered_logits(temperature, top_k, top_p):
     gen = torch.Generator().manual_seed(4)
     logits = torch.randn(60, generator=gen) * 3
-    dist = sampling.sampling_distribution(logits, temperature, top_k, top_p)
+    dist = next_token.sampling_distribution(logits, temperature, top_k, top_p)
     ref = _reference_distribution(logits, temperature, top_k, top_p)
     np.testing.assert_allclose(dist.double().numpy(), ref, atol=1e-6)
     assert float(dist.sum()) == pytest.approx(1.0, abs=1e-6)
@@ -199,7 +199,7 @@ def test_greedy_is_temperature_zero_and_tiny_values_do_not_make_nan():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 50, generator=gen)
     for t, p in [(0.0, 1.0), (1e-38, 1.0), (1e-46, 1.0), (1.0, 1e-46), (1.0, 1e-38), (1e-30, 1e-30)]:
-        dist = sampling.sampling_distribution(logits, t, 0, p)
+        dist = next_token.sampling_distribution(logits, t, 0, p)
         assert torch.isfinite(dist).all(), (t, p)
         assert torch.equal(dist, torch.nn.functional.one_hot(logits.argmax(-1), 50).float()), (t, p)
     s = make_session()

@@ -2,7 +2,7 @@
 
 Each candidate gets two bars side by side: the model's own probability (temperature 1, nothing
 filtered) and its probability in the distribution actually sampled, after temperature, top-k and
-top-p (``lmstudio.engine.sampling.sampling_distribution``, the tensor the sampler draws from). A token
+top-p (``lmstudio.engine.next_token.sampling_distribution``, the tensor the sampler draws from). A token
 the settings filtered out has no sampler bar and its tick reads ``✕``; the chosen token is outlined
 in red and always present. Clicking a bar emits its index (step mode picks that token).
 """
