@@ -5,7 +5,7 @@ The cache lives in ``cache_dir`` (default ``$LMSTUDIO_CACHE`` or ``~/.lmstudio/c
 65,536 tokens) and a ``<key>.json`` sidecar with its length, dtype, character count and the two hashes
 it was built from. The sidecar is written last, so a cache without one was never finished; on load the
 file size must match the sidecar, else the cache is rebuilt: a truncated or stale cache is never used.
-Encoding streams the text in chunks cut where tokens are unaffected (see ``tokenizer.safe_cut``),
+Encoding streams the text in chunks cut where tokens are unaffected (see ``token_text.safe_cut``),
 so memory is bounded by the chunk size, not the corpus size.
 """
 
@@ -34,7 +34,8 @@ from lmstudio.engine.corpus import (
     split_sizes,
 )
 from lmstudio.engine.script import convert as convert_script
-from lmstudio.engine.tokenizer import Tokenizer, safe_cut, safe_pieces, train_tokenizer
+from lmstudio.engine.token_text import safe_cut, safe_pieces
+from lmstudio.engine.tokenizer import Tokenizer, train_tokenizer
 from lmstudio.runfolder import default_cache_dir
 
 if TYPE_CHECKING:

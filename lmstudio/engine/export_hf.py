@@ -314,7 +314,7 @@ def _write_tokenizer(tokenizer, max_length: int | None, folder: Path) -> None:
     from tokenizers import Tokenizer as HFTokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from lmstudio.engine.tokenizer import UNK
+    from lmstudio.engine.token_text import UNK
 
     hf = PreTrainedTokenizerFast(
         tokenizer_object=HFTokenizer.from_str(tokenizer.to_str()),
@@ -363,7 +363,7 @@ def _logits(model, idx: torch.Tensor, arch: str) -> torch.Tensor:
 
 def _check(session, folder: Path) -> tuple[float, int]:
     """Load ``folder`` back (as the model card does) and compare its logits and token ids with ours."""
-    from lmstudio.engine.tokenizer import UNK
+    from lmstudio.engine.token_text import UNK
 
     model, hf_tok = _load_back(folder, session.config.model.arch)
     mcfg = session.config.model

@@ -26,7 +26,7 @@ class InspectError(UserError):
 def display(piece: str) -> str:
     """A token as a label: the tokenizer's display form (whitespace made visible); an empty piece
     (the first bytes of a character a byte-level tokenizer splits) as an empty-set sign."""
-    from lmstudio.engine.tokenizer import display as tokenizer_display
+    from lmstudio.engine.token_text import display as tokenizer_display
 
     return tokenizer_display(piece) if piece else "\u2205"
 

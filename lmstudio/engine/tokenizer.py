@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Iterable, Iterator
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +38,9 @@ from tokenizers import Tokenizer as HFTokenizer
 from lmstudio import safe_read
 from lmstudio.engine.segment import has_han, is_han_run
 from lmstudio.engine.segment import pieces as segment_pieces
+from lmstudio.engine.token_text import PIECE_CHARS, UNK, display, safe_pieces, scrub, unicode_to_byte
 from lmstudio.errors import UserError
 
-UNK = "\ufffd"
 CHAR_PATTERN = r"[\s\S]"
 # a CJK ideograph or kana alone | a run of other non-space, non-punctuation characters (letters,
 # digits, marks) | a run of whitespace | one punctuation mark or symbol
@@ -55,87 +53,10 @@ WORD_PATTERN = (
     r"\p{Han}+|[\p{Hiragana}\p{Katakana}]|[^\s\p{P}\p{S}\p{Han}\p{Hiragana}\p{Katakana}]+"
     r"|\s+|[\p{P}\p{S}]"
 )
-PIECE_CHARS = 1 << 16  # texts are cut into pieces of about this size for parallel HF calls
-_VISIBLE_SPECIAL = {"\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣"}
 
 
 class TokenizerError(UserError):
     """A tokenizer cannot be trained or loaded; the message says why and what to do."""
-
-
-@cache
-def byte_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable characters, as HF's ByteLevel uses it."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    table = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-@cache
-def unicode_to_byte() -> dict[str, int]:
-    return {c: b for b, c in byte_to_unicode().items()}
-
-
-def display(piece: str) -> str:
-    """How a token reads in the UI: newline as ``\\n``, space as ``␣``, other controls escaped."""
-    out = []
-    for c in piece:
-        if c in _VISIBLE_SPECIAL:
-            out.append(_VISIBLE_SPECIAL[c])
-        elif c.isprintable():
-            out.append(c)
-        else:
-            out.append(f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
-    return "".join(out)
-
-
-def safe_cut(text: str, end: int) -> int:
-    """The largest cut ``0 < i <= end`` at which encoding ``text[:i]`` and ``text[i:]`` separately gives
-    the same tokens as encoding ``text`` whole, for every kind; 0 if there is none.
-
-    Safe cuts: just after a single newline between two visible characters (``x\\n|y``), or else just
-    before a single space between two visible characters (``x| y``). Both are boundaries of the
-    word pattern and of GPT-2's pre-tokenizer regex whatever surrounds them; cutting inside a run of
-    whitespace is not (``\\s+(?!\\S)`` matches differently at the end of a string).
-    """
-    end = min(end, len(text) - 1)
-    for sep, offset in (("\n", 1), (" ", 0)):
-        j = text.rfind(sep, 1, end + 1 - offset)
-        while j > 0:
-            if j + 1 < len(text) and not text[j - 1].isspace() and not text[j + 1].isspace():
-                return j + offset
-            j = text.rfind(sep, 1, j)
-    return 0
-
-
-def safe_pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
-    """``text`` in pieces of about ``size`` characters, cut only where tokens are unaffected."""
-    start = 0
-    while len(text) - start > size:
-        cut = safe_cut(text[start : start + 4 * size], size)
-        if cut == 0:  # no safe cut near: look further, up to 4 sizes, then give up on parallelism
-            cut = safe_cut(text[start : start + 4 * size], 4 * size) or len(text) - start
-        yield text[start : start + cut]
-        start += cut
-    if start < len(text):
-        yield text[start:]
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _scrub(text: str) -> str:
-    """Lone surrogates cannot reach HF (not valid UTF-8); each becomes U+FFFD instead of raising."""
-    return _SURROGATE.sub(UNK, text)
 
 
 class Tokenizer:
@@ -193,7 +114,7 @@ class Tokenizer:
             points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
             return self._lut[np.minimum(points, len(self._lut) - 1)]
         if self.segmented and has_han(text):
-            text = _scrub(text)
+            text = scrub(text)
             encodings = self._hf.encode_batch(
                 [self.words(p) for p in safe_pieces(text)], is_pretokenized=True, add_special_tokens=False
             )
@@ -205,8 +126,8 @@ class Tokenizer:
             batch = getattr(self._hf, "encode_batch_fast", self._hf.encode_batch)
             encodings = batch(list(safe_pieces(text)), add_special_tokens=False)
         except (UnicodeEncodeError, TypeError):
-            if isinstance(text, str) and _scrub(text) != text:
-                return self.encode_array(_scrub(text))
+            if isinstance(text, str) and scrub(text) != text:
+                return self.encode_array(scrub(text))
             raise
         if not encodings:
             return np.zeros(0, dtype=np.int64)
@@ -262,7 +183,7 @@ class Tokenizer:
         if self.kind == "char":
             return list(zip(text, self.encode_array(text).tolist(), strict=True))
         if self.kind == "word" and self.segmented and has_han(text):
-            words = self.words(_scrub(text))
+            words = self.words(scrub(text))
             enc = self._hf.encode(words, is_pretokenized=True, add_special_tokens=False)
             pieces = [
                 (words[w][s:e] if w is not None else "", i)
@@ -271,7 +192,7 @@ class Tokenizer:
             if "".join(p for p, _ in pieces) == text:
                 return pieces
         elif self.kind == "word":
-            enc = self._hf.encode(_scrub(text), add_special_tokens=False)
+            enc = self._hf.encode(scrub(text), add_special_tokens=False)
             pieces = [(text[s:e], i) for (s, e), i in zip(enc.offsets, enc.ids, strict=True)]
             if "".join(p for p, _ in pieces) == text:
                 return pieces
@@ -372,7 +293,7 @@ def _word_level(vocab: dict[str, int], pattern: str) -> HFTokenizer:
 def _chunks(text: str | Iterable[str]) -> Iterator[str]:
     """Text (or a stream of text) in safe pieces, so HF can count them on both cores."""
     for chunk in [text] if isinstance(text, str) else text:
-        yield from safe_pieces(_scrub(chunk))
+        yield from safe_pieces(scrub(chunk))
 
 
 def _segmented_chunks(text: str | Iterable[str]) -> Iterator[str]:
@@ -396,7 +317,7 @@ def train_tokenizer(cfg, text: str | Iterable[str]) -> Tokenizer:
     if kind == "char":
         alphabet: set[str] = set()
         for chunk in [text] if isinstance(text, str) else text:
-            alphabet.update(_scrub(chunk))
+            alphabet.update(scrub(chunk))
         alphabet.discard(UNK)
         if not alphabet:
             raise TokenizerError(

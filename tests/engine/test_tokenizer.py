@@ -13,15 +13,8 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from lmstudio.config import TokenizerConfig
 from lmstudio.engine.corpus import read_corpus
-from lmstudio.engine.tokenizer import (
-    UNK,
-    Tokenizer,
-    TokenizerError,
-    safe_cut,
-    safe_pieces,
-    token_frequencies,
-    train_tokenizer,
-)
+from lmstudio.engine.token_text import UNK, safe_cut, safe_pieces
+from lmstudio.engine.tokenizer import Tokenizer, TokenizerError, token_frequencies, train_tokenizer
 from lmstudio.errors import UserError
 
 TANG = read_corpus("tang300")
