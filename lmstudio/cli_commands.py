@@ -604,7 +604,7 @@ def cmd_export(args) -> int:
 
 # ---- runs, presets -----------------------------------------------------------------------------------
 def cmd_runs(args) -> int:
-    from lmstudio.runfolder import scan_runs
+    from lmstudio.run_list import scan_runs
 
     runs, skipped = scan_runs(args.root)
     for bad in skipped:  # named on stderr, so `--json` output stays one run per line

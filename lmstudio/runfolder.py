@@ -6,28 +6,26 @@ states), ``metrics.jsonl`` and ``samples.jsonl``. Every file is written to a tem
 folder, flushed to disk and renamed over the old one, so a crash or a full disk never leaves a half-written
 file behind.
 
-This module is the shared layer's (no torch, no Qt): the UI lists runs and draws their history from it on
-any thread, and ``engine.checkpoint`` adds the parts that need torch (weights and resume state).
+This module is the shared layer's (no torch, no Qt), as are ``run_history`` (the metrics and samples logged)
+and ``run_list`` (the runs folder listed), which the UI reads on any thread; ``engine.checkpoint`` adds the
+parts that need torch (weights and resume state).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import re
 import struct
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmstudio import run_status, safe_read
+from lmstudio import safe_read
 from lmstudio.config import RunConfig
 from lmstudio.errors import ConfigError, UserError
-from lmstudio.runlock import LOCK_FILE, RunLock, locked_by
+from lmstudio.runlock import LOCK_FILE, RunLock
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -272,246 +270,3 @@ def weights_metadata(path: str | Path) -> dict[str, Any]:
         except (TypeError, safe_read.FileRefused):
             out[k] = v
     return out
-
-
-# ---- history -----------------------------------------------------------------------------------
-def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    line = json.dumps(_finite(record), ensure_ascii=False) + "\n"
-    # O_NOFOLLOW: a history file planted as a symlink must not make training append to a file elsewhere
-    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as e:
-        if Path(path).is_symlink():
-            raise CheckpointError(
-                f"{path} is a symbolic link; lmstudio writes only real files in a run folder"
-            ) from e
-        raise
-    with os.fdopen(fd, "rb+") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":  # a line torn by a crash: end it so it does not swallow this record
-                line = "\n" + line
-        f.write(line.encode("utf-8"))
-
-
-def _finite(record: dict[str, Any]) -> dict[str, Any]:
-    # JSON has no NaN/inf; store them as null so every line stays parseable
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; damaged lines are skipped (``read_jsonl_counted`` says how many)."""
-    return read_jsonl_counted(path)[0]
-
-
-def read_jsonl_counted(path: str | Path) -> tuple[list[dict[str, Any]], int]:
-    """The good records of a history file and the number of damaged lines skipped.
-
-    Damaged: torn by a crash or a full disk (half a line, half a UTF-8 character), not a JSON object, or a
-    record whose ``step`` is not a whole number or whose values are not numbers (metrics) / text (samples).
-    A file that is not a regular file (a FIFO, a device) is refused (``FileRefused``) rather than read.
-    """
-    out, skipped = [], 0
-    for record in safe_read.jsonl_records(path):
-        if record is None or not _plausible(record):
-            skipped += 1
-        else:
-            out.append(record)
-    return out, skipped
-
-
-def _plausible(record: dict[str, Any]) -> bool:
-    step = safe_read.whole_number(record.get("step", 0))
-    if step is None:
-        return False
-    record["step"] = step
-    for key in _NUMERIC & record.keys():
-        value = record[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            return False
-        if isinstance(value, float) and not math.isfinite(value):
-            record[key] = None  # 1e400 reads as inf: as unknown as the null the writer stores
-    return isinstance(record.get("text", ""), str) and isinstance(record.get("event", ""), str)
-
-
-# fields the curves plot: a record holding anything but a number (or null) there is damaged
-_NUMERIC = frozenset(
-    ("step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed", "eta", "train_loss", "val_loss", "val_ppl")
-    + ("val_acc", "val_bpc", "max_steps")
-)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every logged StepMetrics and EvalMetrics of a run, oldest first (``event`` names the kind)."""
-    return read_jsonl(Path(run_dir) / METRICS_FILE)
-
-
-def read_samples(run_dir: str | Path) -> list[dict[str, Any]]:
-    return read_jsonl(Path(run_dir) / SAMPLES_FILE)
-
-
-def truncate_history(run_dir: str | Path, step: int) -> dict[str, int]:
-    """Drop records logged after ``step`` (a resume from that checkpoint logs those steps again) and the
-    damaged lines; returns how many damaged lines each file had."""
-    skipped = {}
-    for name in (METRICS_FILE, SAMPLES_FILE):
-        path = Path(run_dir) / name
-        if not os.path.lexists(path):
-            continue
-        records, skipped[name] = read_jsonl_counted(path)
-        kept = [r for r in records if r["step"] <= step]
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-    return skipped
-
-
-def read_full_evals(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Every recorded full-split score of a run by checkpoint name; {} when none (or the file is unreadable)."""
-    try:
-        data = safe_read.read_json(
-            Path(run_dir) / FULL_EVAL_FILE, safe_read.MAX_CONFIG_BYTES, safe_read.MAX_LINE_DEPTH
-        )
-    except (OSError, safe_read.FileRefused):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
-
-
-def known_full_loss(run_dir: str | Path, which: str, step: int) -> float | None:
-    """The recorded full-split loss of checkpoint ``which`` if it was scored at ``step`` (its current
-    weights), else None: a score of older weights is never shown as the current one."""
-    entry = read_full_evals(run_dir).get(which, {})
-    loss = entry.get("val_loss")
-    if entry.get("step") != step or not isinstance(loss, (int, float)) or not math.isfinite(loss):
-        return None
-    return float(loss)
-
-
-# ---- listing -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RunSummary:
-    path: str
-    name: str
-    arch: str
-    corpus: str
-    tokenizer: str
-    steps: int  # optimizer steps in the latest checkpoint (0: none yet)
-    max_steps: int
-    best_val_loss: float | None
-    created: float  # seconds since the epoch
-    updated: float
-    # the latest weights' loss over the whole validation split (full_eval.json), None when not scored
-    full_val_loss: float | None = None
-    state: str = ""  # run_status: finished, stopped, failed, interrupted, training, idle, ...
-    state_text: str = ""  # for people: "finished", "stopped at 281 of 3,000", "failed: ..."
-    elapsed: float | None = None  # seconds of training (pauses excluded), when recorded
-    training_pid: int | None = None  # a process training this run right now (0: its pid is unknown)
-
-
-@dataclass(frozen=True)
-class SkippedRun:
-    """A folder in the runs folder that looks like a run but cannot be listed, and why."""
-
-    path: str
-    reason: str
-
-
-def list_runs(root: str | Path | None = None) -> list[RunSummary]:
-    """Every run folder under ``root`` (newest first); damaged ones are left out (``scan_runs`` names them)."""
-    return scan_runs(root)[0]
-
-
-def scan_runs(root: str | Path | None = None) -> tuple[list[RunSummary], list[SkippedRun]]:
-    """The runs under ``root`` (newest first) and the folders skipped because their config.json is damaged.
-
-    Folders without a config.json are not runs and are ignored. One hostile folder (a config nested 100,000
-    deep, a FIFO, a 5,000-digit number, a name that is not text) never hides the others.
-    """
-    root = Path(root) if root is not None else default_runs_dir()
-    if not root.is_dir():
-        return [], []
-    try:
-        folders = list(root.iterdir())
-    except OSError as e:
-        raise CheckpointError(f"cannot list the runs folder {root}: {e.strerror or e}") from None
-    runs, skipped = [], []
-    for folder in folders:
-        try:
-            summary = run_summary(folder)
-        except Exception as e:  # noqa: BLE001 - whatever is wrong with one folder, list the others
-            skipped.append(SkippedRun(str(folder), _first_line(e)))
-            continue
-        if summary is not None:
-            runs.append(summary)
-    return sorted(runs, key=lambda r: r.updated, reverse=True), sorted(skipped, key=lambda r: r.path)
-
-
-def run_summary(folder: Path) -> RunSummary | None:
-    """One run folder's summary; None when it is no run (no config.json); an error when it is damaged."""
-    cfg_path = folder / CONFIG_FILE
-    if not folder.is_dir() or not os.path.lexists(cfg_path):
-        return None
-    cfg = safe_read.read_json(cfg_path, safe_read.MAX_CONFIG_BYTES, safe_read.MAX_CONFIG_DEPTH)
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{cfg_path} is not a JSON object")
-    sections = {k: cfg.get(k, {}) for k in ("model", "train", "corpus", "tokenizer")}
-    bad = [k for k, v in sections.items() if not isinstance(v, dict)]
-    if bad:
-        raise CheckpointError(f"{cfg_path}: the section {bad[0]!r} is not a table")
-    model, train = sections["model"], sections["train"]
-    latest = folder / LATEST_FILE
-    meta = weights_metadata(latest) if latest.is_file() else {}
-    created = cfg_path.stat().st_mtime
-    updated = latest.stat().st_mtime if latest.is_file() else created
-    status = run_status.read_status(folder)
-    # a continued run may have been given more steps than its config.json says: the status knows
-    steps = _whole(meta.get("step"))
-    max_steps = _whole(status.get("max_steps")) or _whole(train.get("max_steps"))
-    state = run_status.state_of(status, steps, max_steps)
-    return RunSummary(
-        path=str(folder),
-        name=folder.name,  # unique, unlike the name in config.json (two runs may share that)
-        arch=_text(model.get("arch")),
-        corpus=_text(sections["corpus"].get("source")),
-        tokenizer=_text(sections["tokenizer"].get("kind")),
-        steps=steps,
-        max_steps=max_steps,
-        best_val_loss=_number(meta.get("best_val")),
-        created=created,
-        updated=updated,
-        full_val_loss=known_full_loss(folder, "latest", steps),
-        training_pid=locked_by(folder),
-        state=state,
-        state_text=run_status.describe(state, steps, max_steps, str(status.get("message", ""))),
-        elapsed=_number(status.get("elapsed")),
-    )
-
-
-def _text(value: Any) -> str:
-    return value[:200] if isinstance(value, str) else "?"
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return (lines[0][:300] if lines else "") or type(e).__name__
-
-
-def whole_step(value: Any) -> int:
-    """A step read from a file: a whole number from 0 up, anything else (text, 1e400, [1, 2]) 0."""
-    return _whole(value)
-
-
-def _whole(value: Any) -> int:
-    # a hand-edited or foreign file may hold anything here; the list shows 0 rather than failing
-    number = safe_read.whole_number(value)
-    return number if number is not None and 0 <= number < 10**15 else 0
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an int of hundreds of digits
-        return None
-    return number if math.isfinite(number) else None

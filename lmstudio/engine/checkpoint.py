@@ -1,9 +1,10 @@
 """Checkpoints: a model's weights (safetensors) and the resume state (``torch.save``) in a run folder.
 
-The run folder itself (file names, atomic writes, history, listing) is ``lmstudio.runfolder``, which needs
-no torch; this module adds the parts that do. ``train_state.pt`` holds everything an exact resume needs
-(optimizer, schedule step, RNG and batcher states) and is read with ``torch.load(weights_only=True)``.
-The names of ``runfolder`` the engine uses are importable from here too.
+The run folder itself is the shared layer's, which needs no torch: file names and atomic writes
+(``lmstudio.runfolder``), the history (``run_history``) and the listing (``run_list``); this module adds the
+parts that do. ``train_state.pt`` holds everything an exact resume needs (optimizer, schedule step, RNG and
+batcher states) and is read with ``torch.load(weights_only=True)``. The names of those modules the engine
+uses are importable from here too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
+from lmstudio.run_history import (
+    append_jsonl,
+    read_jsonl,
+    read_jsonl_counted,
+    read_metrics,
+    read_samples,
+    truncate_history,
+)
+from lmstudio.run_list import SkippedRun, list_runs, scan_runs, whole_step
 from lmstudio.runfolder import (
     BEST_FILE,
     CONFIG_FILE,
@@ -29,25 +39,15 @@ from lmstudio.runfolder import (
     TOKENIZER_FILE,
     WEIGHT_FILES,
     CheckpointError,
-    SkippedRun,
-    append_jsonl,
     atomic_write,
     atomic_write_all,
     atomic_write_text,
     default_cache_dir,
     default_runs_dir,
-    list_runs,
     new_run_dir,
     open_run_folder,
-    read_jsonl,
-    read_jsonl_counted,
-    read_metrics,
-    read_samples,
     remove_stale_temp_files,
-    scan_runs,
-    truncate_history,
     weights_metadata,
-    whole_step,
 )
 
 __all__ = [

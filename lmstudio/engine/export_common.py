@@ -26,7 +26,7 @@ from typing import Any
 
 from lmstudio import measures
 from lmstudio.errors import UserError
-from lmstudio.runfolder import known_full_loss
+from lmstudio.run_history import known_full_loss
 
 INSTALL_HINT = "pip install -e '.[export]'  (or: pip install 'lmstudio-playground[export]')"
 EXTRA_MODULES = {"hf": ("transformers",), "onnx": ("onnx", "onnxruntime", "onnxscript")}

@@ -33,9 +33,9 @@ from lmstudio import measures
 from lmstudio.engine import device as dev
 from lmstudio.engine.faults import is_oom
 from lmstudio.events import FullEvalMetrics, Notice
+from lmstudio.run_history import known_full_loss as known_loss
+from lmstudio.run_history import read_full_evals as read_all
 from lmstudio.runfolder import FULL_EVAL_FILE, atomic_write_text
-from lmstudio.runfolder import known_full_loss as known_loss
-from lmstudio.runfolder import read_full_evals as read_all
 
 if TYPE_CHECKING:
     from lmstudio.engine.train_parts import TrainParts

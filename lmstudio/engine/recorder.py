@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lmstudio import runfolder
+from lmstudio import run_history, runfolder
 from lmstudio.events import EvalMetrics, Event, Sample, StepMetrics
 
 
@@ -30,7 +30,7 @@ class RunRecorder:
     def cut_history(self, step: int) -> list[str]:
         """A resumed run's history cut back to its checkpoint's ``step``; returns notices for the damaged lines
         that were skipped (torn by a crash or edited)."""
-        skipped = runfolder.truncate_history(self.run_dir, step)
+        skipped = run_history.truncate_history(self.run_dir, step)
         return [
             f"{name}: skipped {n} damaged line{'s' if n > 1 else ''} (torn by a crash or edited); "
             "the rest of the history is kept"
@@ -50,6 +50,6 @@ class RunRecorder:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, (StepMetrics, EvalMetrics)):
-            runfolder.append_jsonl(self.run_dir / runfolder.METRICS_FILE, event.to_dict())
+            run_history.append_jsonl(self.run_dir / runfolder.METRICS_FILE, event.to_dict())
         elif isinstance(event, Sample):
-            runfolder.append_jsonl(self.run_dir / runfolder.SAMPLES_FILE, event.to_dict())
+            run_history.append_jsonl(self.run_dir / runfolder.SAMPLES_FILE, event.to_dict())

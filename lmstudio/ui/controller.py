@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lmstudio import config as C
-from lmstudio import resources, run_status, runfolder
+from lmstudio import resources, run_history, run_list, run_status, runfolder
 
 Progress = Callable[[float], None]
 
@@ -308,7 +308,7 @@ class Controller:
     # ---- runs -------------------------------------------------------------------------------
     def list_runs(self) -> list[dict]:
         """The readable runs; ``skipped_runs`` then holds the damaged folders (path, reason) left out."""
-        runs, skipped = runfolder.scan_runs(self.runs_dir())
+        runs, skipped = run_list.scan_runs(self.runs_dir())
         self.skipped_runs = [_plain(s) for s in skipped]
         return [_plain(r) for r in runs]
 
@@ -328,7 +328,7 @@ class Controller:
     def run_curves(self, run_dir: str) -> dict[str, np.ndarray]:
         """A run's metrics.jsonl as arrays: ``step``/``time``/``loss`` for steps and ``eval_*`` for evals."""
         steps, evals = [], []
-        for row in runfolder.read_metrics(run_dir):
+        for row in run_history.read_metrics(run_dir):
             kind = row.get("event", "")
             if kind == "EvalMetrics" or ("val_loss" in row and kind != "StepMetrics"):
                 evals.append(row)
@@ -353,7 +353,7 @@ class Controller:
         }
 
     def run_samples(self, run_dir: str) -> list[dict]:
-        return [_plain(s) for s in runfolder.read_samples(run_dir)]
+        return [_plain(s) for s in run_history.read_samples(run_dir)]
 
     # ---- export -----------------------------------------------------------------------------
     def export_missing(self, fmt: str) -> str:

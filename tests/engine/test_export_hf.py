@@ -230,7 +230,7 @@ def test_model_card_names_corpus_licence_settings_loss_and_date(runs, exported):
     assert f"perplexity {math.exp(last_eval['val_loss']):.2f}" in card
     assert re.search(r"exported on \d{4}-\d\d-\d\d \d\d:\d\d UTC", card)
     assert '"max_steps": 40' in card and '"lr":' in card
-    from lmstudio.runfolder import read_full_evals
+    from lmstudio.run_history import read_full_evals
 
     full = read_full_evals(runs["gpt"])["latest"]  # a completed run scores the whole split at its end
     assert f"over the whole validation split: loss {full['val_loss']:.4f}" in card
