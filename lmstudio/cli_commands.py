@@ -386,7 +386,8 @@ def cmd_corpus(args) -> int:
 
 # ---- generate ----------------------------------------------------------------------------------------
 def cmd_generate(args) -> int:
-    from lmstudio.config import ConfigError, section_errors
+    from lmstudio.config import ConfigError
+    from lmstudio.config_fields import section_errors
     from lmstudio.engine.sampling import generate
     from lmstudio.engine.session import Session
 

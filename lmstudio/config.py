@@ -2,20 +2,29 @@
 
 No torch and no Qt here: the UI builds its settings form from these dataclasses (each field's
 ``metadata`` carries its help text, choices and bounds), the CLI applies dotted overrides
-(``train.lr=3e-4``) and a run folder stores the whole thing as ``config.json``.
+(``train.lr=3e-4``) and a run folder stores the whole thing as ``config.json``. How one field is declared,
+parsed and checked is ``config_fields``; ``field_type``, ``parse_value`` and ``section_errors``, which the
+settings here use, are importable from this module too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from lmstudio import safe_read
+from lmstudio.config_fields import (
+    field_error,
+    field_type,
+    is_type_ok,
+    parse_value,
+    section_errors,
+    setting,
+    split_assignment,
+)
 from lmstudio.errors import ConfigError
 
 CONFIG_VERSION = 1
@@ -24,48 +33,28 @@ ARCHS = ("rnn", "lstm", "gru", "conv", "transformer")
 TOKENIZER_KINDS = ("char", "word", "bpe")
 
 
-def _f(
-    default: Any,
-    help: str,
-    *,
-    lo: float | None = None,
-    hi: float | None = None,
-    choices: tuple[str, ...] | None = None,
-    only: tuple[str, ...] | None = None,
-    lo_open: bool = False,
-) -> Any:
-    """A dataclass field whose metadata drives validation and the UI's generated form.
-
-    ``lo``/``hi`` bound numbers (``lo_open`` makes the lower bound exclusive), ``choices`` lists
-    allowed strings, ``only`` names the architectures the field applies to (the form hides it
-    for the others).
-    """
-    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "only": only, "lo_open": lo_open}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass
 class CorpusConfig:
     # a built-in name (tiny_shakespeare, tang_poems, tang300) or a path to a text file or folder
-    source: str = _f("tang300", "Built-in corpus name, or a path to a .txt file or a folder of them")
+    source: str = setting("tang300", "Built-in corpus name, or a path to a .txt file or a folder of them")
     # share of the text, taken from the end, held out for validation (nanoGPT uses 0.1)
-    val_fraction: float = _f(0.1, "Share of the text held out for validation", lo=0.0, hi=0.5, lo_open=True)
+    val_fraction: float = setting(
+        0.1, "Share of the text held out for validation", lo=0.0, hi=0.5, lo_open=True
+    )
 
 
 @dataclass
 class TokenizerConfig:
     # char: one token per character; word: whitespace/punctuation words (one per CJK character);
     # bpe: byte-level BPE trained on the corpus
-    kind: str = _f("char", "How text is split into tokens", choices=TOKENIZER_KINDS)
+    kind: str = setting("char", "How text is split into tokens", choices=TOKENIZER_KINDS)
     # target vocabulary size for BPE (the word tokenizer uses it as a cap)
-    vocab_size: int = _f(1000, "Vocabulary size for BPE (a cap for word level)", lo=64, hi=65536)
+    vocab_size: int = setting(1000, "Vocabulary size for BPE (a cap for word level)", lo=64, hi=65536)
     # words seen fewer times than this map to the unknown token (word level)
-    min_frequency: int = _f(1, "Least count for a word to get its own token", lo=1, hi=1000)
+    min_frequency: int = setting(1, "Least count for a word to get its own token", lo=1, hi=1000)
     # Chinese script the text is converted to before tokenizing (OpenCC t2s / s2t): the corpus, and
     # prompts and inspector text too (a normaliser, so a tokenizer and its data always agree)
-    script: str = _f(
+    script: str = setting(
         "as-is",
         "Convert Chinese text to simplified or traditional characters first",
         choices=("as-is", "simplified", "traditional"),
@@ -75,37 +64,39 @@ class TokenizerConfig:
 @dataclass
 class ModelConfig:
     # which family: Elman RNN, LSTM, GRU, a causal convolutional LM or a GPT-style decoder-only Transformer
-    arch: str = _f("transformer", "Architecture", choices=ARCHS)
+    arch: str = setting("transformer", "Architecture", choices=ARCHS)
     # number of stacked layers (recurrent layers, convolutional blocks or Transformer blocks)
-    n_layer: int = _f(4, "Layers", lo=1, hi=48)
+    n_layer: int = setting(4, "Layers", lo=1, hi=48)
     # embedding width (and the Transformer's residual width)
-    n_embd: int = _f(128, "Embedding width", lo=4, hi=8192)
+    n_embd: int = setting(128, "Embedding width", lo=4, hi=8192)
     # attention heads per block; must divide n_embd
-    n_head: int = _f(
+    n_head: int = setting(
         4, "Attention heads (must divide the embedding width)", lo=1, hi=128, only=("transformer",)
     )
     # recurrent hidden-state size
-    hidden_size: int = _f(256, "Hidden units per recurrent layer", lo=4, hi=8192, only=("rnn", "lstm", "gru"))
+    hidden_size: int = setting(
+        256, "Hidden units per recurrent layer", lo=4, hi=8192, only=("rnn", "lstm", "gru")
+    )
     # context length: the longest stretch of tokens the model sees at once
-    block_size: int = _f(64, "Context length (tokens)", lo=2, hi=8192)
+    block_size: int = setting(64, "Context length (tokens)", lo=2, hi=8192)
     # dropout probability during training
-    dropout: float = _f(0.0, "Dropout", lo=0.0, hi=0.9)
+    dropout: float = setting(0.0, "Dropout", lo=0.0, hi=0.9)
     # biases in linear layers and LayerNorms
-    bias: bool = _f(True, "Biases in linear layers")
+    bias: bool = setting(True, "Biases in linear layers")
     # share the input embedding with the output projection (recurrent: needs hidden_size == n_embd)
-    tie_weights: bool = _f(True, "Tie input and output embeddings")
+    tie_weights: bool = setting(True, "Tie input and output embeddings")
     # how the Transformer knows positions: learned table or fixed sinusoids (added to the embeddings)
-    pos_encoding: str = _f(
+    pos_encoding: str = setting(
         "learned", "Position encoding", choices=("learned", "sinusoidal"), only=("transformer",)
     )
     # taps of each causal convolution (the convolutional model); with the dilations it sets how far back it sees
-    kernel_size: int = _f(3, "Convolution width (taps per layer)", lo=2, hi=64, only=("conv",))
+    kernel_size: int = setting(3, "Convolution width (taps per layer)", lo=2, hi=64, only=("conv",))
     # dilations double from 1 over this many layers, then start again at 1 (WaveNet's cycle)
-    dilation_cycle: int = _f(
+    dilation_cycle: int = setting(
         6, "Layers per dilation cycle (dilations 1, 2, 4, ... then again)", lo=1, hi=16, only=("conv",)
     )
     # filled from the tokenizer when the model is built; 0 means "not known yet"
-    vocab_size: int = _f(0, "Vocabulary size (set from the tokenizer)", lo=0, hi=1 << 20)
+    vocab_size: int = setting(0, "Vocabulary size (set from the tokenizer)", lo=0, hi=1 << 20)
 
 
 def heads_error(m: ModelConfig) -> str | None:
@@ -118,64 +109,66 @@ def heads_error(m: ModelConfig) -> str | None:
 @dataclass
 class TrainConfig:
     # optimizer steps to run (each step may accumulate several micro-batches)
-    max_steps: int = _f(2000, "Training steps", lo=1, hi=10_000_000)
+    max_steps: int = setting(2000, "Training steps", lo=1, hi=10_000_000)
     # sequences per micro-batch
-    batch_size: int = _f(12, "Batch size", lo=1, hi=4096)
+    batch_size: int = setting(12, "Batch size", lo=1, hi=4096)
     # a wall-clock budget: stop after this many seconds of training (pauses excluded; 0 = none). The run ends at
     # whichever of max_steps and max_time comes first, and the learning-rate decay follows the time spent
-    max_time: float = _f(
+    max_time: float = setting(
         0.0, "Time budget in seconds (0 = none; ends at steps or time, whichever is first)", lo=0.0, hi=1e8
     )
     # micro-batches per optimizer step
-    grad_accum: int = _f(1, "Gradient accumulation steps", lo=1, hi=1024)
-    optimizer: str = _f("adamw", "Optimizer", choices=("adamw", "sgd"))
+    grad_accum: int = setting(1, "Gradient accumulation steps", lo=1, hi=1024)
+    optimizer: str = setting("adamw", "Optimizer", choices=("adamw", "sgd"))
     # peak learning rate (after warmup)
-    lr: float = _f(1e-3, "Learning rate", lo=0.0, hi=10.0, lo_open=True)
+    lr: float = setting(1e-3, "Learning rate", lo=0.0, hi=10.0, lo_open=True)
     # floor the cosine schedule decays to
-    min_lr: float = _f(1e-4, "Lowest learning rate at the end of the schedule", lo=0.0, hi=10.0)
+    min_lr: float = setting(1e-4, "Lowest learning rate at the end of the schedule", lo=0.0, hi=10.0)
     # linear warmup from 0 to lr over this many steps
-    warmup_steps: int = _f(100, "Warmup steps", lo=0, hi=10_000_000)
-    schedule: str = _f("cosine", "Learning-rate schedule after warmup", choices=("cosine", "constant"))
+    warmup_steps: int = setting(100, "Warmup steps", lo=0, hi=10_000_000)
+    schedule: str = setting("cosine", "Learning-rate schedule after warmup", choices=("cosine", "constant"))
     # AdamW decoupled weight decay, applied to matrices only (not biases, norms)
-    weight_decay: float = _f(0.1, "Weight decay", lo=0.0, hi=10.0)
-    beta1: float = _f(0.9, "Adam beta1 / SGD momentum", lo=0.0, hi=0.99999)
-    beta2: float = _f(0.99, "Adam beta2", lo=0.0, hi=0.99999)
+    weight_decay: float = setting(0.1, "Weight decay", lo=0.0, hi=10.0)
+    beta1: float = setting(0.9, "Adam beta1 / SGD momentum", lo=0.0, hi=0.99999)
+    beta2: float = setting(0.99, "Adam beta2", lo=0.0, hi=0.99999)
     # clip the global gradient norm to this value (0 disables)
-    grad_clip: float = _f(1.0, "Gradient clipping norm (0 = off)", lo=0.0, hi=1e6)
+    grad_clip: float = setting(1.0, "Gradient clipping norm (0 = off)", lo=0.0, hi=1e6)
     # run a validation pass every this many steps
-    eval_interval: int = _f(250, "Evaluate every N steps", lo=1, hi=10_000_000)
+    eval_interval: int = setting(250, "Evaluate every N steps", lo=1, hi=10_000_000)
     # batches averaged for each loss estimate
-    eval_iters: int = _f(20, "Batches per evaluation", lo=1, hi=10_000)
+    eval_iters: int = setting(20, "Batches per evaluation", lo=1, hi=10_000)
     # report step metrics every this many steps
-    log_interval: int = _f(10, "Report every N steps", lo=1, hi=1_000_000)
+    log_interval: int = setting(10, "Report every N steps", lo=1, hi=1_000_000)
     # generate a sample every this many steps (0 = never)
-    sample_interval: int = _f(500, "Sample text every N steps (0 = never)", lo=0, hi=10_000_000)
-    sample_tokens: int = _f(200, "Tokens per training sample", lo=1, hi=100_000)
+    sample_interval: int = setting(500, "Sample text every N steps (0 = never)", lo=0, hi=10_000_000)
+    sample_tokens: int = setting(200, "Tokens per training sample", lo=1, hi=100_000)
     # save a checkpoint every this many steps (0 = at each evaluation)
-    checkpoint_interval: int = _f(0, "Checkpoint every N steps (0 = at each evaluation)", lo=0, hi=10_000_000)
-    device: str = _f("auto", "Device", choices=("auto", "cpu", "cuda", "mps"))
+    checkpoint_interval: int = setting(
+        0, "Checkpoint every N steps (0 = at each evaluation)", lo=0, hi=10_000_000
+    )
+    device: str = setting("auto", "Device", choices=("auto", "cpu", "cuda", "mps"))
     # auto: bf16 autocast on CUDA where supported (fp16 otherwise), fp32 on CPU
-    precision: str = _f("auto", "Numeric precision", choices=("auto", "fp32", "bf16", "fp16"))
+    precision: str = setting("auto", "Numeric precision", choices=("auto", "fp32", "bf16", "fp16"))
     # torch.compile the model (auto: on for CUDA, off for CPU where it brought no gain)
-    compile: str = _f("auto", "Compile the model with torch.compile", choices=("auto", "on", "off"))
-    seed: int = _f(1337, "Random seed", lo=0, hi=2**63 - 1)
+    compile: str = setting("auto", "Compile the model with torch.compile", choices=("auto", "on", "off"))
+    seed: int = setting(1337, "Random seed", lo=0, hi=2**63 - 1)
     # when the run ends, score the whole validation split (engine/full_eval.py), not just eval_iters batches
-    full_eval: bool = _f(True, "Score the whole validation split when the run ends")
+    full_eval: bool = setting(True, "Score the whole validation split when the run ends")
 
 
 @dataclass
 class SampleConfig:
-    max_tokens: int = _f(200, "Tokens to generate", lo=1, hi=100_000)
+    max_tokens: int = setting(200, "Tokens to generate", lo=1, hi=100_000)
     # <1 sharpens, >1 flattens the distribution; 0 is greedy (always the likeliest token)
-    temperature: float = _f(0.8, "Temperature (0 = greedy)", lo=0.0, hi=100.0)
+    temperature: float = setting(0.8, "Temperature (0 = greedy)", lo=0.0, hi=100.0)
     # keep only the k likeliest tokens (0 = all)
-    top_k: int = _f(0, "Top-k (0 = off)", lo=0, hi=1 << 20)
+    top_k: int = setting(0, "Top-k (0 = off)", lo=0, hi=1 << 20)
     # keep the smallest set of tokens whose probability adds up to p (1 = off)
-    top_p: float = _f(1.0, "Top-p / nucleus (1 = off)", lo=0.0, hi=1.0, lo_open=True)
+    top_p: float = setting(1.0, "Top-p / nucleus (1 = off)", lo=0.0, hi=1.0, lo_open=True)
     # -1: a fresh random seed each time
-    seed: int = _f(-1, "Seed (-1 = random)", lo=-1, hi=2**63 - 1)
+    seed: int = setting(-1, "Seed (-1 = random)", lo=-1, hi=2**63 - 1)
     # generation stops after any of these strings appears
-    stop: list = _f([], "Stop strings")
+    stop: list = setting([], "Stop strings")
 
 
 SECTIONS: dict[str, type] = {
@@ -303,7 +296,7 @@ class RunConfig:
     # ---- overrides --------------------------------------------------------------------------
     def override(self, assignments: list[str] | dict[str, Any]) -> RunConfig:
         """A copy with dotted overrides applied: ``["train.lr=3e-4", "model.arch=lstm"]``."""
-        items = assignments.items() if isinstance(assignments, dict) else map(_split_assignment, assignments)
+        items = assignments.items() if isinstance(assignments, dict) else map(split_assignment, assignments)
         data = self.to_dict()
         errs: dict[str, str] = {}
         for key, raw in items:
@@ -329,104 +322,6 @@ class RunConfig:
         return RunConfig.from_dict(data)
 
 
-def _split_assignment(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError({text: "expected key=value, e.g. train.lr=3e-4"})
-    return key.strip(), value.strip()
-
-
-def field_type(spec: dataclasses.Field) -> type:
-    """The Python type of a field's default (annotations are strings under __future__)."""
-    if spec.default is not MISSING:
-        return type(spec.default)
-    factory = spec.default_factory
-    assert factory is not MISSING, f"field {spec.name} has no default"
-    return type(factory())
-
-
-def parse_value(spec: dataclasses.Field, raw: str) -> Any:
-    """Parse text typed by a user (CLI or form) into the field's type; ValueError says why."""
-    kind = field_type(spec)
-    raw = raw.strip()
-    if kind is bool:
-        low = raw.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected true or false, got {raw!r}")
-    if kind is int:
-        try:
-            as_float = float(raw)
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {raw!r}") from None
-        if not math.isfinite(as_float) or as_float != int(as_float):
-            raise ValueError(f"expected a whole number, got {raw!r}")
-        return int(as_float)
-    if kind is float:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
-    if kind is list:
-        return [s for s in raw.split(",") if s] if raw else []
-    return raw
-
-
-def field_error(spec: dataclasses.Field, value: Any) -> str | None:
-    """Why ``value`` is not acceptable for this field, or None."""
-    kind = field_type(spec)
-    meta = spec.metadata
-    if kind is bool:
-        return None if isinstance(value, bool) else "must be true or false"
-    if kind in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return "must be a number"
-        if kind is int and not isinstance(value, int):
-            return "must be a whole number"
-        if not math.isfinite(value):
-            return "must be a finite number"
-        lo, hi = meta.get("lo"), meta.get("hi")
-        if lo is not None and (value <= lo if meta.get("lo_open") else value < lo):
-            return f"must be {'above' if meta.get('lo_open') else 'at least'} {lo:g}"
-        if hi is not None and value > hi:
-            return f"must be at most {hi:g}"
-        return None
-    if kind is str:
-        if not isinstance(value, str):
-            return "must be text"
-        choices = meta.get("choices")
-        if choices and value not in choices:
-            return f"must be one of {', '.join(choices)}"
-        if not choices and not value.strip():
-            return "must not be empty"
-        return _not_utf8(value)
-    if kind is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            return "must be a list of strings"
-        return next((e for e in map(_not_utf8, value) if e), None)
-    return None
-
-
-def _not_utf8(text: str) -> str | None:
-    # a file name with bytes that are not UTF-8 reaches Python as lone surrogates; config.json cannot hold it
-    if any("\ud800" <= c <= "\udfff" for c in text):
-        return (
-            "contains bytes that are not UTF-8 (a file name from another system?); rename the file or folder"
-        )
-    return None
-
-
-def section_errors(section: str, obj: Any) -> dict[str, str]:
-    errs = {}
-    for spec in fields(obj):
-        msg = field_error(spec, getattr(obj, spec.name))
-        if msg:
-            errs[f"{section}.{spec.name}"] = msg
-    return errs
-
-
 def section_from_dict(section: str, data: Any) -> Any:
     cls = SECTIONS[section]
     if not isinstance(data, dict):
@@ -442,26 +337,12 @@ def section_from_dict(section: str, data: Any) -> Any:
             value = float(value)  # JSON/TOML write 1.0 as 1 sometimes
         msg = field_error(known[name], value) if kind in (bool, int, float, str, list) else None
         # only type errors here; range errors are reported by validate() so a loaded run can show them
-        if msg and msg.startswith("must be") and not _is_type_ok(kind, value):
+        if msg and msg.startswith("must be") and not is_type_ok(kind, value):
             errs[f"{section}.{name}"] = msg
         values[name] = value
     if errs:
         raise ConfigError(errs)
     return cls(**values)
-
-
-def _is_type_ok(kind: type, value: Any) -> bool:
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, float)
-    if kind is str:
-        return isinstance(value, str)
-    if kind is list:
-        return isinstance(value, list)
-    return True
 
 
 def load_preset(name_or_path: str) -> RunConfig:

@@ -6,7 +6,8 @@ models on the meta device without importing the package that imports it.
 
 from __future__ import annotations
 
-from lmstudio.config import ConfigError, ModelConfig, heads_error, section_errors
+from lmstudio.config import ConfigError, ModelConfig, heads_error
+from lmstudio.config_fields import section_errors
 from lmstudio.engine.models.base import LanguageModel
 from lmstudio.engine.models.conv import ConvLM
 from lmstudio.engine.models.recurrent import RecurrentLM
