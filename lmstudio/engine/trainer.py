@@ -115,7 +115,7 @@ class Trainer:
         return self.parts.model if self.parts is not None else None
 
     @property
-    def _p(self) -> TrainParts:
+    def _built_parts(self) -> TrainParts:
         assert self.parts is not None, "run() builds the parts first"
         return self.parts
 
@@ -164,7 +164,7 @@ class Trainer:
     def _setup(self) -> None:
         self.dist.together(self._prepare)  # several ranks: a failure is reported by one rank, not by all
         # the DDP wrap is a collective, so it stays out of _prepare, which every rank must be able to fail alone
-        p = self._p
+        p = self._built_parts
         self.dist.seed_ranks(self.config.train.seed, self.step)
         eager = self.dist.wrap(p.model, p.device)
         p.forward = dev.CompileFallback(eager, dev.should_compile(p.device, self.config.train.compile))
@@ -225,7 +225,7 @@ class Trainer:
             yield from self._loop()
 
     def _loop(self) -> Iterator[Event]:
-        p, t = self._p, self.config.train
+        p, t = self._built_parts, self.config.train
         control = self.dist.shared_control(self.control)  # several ranks: the flags all ranks agreed on
         yield self._started()
         yield from self._pop_notices()
@@ -269,7 +269,7 @@ class Trainer:
             yield self._save(best=False, val_loss=None)
         elapsed = self.clock.elapsed()
         if completed and self.config.train.full_eval and self.dist.is_main:  # rank 0 scores and records it
-            yield full_eval.score_run(self._p, self.run_dir, self.step, val_loss)
+            yield full_eval.score_run(self._built_parts, self.run_dir, self.step, val_loss)
         reason = "completed" if completed else "stopped"
         yield Finished(step=self.step, reason=reason, run_dir=str(self.run_dir), elapsed=elapsed)
 
@@ -277,7 +277,7 @@ class Trainer:
         return Started(
             run_dir=str(self.run_dir),
             device=self.dist.describe(self.device_label),
-            n_params=self._p.model.num_params(),
+            n_params=self._built_parts.model.num_params(),
             start_step=self.step,
             max_steps=self.config.train.max_steps,
             config=self.config.to_dict(),
@@ -300,13 +300,13 @@ class Trainer:
         if t.max_time > 0:  # several ranks: their clocks differ, and the schedule must not
             spent = self.dist.max(spent)
         lr = lr_at(self.step, t, self.peak_lr, spent)
-        for group in self._p.optimizer.param_groups:
+        for group in self._built_parts.optimizer.param_groups:
             group["lr"] = lr
         return lr
 
     def _train_step(self) -> torch.Tensor:
         """One step's forward and backward passes (eager again if the compiler fails: the step is redone)."""
-        p, accum = self._p, self.config.train.grad_accum
+        p, accum = self._built_parts, self.config.train.grad_accum
         return p.forward.call(
             lambda forward: train_step.micro_batches(p, self.dist, accum, forward),
             before_retry=lambda: p.optimizer.zero_grad(set_to_none=True),
@@ -333,7 +333,7 @@ class Trainer:
         return val_loss
 
     def _sample(self) -> Sample:
-        p = self._p
+        p = self._built_parts
         text = (
             train_eval.training_sample(p.model, p.tokenizer, self.config, self.step)
             if self.dist.is_main
@@ -344,7 +344,8 @@ class Trainer:
     def _evaluate(self, track_best: bool = True) -> Generator[Event, None, float]:
         """Estimate the losses and report them; ``track_best=False`` for the untrained model (step 0),
         which has no checkpoint to be the best one."""
-        metrics = train_eval.evaluate(self._p, self.config, self.dist, self.step, self.clock.elapsed)
+        p = self._built_parts
+        metrics = train_eval.evaluate(p, self.config, self.dist, self.step, self.clock.elapsed)
         if track_best:
             self.best_val = min(self.best_val, metrics.val_loss)
         yield metrics
@@ -352,14 +353,10 @@ class Trainer:
         return metrics.val_loss
 
     def _save(self, *, best: bool, val_loss: float | None) -> Checkpointed:
+        p, dist = self._built_parts, self.dist
         progress = train_save.Progress(self.step, self.best_val, val_loss, self.peak_lr, self.clock.elapsed())
         path = train_save.save(
-            self._p,
-            self.run_dir,
-            progress,
-            best=best,
-            world_size=self.dist.world_size,
-            write=self.dist.is_main,
+            p, self.run_dir, progress, best=best, world_size=dist.world_size, write=dist.is_main
         )
         self.saved_step = self.step
         return Checkpointed(step=self.step, path=str(path), best=best)
