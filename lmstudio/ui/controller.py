@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lmstudio import config as C
-from lmstudio import resources, run_history, run_list, run_status, runfolder
+from lmstudio import config, resources, run_history, run_list, run_status, runfolder
 
 Progress = Callable[[float], None]
 
@@ -84,7 +83,7 @@ class Controller:
 
     # ---- tokenizer --------------------------------------------------------------------------
     def build_tokenizer(
-        self, source: str, tok_cfg: C.TokenizerConfig, progress: Progress, cancel: threading.Event
+        self, source: str, tok_cfg: config.TokenizerConfig, progress: Progress, cancel: threading.Event
     ) -> dict:
         """*worker*: train a tokenizer on the corpus, count token frequencies, keep it for previews.
 
@@ -132,11 +131,11 @@ class Controller:
         }
 
     @staticmethod
-    def _advice(tok, tok_cfg: C.TokenizerConfig, text: str, ids: np.ndarray) -> dict:
+    def _advice(tok, tok_cfg: config.TokenizerConfig, text: str, ids: np.ndarray) -> dict:
         """Coverage of the splits (the default validation share), a suggested size, warnings."""
         from lmstudio.engine import corpus, split_stats, vocab_advice
 
-        n_train, _ = corpus.split_sizes(int(ids.size), C.CorpusConfig().val_fraction)
+        n_train, _ = corpus.split_sizes(int(ids.size), config.CorpusConfig().val_fraction)
         stats = split_stats.split_stats(tok, ids[:n_train], ids[n_train:], len(text))
         distinct = len(set(text))
         words = tok.vocab_size - 1 if tok.kind == "word" and tok.vocab_size - 1 < tok_cfg.vocab_size else None
@@ -155,7 +154,7 @@ class Controller:
     def tokenizer_key(self) -> tuple | None:
         return self._tokenizer_key
 
-    def built_tokenizer_for(self, cfg: C.RunConfig):
+    def built_tokenizer_for(self, cfg: config.RunConfig):
         """The tokenizer Setup built, if it was built for this corpus and these tokenizer settings: the
         trainer reuses it (the vocabulary the user browsed) instead of training it again."""
         with self._lock:
@@ -178,7 +177,7 @@ class Controller:
         return [(str(piece), int(i)) for piece, i in tok.split(text)]
 
     # ---- model size -------------------------------------------------------------------------
-    def estimate(self, model_cfg: C.ModelConfig, train_cfg: C.TrainConfig) -> tuple[int, dict]:
+    def estimate(self, model_cfg: config.ModelConfig, train_cfg: config.TrainConfig) -> tuple[int, dict]:
         """(parameter count, memory estimate dict) for a config; cached per distinct config."""
         key = (dataclasses.astuple(model_cfg), dataclasses.astuple(train_cfg))
         if key not in self._estimates:
@@ -194,7 +193,7 @@ class Controller:
             self._estimates[key] = (n, mem)
         return self._estimates[key]
 
-    def receptive_field(self, model_cfg: C.ModelConfig) -> int | None:
+    def receptive_field(self, model_cfg: config.ModelConfig) -> int | None:
         """Tokens the convolutional model's prediction can depend on; None for the other architectures."""
         if model_cfg.arch != "conv":
             return None
@@ -203,7 +202,11 @@ class Controller:
         return int(receptive_field(model_cfg))
 
     def estimate_time(
-        self, model_cfg: C.ModelConfig, train_cfg: C.TrainConfig, progress: Progress, cancel: threading.Event
+        self,
+        model_cfg: config.ModelConfig,
+        train_cfg: config.TrainConfig,
+        progress: Progress,
+        cancel: threading.Event,
     ) -> dict:
         """*worker*: time a few real training steps of this model here (engine/speed_probe.py); cached."""
         from lmstudio.engine.speed_probe import estimate_training_time
@@ -236,8 +239,8 @@ class Controller:
         except resources.ResourceError:
             return []
 
-    def load_preset(self, name: str) -> C.RunConfig:
-        return C.load_preset(name)
+    def load_preset(self, name: str) -> config.RunConfig:
+        return config.load_preset(name)
 
     # ---- training ---------------------------------------------------------------------------
     def runs_dir(self) -> Path:
@@ -273,7 +276,7 @@ class Controller:
         return launch.gpu_count()
 
     def training_events(
-        self, cfg: C.RunConfig, control, resume_dir: str | None = None, *, nproc: int = 1
+        self, cfg: config.RunConfig, control, resume_dir: str | None = None, *, nproc: int = 1
     ) -> Iterator[Any]:
         """*worker*: create the run folder and iterate the trainer's events (frozen dataclasses).
 
@@ -322,8 +325,8 @@ class Controller:
 
         run_files.delete_run(run_dir, self.runs_dir())
 
-    def run_config(self, run_dir: str) -> C.RunConfig:
-        return C.RunConfig.load(Path(run_dir) / runfolder.CONFIG_FILE)
+    def run_config(self, run_dir: str) -> config.RunConfig:
+        return config.RunConfig.load(Path(run_dir) / runfolder.CONFIG_FILE)
 
     def run_curves(self, run_dir: str) -> dict[str, np.ndarray]:
         """A run's metrics.jsonl as arrays: ``step``/``time``/``loss`` for steps and ``eval_*`` for evals."""

@@ -14,8 +14,7 @@ from PySide6.QtCore import QCoreApplication, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
-from lmstudio import __version__
-from lmstudio import run_status as S
+from lmstudio import __version__, run_status
 from lmstudio.ui import dialogs, workers
 from lmstudio.ui.about import AboutDialog
 from lmstudio.ui.controller import Controller
@@ -33,15 +32,15 @@ ORGANIZATION = "lmstudio"
 APPLICATION = "lmstudio"
 TAB_SETUP, TAB_TRAINING, TAB_RUNS, TAB_GENERATE, TAB_INSPECT = range(5)
 STATE_TEXT = {
-    S.IDLE: "Idle",
-    S.PREPARING: "Preparing…",
-    S.TRAINING: "Training",
-    S.PAUSED: "Paused",
-    S.STOPPING: "Stopping (saving a checkpoint)…",
-    S.FINISHED: "Finished",
-    S.STOPPED: "Stopped",
-    S.FAILED: "Failed",
-    S.INTERRUPTED: "Interrupted",
+    run_status.IDLE: "Idle",
+    run_status.PREPARING: "Preparing…",
+    run_status.TRAINING: "Training",
+    run_status.PAUSED: "Paused",
+    run_status.STOPPING: "Stopping (saving a checkpoint)…",
+    run_status.FINISHED: "Finished",
+    run_status.STOPPED: "Stopped",
+    run_status.FAILED: "Failed",
+    run_status.INTERRUPTED: "Interrupted",
 }
 
 
@@ -316,20 +315,20 @@ class MainWindow(QMainWindow):
 
     # ---- reactions ----------------------------------------------------------------------------
     def _on_state(self, state: str) -> None:
-        if state != S.PAUSED and self._notice and self._notice == self.statusBar().currentMessage():
+        if state != run_status.PAUSED and self._notice and self._notice == self.statusBar().currentMessage():
             self.statusBar().clearMessage()  # e.g. resumed after a failed save: the notice is done with
         self._show_state()
-        self.act_pause.setText("&Resume training" if state == S.PAUSED else "&Pause training")
+        self.act_pause.setText("&Resume training" if state == run_status.PAUSED else "&Pause training")
 
     def _on_progress(self, step: int, max_steps: int) -> None:
-        if self.run.state in (S.TRAINING, S.PAUSED):
+        if self.run.state in (run_status.TRAINING, run_status.PAUSED):
             self._show_state()
 
     def _show_state(self) -> None:
         """The status bar always shows the live step, whatever the last state change was."""
         r = self.run
         text = STATE_TEXT.get(r.state, r.state)
-        if r.state in (S.TRAINING, S.PAUSED, S.STOPPING) and r.step:
+        if r.state in (run_status.TRAINING, run_status.PAUSED, run_status.STOPPING) and r.step:
             text += f" · step {r.step:,} of {r.max_steps:,}"
         self.state_label.setText(text)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
-from lmstudio import run_status as S
+from lmstudio import run_status
 from lmstudio.ui.session_controller import SessionController
 from lmstudio.ui.training_run import TrainingRun
 
@@ -63,7 +63,7 @@ class RunFollower(QObject):
         """Show the run being trained (or the last one the window showed) and switch with it."""
         self.pinned = ""
         live = self.run.run_dir
-        if self.run.is_running() and not S.has_checkpoint(live):
+        if self.run.is_running() and not run_status.has_checkpoint(live):
             self._wait_for(live)
         elif live:
             self._load(live)
@@ -100,7 +100,9 @@ class RunFollower(QObject):
         if not self.run.is_running():  # a saved run opened in the Training tab
             if run_dir:
                 self._load(run_dir)
-        elif run_dir and S.has_checkpoint(run_dir):  # continuing a run: its checkpoint is there already
+        elif run_dir and run_status.has_checkpoint(
+            run_dir
+        ):  # continuing a run: its checkpoint is there already
             self._load(run_dir)
         else:
             self._wait_for(run_dir)

@@ -58,7 +58,7 @@ def _run_under_xvfb(argv: list[str]) -> int:
 def _shoot(out: Path, steps: int, views: bool = False, chinese: bool = False) -> int:
     from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, QTimer
 
-    from lmstudio import config as C
+    from lmstudio import config
     from lmstudio.ui.app import make_application
 
     tmp = Path(tempfile.mkdtemp(prefix="lmstudio-shots-"))
@@ -117,7 +117,7 @@ def _shoot(out: Path, steps: int, views: bool = False, chinese: bool = False) ->
         wait(lambda: not win.isVisible())
         shutil.rmtree(tmp, ignore_errors=True)
         return 0
-    base = C.RunConfig().override(
+    base = config.RunConfig().override(
         [
             "corpus.source=tang300",
             "tokenizer.kind=char",
@@ -218,11 +218,11 @@ def shoot_views(win, wait, settle, grab, steps: int) -> list[str]:
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
 
-    from lmstudio import config as C
+    from lmstudio import config
     from lmstudio.ui.main_window import TAB_GENERATE, TAB_INSPECT
     from lmstudio.ui.panes.inspector import EMBEDDINGS, LENS
 
-    cfg = C.RunConfig(name="shakespeare-gpt").override(SHAKESPEARE + [f"train.max_steps={steps}"])
+    cfg = config.RunConfig(name="shakespeare-gpt").override(SHAKESPEARE + [f"train.max_steps={steps}"])
     win.setup.set_config(cfg)
     wait(lambda: not win.setup.corpus.is_busy())
     win.start_training()

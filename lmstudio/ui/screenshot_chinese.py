@@ -31,10 +31,10 @@ TANG_BPE = [
 
 def shoot_chinese(win, wait, settle, grab, steps: int) -> str:
     """Train, then generate Chinese text in the Generate tab; returns the text generated."""
-    from lmstudio import config as C
+    from lmstudio import config
     from lmstudio.ui.main_window import TAB_GENERATE
 
-    cfg = C.RunConfig(name="tang-bpe").override(TANG_BPE + [f"train.max_steps={steps}"])
+    cfg = config.RunConfig(name="tang-bpe").override(TANG_BPE + [f"train.max_steps={steps}"])
     win.setup.set_config(cfg)
     wait(lambda: not win.setup.corpus.is_busy())
     win.start_training()

@@ -16,9 +16,19 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from lmstudio import config as C
-from lmstudio import events as E
-from lmstudio import run_status as S
+from lmstudio import config, run_status
+from lmstudio.events import (
+    Checkpointed,
+    EvalMetrics,
+    Failed,
+    Finished,
+    FullEvalMetrics,
+    Notice,
+    Sample,
+    Started,
+    StateChanged,
+    StepMetrics,
+)
 from lmstudio.ui.controller import Controller
 from lmstudio.ui.widgets.series import Series
 from lmstudio.ui.workers import TrainWorker, describe_error, start_worker
@@ -59,7 +69,7 @@ class TrainingRun(QObject):
         for s in self.series.values():
             s.clear()
         self.run_dir = run_dir
-        self.state = S.IDLE
+        self.state = run_status.IDLE
         self.step = 0
         self.max_steps = 0
         self.start_step = 0  # where this session's training began (0, or the checkpoint it resumed)
@@ -95,7 +105,7 @@ class TrainingRun(QObject):
         self._load_history(run_dir)
         if self.step == 0 and len(self.series["loss"]):
             self.step = int(self.series["loss"].x[-1])
-        self.state = str(summary.get("state") or S.IDLE)
+        self.state = str(summary.get("state") or run_status.IDLE)
         self.run_changed.emit(run_dir)
         self.state_changed.emit(self.state)
         self.progress.emit(self.step, self.max_steps)
@@ -138,7 +148,7 @@ class TrainingRun(QObject):
             self.state_changed.emit(self.state)
 
     # ---- training -----------------------------------------------------------------------------
-    def start(self, cfg: C.RunConfig, resume_dir: str | None = None, nproc: int = 1) -> bool:
+    def start(self, cfg: config.RunConfig, resume_dir: str | None = None, nproc: int = 1) -> bool:
         """Train ``cfg`` (or continue ``resume_dir``) in a worker thread; False when one is running.
 
         ``nproc`` > 1: in a child process on that many GPUs, followed through its events."""
@@ -156,16 +166,16 @@ class TrainingRun(QObject):
         self.worker.event.connect(self.on_event)
         self.worker.crashed.connect(self._on_crashed)
         self.worker.finished.connect(self._on_worker_finished)
-        self.state = S.PREPARING  # before run_changed: its listeners ask whether a run is live
+        self.state = run_status.PREPARING  # before run_changed: its listeners ask whether a run is live
         self.run_changed.emit(self.run_dir)
-        self._set_state(S.PREPARING)
+        self._set_state(run_status.PREPARING)
         start_worker(self.worker)
         return True
 
     def toggle_pause(self) -> None:
         if self.control is None:
             return
-        if self.state == S.PAUSED:
+        if self.state == run_status.PAUSED:
             self.control.resume()
         else:
             self.control.pause()
@@ -174,7 +184,7 @@ class TrainingRun(QObject):
         """Ask the trainer to stop; it saves a checkpoint and then reports Finished(reason='stopped')."""
         if self.control is not None and self.is_running():
             self.control.stop()
-            self._set_state(S.STOPPING)
+            self._set_state(run_status.STOPPING)
 
     def set_lr(self, lr: float) -> bool:
         if self.control is not None and self.is_running():
@@ -184,7 +194,7 @@ class TrainingRun(QObject):
 
     # ---- events (GUI thread; queued from the worker) ------------------------------------------
     def on_event(self, ev) -> None:
-        if isinstance(ev, E.StepMetrics):
+        if isinstance(ev, StepMetrics):
             self.step, self.max_steps = ev.step, ev.max_steps
             self.loss, self.lr, self.tokens_per_s = ev.loss, ev.lr, ev.tokens_per_s
             self.elapsed, self.eta = ev.elapsed, ev.eta
@@ -192,37 +202,37 @@ class TrainingRun(QObject):
                 self.series[key].append(ev.step, getattr(ev, key))
             self.progress.emit(self.step, self.max_steps)
             self.metrics_changed.emit()
-        elif isinstance(ev, E.EvalMetrics):
+        elif isinstance(ev, EvalMetrics):
             for key in ("train_loss", "val_loss", "val_ppl", "val_acc"):
                 self.series[key].append(ev.step, getattr(ev, key))
             self.metrics_changed.emit()
-        elif isinstance(ev, E.FullEvalMetrics):
+        elif isinstance(ev, FullEvalMetrics):
             self.full_val = (ev.val_loss, ev.estimate)
-        elif isinstance(ev, E.Sample):
+        elif isinstance(ev, Sample):
             self.sample = f"step {ev.step}:\n{ev.text}"
             self.sample_changed.emit(self.sample)
-        elif isinstance(ev, E.Started):
+        elif isinstance(ev, Started):
             self._on_started(ev)
-        elif isinstance(ev, E.Checkpointed):
+        elif isinstance(ev, Checkpointed):
             self.checkpoint_step = ev.step
             self.checkpoint_saved.emit(self.run_dir, ev.step)
-        elif isinstance(ev, E.StateChanged):
-            self._set_state({"running": S.TRAINING}.get(ev.state, ev.state))
-        elif isinstance(ev, E.Notice):
+        elif isinstance(ev, StateChanged):
+            self._set_state({"running": run_status.TRAINING}.get(ev.state, ev.state))
+        elif isinstance(ev, Notice):
             self.message = ev.message
             self.notice.emit(ev.message)
-        elif isinstance(ev, E.Finished):
+        elif isinstance(ev, Finished):
             self.run_dir = ev.run_dir or self.run_dir
             self.step, self.elapsed = ev.step, ev.elapsed or self.elapsed
             self.progress.emit(self.step, self.max_steps)
-            self._end(S.FINISHED if ev.reason == "completed" else S.STOPPED)
-        elif isinstance(ev, E.Failed):
+            self._end(run_status.FINISHED if ev.reason == "completed" else run_status.STOPPED)
+        elif isinstance(ev, Failed):
             self.run_dir = ev.run_dir or self.run_dir
             self.message = ev.message
-            self._end(S.FAILED)
+            self._end(run_status.FAILED)
             self.error.emit(ev.message)
 
-    def _on_started(self, ev: E.Started) -> None:
+    def _on_started(self, ev: Started) -> None:
         new_folder = ev.run_dir != self.run_dir
         self.run_dir = ev.run_dir
         self.step = self.start_step = ev.start_step
@@ -235,7 +245,7 @@ class TrainingRun(QObject):
             self._load_history(ev.run_dir, up_to=ev.start_step)
         if new_folder:
             self.run_changed.emit(self.run_dir)
-        self._set_state(S.TRAINING)
+        self._set_state(run_status.TRAINING)
         self.device_used.emit(ev.device)
         self.progress.emit(self.step, self.max_steps)
         self.metrics_changed.emit()
@@ -246,13 +256,13 @@ class TrainingRun(QObject):
 
     def _on_crashed(self, message: str) -> None:
         self.message = "training stopped because of an error"
-        self._end(S.FAILED)
+        self._end(run_status.FAILED)
         self.error.emit(message)
 
     def _on_worker_finished(self) -> None:
         self.worker, self.control = None, None
-        if self.state in S.LIVE_STATES:  # the worker ended without a last word
-            self._end(S.STOPPED)
+        if self.state in run_status.LIVE_STATES:  # the worker ended without a last word
+            self._end(run_status.STOPPED)
         else:
             self.state_changed.emit(self.state)  # buttons depend on is_running() as well
 

@@ -30,8 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lmstudio import measures
-from lmstudio import run_status as S
+from lmstudio import measures, run_status
 from lmstudio.ui import dialogs
 from lmstudio.ui.controller import Controller
 from lmstudio.ui.panes.bakeoff import BakeoffBox
@@ -231,7 +230,7 @@ class RunsPane(QWidget):
         """How the run ended, or what the live run is doing now (the window knows better than the disk)."""
         live = self.live
         if live is not None and live.is_running() and str(run.get("path")) == live.run_dir:
-            return S.describe(live.state, live.step, live.max_steps)
+            return run_status.describe(live.state, live.step, live.max_steps)
         return str(run.get("state_text") or "")
 
     def _on_live_state(self, state: str) -> None:

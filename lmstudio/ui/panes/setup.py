@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lmstudio import config as C
+from lmstudio.config import ConfigError, RunConfig
 from lmstudio.ui.controller import Controller
 from lmstudio.ui.panes.setup_corpus import CorpusPage
 from lmstudio.ui.panes.setup_model import Debouncer, ModelPage, TrainPage
@@ -50,7 +50,7 @@ class SetupPane(QWidget):
     def __init__(self, controller: Controller, parent: QWidget | None = None):
         super().__init__(parent)
         self.controller = controller
-        self._base = C.RunConfig()  # values of fields no form shows (e.g. sample.stop)
+        self._base = RunConfig()  # values of fields no form shows (e.g. sample.stop)
         self.corpus = CorpusPage(controller)
         self.tokenizer = TokenizerPage(controller)
         self.model = ModelPage(controller)
@@ -108,7 +108,7 @@ class SetupPane(QWidget):
         return (self.tokenizer.form, self.model.form, self.train.form, self.train.sample_form)
 
     # ---- the configuration ------------------------------------------------------------------
-    def config(self) -> tuple[C.RunConfig, dict[str, str]]:
+    def config(self) -> tuple[RunConfig, dict[str, str]]:
         """The configuration the pages show, and every problem with it (dotted field -> reason)."""
         parse_errors: dict[str, str] = {}
         sections = {}
@@ -122,7 +122,7 @@ class SetupPane(QWidget):
         errors.pop("model.vocab_size", None)  # filled from the tokenizer when training starts
         return cfg, errors
 
-    def set_config(self, cfg: C.RunConfig) -> None:
+    def set_config(self, cfg: RunConfig) -> None:
         """Show a whole configuration (a preset, an earlier run, the last session's choices)."""
         self._base = cfg
         for form in self.forms():
@@ -142,8 +142,8 @@ class SetupPane(QWidget):
         cfg_json = s.value("setup/config")
         if cfg_json:
             try:
-                cfg = C.RunConfig.from_json(str(cfg_json))
-            except C.ConfigError:
+                cfg = RunConfig.from_json(str(cfg_json))
+            except ConfigError:
                 cfg = None  # settings from another version: start from the defaults
         self.set_config(cfg or self.default_config())
         self.steps.setCurrentRow(int(s.value("setup/step", 0)))
@@ -152,13 +152,13 @@ class SetupPane(QWidget):
         s.setValue("setup/step", self.steps.currentRow())
         s.setValue("setup/config", self.config()[0].to_json())
 
-    def default_config(self) -> C.RunConfig:
+    def default_config(self) -> RunConfig:
         if "tiny_tang" in self.controller.presets():
             try:
                 return self.controller.load_preset("tiny_tang")
             except Exception:
                 pass
-        return C.RunConfig()
+        return RunConfig()
 
     def load_preset(self, name: str) -> None:
         try:
@@ -198,7 +198,7 @@ class SetupPane(QWidget):
         self.tokenizer.set_source(source)
         self.revalidate()
 
-    def _vocab_size(self, cfg: C.RunConfig) -> tuple[int, str]:
+    def _vocab_size(self, cfg: RunConfig) -> tuple[int, str]:
         """The vocabulary size for the estimate: exact once the tokenizer is built, a guess before."""
         built = self.tokenizer.result
         key = self.controller.tokenizer_key()

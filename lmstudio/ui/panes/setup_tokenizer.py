@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lmstudio import config as C
+from lmstudio import config
 from lmstudio.ui.controller import Controller
 from lmstudio.ui.widgets.config_form import ConfigForm
 from lmstudio.ui.widgets.token_preview import TokenPreview
@@ -120,15 +120,15 @@ class TokenizerPage(QWidget):
         for box in (self.vocab, self.preview):
             box.setEnabled(not stale)
 
-    def tokenizer_config(self) -> tuple[C.TokenizerConfig, dict[str, str]]:
-        return self.form.apply_to(C.TokenizerConfig())
+    def tokenizer_config(self) -> tuple[config.TokenizerConfig, dict[str, str]]:
+        return self.form.apply_to(config.TokenizerConfig())
 
     def is_busy(self) -> bool:
         return self._worker is not None
 
     def build(self) -> None:
         cfg, errors = self.tokenizer_config()
-        errors.update(C.section_errors("tokenizer", cfg) if not errors else {})
+        errors.update(config.section_errors("tokenizer", cfg) if not errors else {})
         self.form.show_errors(errors)
         if errors:
             self.status.setText("Fix the highlighted settings first.")

@@ -26,9 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lmstudio import config as C
-from lmstudio import measures
-from lmstudio import run_status as S
+from lmstudio import config, measures, run_status
 from lmstudio.ui.training_run import TrainingRun
 from lmstudio.ui.widgets.plots import MetricPlot
 
@@ -36,7 +34,7 @@ REDRAW_MS = 50
 
 
 # the engine's word for how a run ended, which the window's signal has always carried
-_REASON = {S.FINISHED: "completed", S.STOPPED: "stopped", S.FAILED: "failed"}
+_REASON = {run_status.FINISHED: "completed", run_status.STOPPED: "stopped", run_status.FAILED: "failed"}
 
 
 class TrainingPane(QWidget):
@@ -180,7 +178,7 @@ class TrainingPane(QWidget):
         self.all_gpus_box.setText(f"Train on all {gpus} GPUs")
         self.all_gpus_box.setVisible(gpus > 1)
 
-    def start(self, cfg: C.RunConfig, resume_dir: str | None = None) -> bool:
+    def start(self, cfg: config.RunConfig, resume_dir: str | None = None) -> bool:
         """Train ``cfg`` (or continue ``resume_dir``); False when a run is already going."""
         nproc = self.gpus if self.gpus > 1 and self.all_gpus_box.isChecked() else 1
         if not self.run.start(cfg, resume_dir, nproc=nproc):
@@ -233,7 +231,7 @@ class TrainingPane(QWidget):
         if budget > 0:  # a timed run: the bar follows the clock, not the steps
             self.progress.setFormat("%p% of the time budget")
             self.progress.setRange(0, 1000)
-            done = 1.0 if r.state == S.FINISHED else r.elapsed / budget
+            done = 1.0 if r.state == run_status.FINISHED else r.elapsed / budget
             self.progress.setValue(min(1000, int(1000 * done)))
         else:
             self.progress.setFormat("step %v / %m")
@@ -242,7 +240,11 @@ class TrainingPane(QWidget):
             self.progress.setValue(step)
         if max_steps and max_steps != self._fitted_to:
             self._fit_x()
-        if r.state in (S.TRAINING, S.PAUSED) and step > r.start_step and math.isfinite(r.loss):
+        if (
+            r.state in (run_status.TRAINING, run_status.PAUSED)
+            and step > r.start_step
+            and math.isfinite(r.loss)
+        ):
             of = f" of {measures.clock(budget)}" if budget > 0 else ""
             self.timing.setText(
                 f"step {step:,} of {max_steps:,} · elapsed {measures.clock(r.elapsed)}{of} · "
@@ -252,10 +254,10 @@ class TrainingPane(QWidget):
 
     def _on_state(self, state: str) -> None:
         r = self.run
-        if state == S.TRAINING and self._shown_state == S.PREPARING:
+        if state == run_status.TRAINING and self._shown_state == run_status.PREPARING:
             self.run_started.emit(r.run_dir)
         self._shown_state = state
-        self.pause_btn.setText("Resume" if state == S.PAUSED else "Pause")
+        self.pause_btn.setText("Resume" if state == run_status.PAUSED else "Pause")
         running = r.is_running()
         if running and not self._redraw.isActive():
             self._redraw.start()
@@ -263,32 +265,38 @@ class TrainingPane(QWidget):
             self._redraw.stop()
             self.redraw()
         self.start_btn.setEnabled(not running)
-        self.pause_btn.setEnabled(running and state in (S.TRAINING, S.PAUSED))
-        self.stop_btn.setEnabled(running and state != S.STOPPING)
+        self.pause_btn.setEnabled(running and state in (run_status.TRAINING, run_status.PAUSED))
+        self.stop_btn.setEnabled(running and state != run_status.STOPPING)
         self.lr_btn.setEnabled(running)
         if r.run_dir:
-            self.run_title.setText(f"<b>{r.name}</b> · {S.describe(state, r.step, r.max_steps, r.message)}")
+            self.run_title.setText(
+                f"<b>{r.name}</b> · {run_status.describe(state, r.step, r.max_steps, r.message)}"
+            )
         else:
             self.run_title.setText("")
-        if state == S.TRAINING and r.step == r.start_step and r.start_step:
+        if state == run_status.TRAINING and r.step == r.start_step and r.start_step:
             self.timing.setText(f"Continuing from the checkpoint at step {r.step:,}…")
-        elif state == S.IDLE and not r.run_dir:
+        elif state == run_status.IDLE and not r.run_dir:
             self.timing.setText("Not started. Set things up in the Setup tab, then press Start (Ctrl+T).")
-        elif not running and state in (S.FINISHED, S.STOPPED, S.INTERRUPTED) and r.run_dir:
+        elif (
+            not running
+            and state in (run_status.FINISHED, run_status.STOPPED, run_status.INTERRUPTED)
+            and r.run_dir
+        ):
             full = ""
             if r.full_val is not None:
                 loss, estimate = r.full_val
                 est = f" (running estimate {estimate:.4f})" if estimate is not None else ""
                 full = f" Validation loss over the whole split: {loss:.4f}{est}."
             self.timing.setText(
-                f"{S.describe(state, r.step, r.max_steps).capitalize()} after "
+                f"{run_status.describe(state, r.step, r.max_steps).capitalize()} after "
                 f"{measures.clock(r.elapsed)}.{full} The run is saved in {r.run_dir}."
             )
         self.state_changed.emit(state)
 
     def _on_ended(self, run_dir: str, state: str) -> None:
         self.redraw()
-        if state == S.FAILED:
+        if state == run_status.FAILED:
             self.timing.setText(f"Training stopped: {self.run.message}")
         self.run_finished.emit(run_dir, _REASON.get(state, state))
 

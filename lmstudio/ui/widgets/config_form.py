@@ -14,7 +14,7 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QWidget
 
-from lmstudio import config as C
+from lmstudio import config
 
 
 def format_value(value: Any) -> str:
@@ -35,7 +35,7 @@ class ConfigForm(QWidget):
     def __init__(self, section: str, exclude: tuple[str, ...] = (), parent: QWidget | None = None):
         super().__init__(parent)
         self.section = section
-        self.cls = C.SECTIONS[section]
+        self.cls = config.SECTIONS[section]
         self._specs = {f.name: f for f in dataclasses.fields(self.cls) if f.name not in exclude}
         self._editors: dict[str, QWidget] = {}
         self._errors: dict[str, QLabel] = {}
@@ -63,7 +63,7 @@ class ConfigForm(QWidget):
         self.set_values(self.cls())
 
     def _make_editor(self, spec: dataclasses.Field) -> QWidget:
-        kind = C.field_type(spec)
+        kind = config.field_type(spec)
         if kind is bool:
             box = QCheckBox()
             box.toggled.connect(self.changed)
@@ -111,7 +111,7 @@ class ConfigForm(QWidget):
                 values[name] = editor.currentText()
             else:
                 try:
-                    values[name] = C.parse_value(spec, editor.text())
+                    values[name] = config.parse_value(spec, editor.text())
                 except ValueError as e:
                     errors[f"{self.section}.{name}"] = str(e)
         return values, errors
