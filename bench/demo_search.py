@@ -95,16 +95,18 @@ CANDIDATES: dict[str, list[str]] = {
 
 def child(settings: list[str], out: str) -> int:
     """One run on one thread with the trainer's clock on this thread's CPU time (``--cpu-clock``)."""
+    import functools
     import time
-    from types import SimpleNamespace
 
     import torch
 
     from lmstudio.config import RunConfig
     from lmstudio.engine import trainer as trainer_module
+    from lmstudio.engine.stopwatch import Stopwatch
 
     torch.set_num_threads(1)
-    trainer_module.time = SimpleNamespace(perf_counter=time.thread_time)  # the budget counts CPU seconds
+    # the budget counts this thread's CPU seconds: the trainer's clock (a Stopwatch) reads thread_time
+    trainer_module.Stopwatch = functools.partial(Stopwatch, clock=time.thread_time)
     cfg = RunConfig(name="demo-search").override(settings).validate()
     for event in trainer_module.Trainer(cfg, out).run():
         print(json.dumps(event.to_dict()), flush=True)
