@@ -15,8 +15,19 @@ speed drifts (it does here, by tens of percent within a minute) slows both alike
 of workers are started one after another, since one process can be luckier than another in where its memory
 lands. Printed: medians over all chunks, their ratio, and the median ratio of back-to-back chunk pairs.
 
+Further contenders ("Nearer the floor", docs/benchmarks.md), each the Trainer with one thing changed, taking
+turns with the others in the same way: ``lmstudio-defaults`` (glibc's allocator defaults, no host_memory),
+``lmstudio-foreach`` (torch's foreach AdamW instead of the fused CPU kernels), ``lmstudio-bf16``
+(``train.precision=bf16``: autocast to bfloat16 on the CPU), ``lmstudio-compile`` (``train.compile=on``) and
+``lmstudio-compile-bf16``. Compilation happens in a worker's warm-up chunk, so it is not in the step times;
+the warm-up's seconds are printed beside them (inductor caches its kernels under /tmp/torchinductor_$USER,
+so a rerun compiles faster). Each contender's median is printed as a ratio to the fp32 trainer's and to the
+matrix-multiply floor (the step's FLOPs at this machine's sgemm rate; the bf16 gemm rate at the same shape
+is printed too, and whether the CPU has AVX512-BF16 or AMX, without which bf16 runs in converted fp32).
+
     .venv/bin/python bench/vs_nanogpt.py                        # 3 sets of 8 chunks
     .venv/bin/python bench/vs_nanogpt.py --also lmstudio-defaults   # + the trainer without host_memory
+    nice -n 5 .venv/bin/python bench/vs_nanogpt.py --also all       # every contender
 
 "lmstudio" runs with ``LMSTUDIO_KEEP_FREED_MEMORY=1`` (host_memory is opt-in); "lmstudio-defaults" without it.
 """
@@ -34,7 +45,17 @@ import tempfile
 import time
 from pathlib import Path
 
-CONTENDERS = ("lmstudio", "nanogpt", "lmstudio-defaults")
+# contender: the Trainer's overrides (None: the train.py loop); lmstudio and nanogpt always run
+CONTENDERS: dict[str, list[str] | None] = {
+    "lmstudio": [],
+    "nanogpt": None,
+    "lmstudio-defaults": [],  # with LMSTUDIO_KEEP_FREED_MEMORY=0
+    "lmstudio-foreach": [],  # with AdamW's fused CPU kernels off
+    "lmstudio-bf16": ["train.precision=bf16"],
+    "lmstudio-compile": ["train.compile=on"],
+    "lmstudio-compile-bf16": ["train.compile=on", "train.precision=bf16"],
+}
+EXTRA = tuple(CONTENDERS)[2:]
 
 
 def _config(cache: str):
@@ -47,14 +68,15 @@ def _config(cache: str):
     return cfg, data
 
 
-def lmstudio_chunks(cache: str, run_dir: str, chunk: int):
+def lmstudio_chunks(cache: str, run_dir: str, chunk: int, settings: list[str]):
     """The Trainer on the preset, reports every ``chunk`` steps; evaluation, samples, saving out of the way."""
     from lmstudio.engine.trainer import Trainer
     from lmstudio.events import Failed, Started, StepMetrics
 
     cfg, _ = _config(cache)
     cfg = cfg.override(
-        [
+        settings
+        + [
             f"train.log_interval={chunk}",
             "train.eval_interval=10000000",
             "train.sample_interval=0",
@@ -126,11 +148,18 @@ def worker(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    chunks = (nanogpt_chunks if args.worker == "nanogpt" else lmstudio_chunks)(
-        args.cache, args.run, args.chunk
-    )
-    next(chunks)  # warm-up: first-touch memory, allocator, thread pool
-    print(json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
+    if args.worker == "nanogpt":
+        chunks = nanogpt_chunks(args.cache, args.run, args.chunk)
+    else:
+        if args.worker == "lmstudio-foreach":
+            from lmstudio.engine import schedule
+
+            schedule.FUSED_ADAMW_DEVICES = ()  # the optimizer is built after this: foreach AdamW
+        chunks = lmstudio_chunks(args.cache, args.run, args.chunk, CONTENDERS[args.worker] or [])
+    started = time.perf_counter()
+    next(chunks)  # warm-up: first-touch memory, allocator, thread pool, and compilation where asked
+    warmup = time.perf_counter() - started
+    print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "warmup_s": warmup}), flush=True)
     for line in sys.stdin:
         if line.strip() != "chunk":
             break
@@ -168,9 +197,17 @@ def matmul_floor(cache: str) -> dict:
     for _ in range(20):
         a @ b
     best = min(_timed(lambda: a @ b, 100) for _ in range(5))
+    a16, b16 = a.bfloat16(), b.bfloat16()  # what autocast hands the same matmul
+    for _ in range(5):
+        a16 @ b16
+    best16 = min(_timed(lambda: a16 @ b16, 20) for _ in range(3))
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
     return {
         "gflop_per_step": counter.get_total_flops() / 1e9,
         "sgemm_gflops": 2 * tokens * width * 4 * width / best / 1e9,
+        "bf16_gemm_gflops": 2 * tokens * width * 4 * width / best16 / 1e9,
+        "cpu_bf16": " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "none",
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
@@ -191,7 +228,7 @@ class Contender:
             sys.executable,
             __file__,
             "--worker",
-            "nanogpt" if name == "nanogpt" else "lmstudio",
+            name,
             "--cache",
             cache,
             "--run",
@@ -203,7 +240,8 @@ class Contender:
             cmd += ["--threads", str(args.threads)]
         self.name = name
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self.threads = self._reply()["threads"]
+        ready = self._reply()
+        self.threads, self.warmup_s = ready["threads"], ready["warmup_s"]
 
     def _reply(self) -> dict:
         line = self.proc.stdout.readline()
@@ -231,18 +269,26 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=20, help="steps per timed chunk")
     p.add_argument("--chunks", type=int, default=8, help="timed chunks per process, after one warm-up chunk")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--also", choices=CONTENDERS[2:], action="append", default=[], help="a third contender")
+    p.add_argument(
+        "--also",
+        choices=(*EXTRA, "all"),
+        action="append",
+        default=[],
+        help="a further contender (repeat for more; all: every one)",
+    )
     p.add_argument("--json", action="store_true")
-    p.add_argument("--worker", choices=("lmstudio", "nanogpt"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=tuple(CONTENDERS), help=argparse.SUPPRESS)
     p.add_argument("--cache", help=argparse.SUPPRESS)
     p.add_argument("--run", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker(args)
         return
-    names = ["lmstudio", "nanogpt", *args.also]
+    names = ["lmstudio", "nanogpt", *(n for n in EXTRA if n in args.also or "all" in args.also)]
     results: dict[str, list[dict]] = {n: [] for n in names}
+    warmups: dict[str, list[float]] = {n: [] for n in names}
     threads = 0
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         cache = f"{tmp}/cache"
         if args.threads:
@@ -252,6 +298,8 @@ def main() -> None:
             # a fresh set of warm processes; one chunk each in turn, the order flipping every round
             team = [Contender(n, args, cache, f"{tmp}/{n}-{i}") for n in names]
             threads = team[0].threads
+            for c in team:
+                warmups[c.name].append(c.warmup_s)
             for r in range(args.chunks):
                 for c in team if r % 2 == 0 else team[::-1]:
                     results[c.name].append(c.chunk())
@@ -263,11 +311,16 @@ def main() -> None:
     floor["matmul_floor_ms"] = floor["gflop_per_step"] / floor["sgemm_gflops"] * 1000
     summary = {
         "threads": threads,
-        **{k: round(v, 2) for k, v in floor.items()},
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        **{k: round(v, 2) if isinstance(v, float) else v for k, v in floor.items()},
         "processes": args.processes,
         "chunk": args.chunk,
         "chunks": args.chunks,
         "median_ms": {n: round(v, 1) for n, v in med.items()},
+        "over_lmstudio": {n: round(v / med["lmstudio"], 3) for n, v in med.items()},
+        "over_floor": {n: round(v / floor["matmul_floor_ms"], 3) for n, v in med.items()},
+        "warmup_s": {n: round(max(w), 1) for n, w in warmups.items()},
         "all_ms": {n: [round(r["ms"], 1) for r in results[n]] for n in names},
         "page_faults_per_step": {
             n: round(statistics.median(r["faults_per_step"] for r in results[n])) for n in names
@@ -283,16 +336,21 @@ def main() -> None:
         return
     print(
         f"baby GPT, {threads} threads, {args.processes} sets of processes, {args.chunks} alternating chunks "
-        f"of {args.chunk} steps each (medians over all chunks)"
+        f"of {args.chunk} steps each (medians over all chunks); load average before "
+        f"{load_before[0]:.2f}, after {summary['load_after'][0]:.2f}"
     )
     for n in names:
         print(
-            f"  {n:18s} {med[n]:6.1f} ms/step   {summary['page_faults_per_step'][n]:5d} page faults/step   "
-            f"peak RSS {summary['peak_rss_mb'][n]} MB   {summary['all_ms'][n]}"
+            f"  {n:22s} {med[n]:6.1f} ms/step  x{summary['over_lmstudio'][n]:.3f} of lmstudio  "
+            f"x{summary['over_floor'][n]:.2f} of the floor  warm-up {summary['warmup_s'][n]:5.1f} s  "
+            f"{summary['page_faults_per_step'][n]:5d} faults/step  peak RSS {summary['peak_rss_mb'][n]} MB  "
+            f"{summary['all_ms'][n]}"
         )
     print(
         f"  floor: {floor['gflop_per_step']:.2f} GFLOP per step at {floor['sgemm_gflops']:.0f} GFLOP/s (sgemm, "
-        f"{threads} threads, the MLP's shape) = {floor['matmul_floor_ms']:.1f} ms/step of matrix multiplies"
+        f"{threads} threads, the MLP's shape) = {floor['matmul_floor_ms']:.1f} ms/step of matrix multiplies; "
+        f"bf16 gemm at that shape {floor['bf16_gemm_gflops']:.0f} GFLOP/s (CPU bf16 instructions: "
+        f"{floor['cpu_bf16']}; torch's CPU kernels: {floor['torch_cpu_capability']})"
     )
     print(
         f"  lmstudio / nanogpt = {summary['ratio_lmstudio_over_nanogpt']:.3f} (medians), "
@@ -301,6 +359,8 @@ def main() -> None:
     )
     if "lmstudio-defaults" in med:
         print(f"  lmstudio / lmstudio-defaults = {med['lmstudio'] / med['lmstudio-defaults']:.3f}")
+    if max(load_before[0], summary["load_after"][0]) > 1.5:
+        print("NOTE: the machine was loaded: the ratios carry over, the absolute ms/step do not.")
 
 
 if __name__ == "__main__":

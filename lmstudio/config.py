@@ -151,6 +151,9 @@ class TrainConfig:
     precision: str = setting("auto", "Numeric precision", choices=("auto", "fp32", "bf16", "fp16"))
     # torch.compile the model (auto: on for CUDA, off for CPU where it brought no gain)
     compile: str = setting("auto", "Compile the model with torch.compile", choices=("auto", "on", "off"))
+    # torch's CPU threads for this run (0 = torch's default, one per core), set in the thread that trains and put
+    # back when the run ends (engine/device.cpu_threads)
+    threads: int = setting(0, "CPU threads (0 = torch's default)", lo=0, hi=1024)
     seed: int = setting(1337, "Random seed", lo=0, hi=2**63 - 1)
     # when the run ends, score the whole validation split (engine/full_eval.py), not just eval_iters batches
     full_eval: bool = setting(True, "Score the whole validation split when the run ends")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -178,6 +178,26 @@ def release_memory(device: torch.device | None) -> None:
         gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """``train.threads``: torch's intra-op threads set to ``n`` for the block (``n <= 0``: left as they are).
+
+    With OpenMP the count is partly per thread: ``torch.set_num_threads`` sets the calling thread's count
+    and the default for threads that start torch work later, while threads already running torch keep
+    theirs (the app's GUI thread, say). So it is set in the thread that trains and put back there, to the
+    calling thread's previous count, when the block ends, and a later run or generation starts from that.
+    """
+    if n <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def configure_backends(device: torch.device) -> None:

@@ -32,7 +32,19 @@ def estimate_training_time(
     """``{seconds, per_step, tokens_per_s, steps_timed, device}`` or ``{}`` when cancelled.
 
     Stops timing early once ``budget_s`` is spent (a model far too big for the device shows that at once).
+    Timed on the CPU threads the run would use (``train.threads``).
     """
+    with dev.cpu_threads(train_cfg.threads):
+        return _estimate(model_cfg, train_cfg, steps, budget_s, cancel)
+
+
+def _estimate(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    steps: int,
+    budget_s: float,
+    cancel: threading.Event | None,
+) -> dict:
     device = dev.resolve_device(train_cfg.device)
     with torch.device(device):
         model = build_model(model_cfg)

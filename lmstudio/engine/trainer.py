@@ -210,6 +210,10 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
     def _run(self) -> Generator[Event, None, None]:
+        with dev.cpu_threads(self.config.train.threads):  # this thread's count, put back when the run ends
+            yield from self._set_up_and_train()
+
+    def _set_up_and_train(self) -> Generator[Event, None, None]:
         was_empty = not self.run_dir.exists() or (self.run_dir.is_dir() and not any(self.run_dir.iterdir()))
         try:
             self._setup()

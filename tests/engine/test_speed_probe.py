@@ -27,3 +27,16 @@ def test_a_time_budget_caps_the_estimate_and_a_cancel_stops_it():
     cancelled = threading.Event()
     cancelled.set()
     assert estimate_training_time(MODEL, train, cancel=cancelled) == {}
+
+
+def test_the_estimate_is_timed_on_the_runs_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # not 1, whatever this machine's default
+    try:
+        train = TrainConfig(max_steps=10, batch_size=4, device="cpu", threads=1)
+        assert estimate_training_time(MODEL, train, steps=1)["device"] == "CPU, 1 thread"
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -74,3 +75,38 @@ def test_seeding_repeats_every_generator():
     b = torch.rand(3)
     dev.set_rng_state(state)
     assert torch.equal(torch.rand(3), b)
+
+
+def test_a_run_on_one_thread_reports_it_and_puts_the_count_back(tmp_path):
+    """``train.threads=1``: the run trains on one thread and says so; the training thread's previous count
+    (3 here, so it differs from both 1 and this machine's default) is back when the run ends. The run is
+    iterated in its own thread, as the app does."""
+    from lmstudio.engine.trainer import Trainer
+    from lmstudio.events import Finished, Started
+    from tests.engine.test_trainer import tiny_config
+
+    cfg = tiny_config("train.max_steps=3", "train.device=cpu", "train.threads=1")
+    seen: dict = {}
+    main_before = torch.get_num_threads()
+
+    def train() -> None:
+        torch.set_num_threads(3)
+        events = list(Trainer(cfg, tmp_path / "run", cache_dir=tmp_path / "cache").run())
+        seen["device"] = next(e for e in events if isinstance(e, Started)).device
+        seen["finished"] = isinstance(events[-1], Finished)
+        seen["after"] = torch.get_num_threads()
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    worker.join()
+    assert seen == {"device": "CPU, 1 thread", "finished": True, "after": 3}
+    assert torch.get_num_threads() == main_before  # this thread was never touched
+
+
+def test_threads_zero_leaves_torch_as_it_is():
+    before = torch.get_num_threads()
+    with dev.cpu_threads(0):
+        assert torch.get_num_threads() == before
+    with dev.cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
