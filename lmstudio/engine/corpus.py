@@ -29,6 +29,7 @@ from lmstudio.engine.textfile import (
     detect_encoding,
     file_size,
     read_bytes,
+    replaced_note,
     stream_file,
 )
 from lmstudio.resources import corpora_dir
@@ -179,22 +180,30 @@ def iter_corpus_chunks(source: str | os.PathLike, chunk_chars: int = 1 << 20) ->
 
 
 def iter_chunks_with_progress(
-    source: str | os.PathLike, chunk_chars: int = 1 << 20
+    source: str | os.PathLike,
+    chunk_chars: int = 1 << 20,
+    replaced: list[tuple[Path, int]] | None = None,
 ) -> Iterator[tuple[str, float]]:
-    """Like iter_corpus_chunks, each chunk with the share of the corpus's bytes read so far."""
+    """Like iter_corpus_chunks, each chunk with the share of the corpus's bytes read so far.
+
+    ``replaced`` collects (file, byte offset) of the first bytes of each file that did not decode.
+    """
     _, _, files = _files(source)
     total = max(1, sum(file_size(f) for f in files))
     done = 0
     first = True
     for path in files:
         produced = False
+        bad: list[int] = []
         # like read_corpus, a folder skips its blank files; a single file is refused
-        for piece, nbytes in stream_file(path, max(1, chunk_chars), blank_ok=len(files) > 1):
+        for piece, nbytes in stream_file(path, max(1, chunk_chars), len(files) > 1, bad):
             if not produced and not first:
                 piece = "\n" + piece  # the separator read_corpus puts between files
             produced = True
             done += nbytes
             yield piece, min(1.0, done / total)
+        if bad and replaced is not None:
+            replaced.append((path, bad[0]))
         first = first and not produced
     if first:
         raise CorpusError(f"All the .txt files in {files[0].parent} are empty. Add some text.")
@@ -217,7 +226,8 @@ def _info_cached(path_text: str, builtin: bool, stamp: tuple) -> CorpusInfo:
     distinct: set[str] = set()
     preview = ""
     last = ""
-    for chunk in iter_corpus_chunks(path):
+    replaced: list[tuple[Path, int]] = []
+    for chunk, _ in iter_chunks_with_progress(path, replaced=replaced):
         chars += len(chunk)
         lines += chunk.count("\n")
         distinct.update(chunk)
@@ -236,6 +246,11 @@ def _info_cached(path_text: str, builtin: bool, stamp: tuple) -> CorpusInfo:
         if file_size(f)
     }
     encoding = encodings.pop() if len(encodings) == 1 else "mixed"
+    if replaced:  # the warning a user sees: the text is used, with U+FFFD where bytes did not decode
+        first_file, offset = replaced[0]
+        encoding += (
+            replaced_note(offset) if len(files) == 1 else f" (some bytes replaced in {first_file.name})"
+        )
     if builtin:
         name = next(n for n, (file, _, _) in BUILTINS.items() if file == path.name)
         title, source_text = BUILTINS[name][1], BUILTINS[name][2]

@@ -116,10 +116,12 @@ def detect_encoding(sample: bytes, path: Path | str = "the file", complete: bool
     encoding = best.encoding if best is not None else None
     if encoding is None or (b"\x00" in trimmed and not encoding.startswith(("utf_16", "utf_32"))):
         if b"\x00" in trimmed:
-            raise CorpusError(
-                f"{path} contains NUL bytes, so it looks like a binary file, not text. "
-                "Choose a plain-text (.txt) file."
-            )
+            # charset-normalizer only accepts text that decodes strictly: UTF-16/32 with a lone
+            # surrogate (half of an emoji, cut by an editor) is still UTF-16/32, its bad unit replaced
+            damaged = _damaged_utf(trimmed)
+            if damaged is not None:
+                return damaged
+            raise nul_error(path, trimmed.find(b"\x00"))
         raise CorpusError(f"Cannot tell the text encoding of {path}. Save it as UTF-8 and try again.")
     codec = {
         "utf_8": "utf-8-sig" if best is not None and best.bom else "utf-8",
@@ -141,6 +143,74 @@ def detect_encoding(sample: bytes, path: Path | str = "the file", complete: bool
     return codec
 
 
+_BOMS = [  # longest first: the UTF-32 LE BOM starts with the UTF-16 LE one
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+]
+
+
+def _damaged_utf(sample: bytes) -> str | None:
+    """The UTF-16/32 codec of a sample that is that encoding apart from a few lone surrogates, else None."""
+    for bom, codec in _BOMS:
+        if sample.startswith(bom):
+            candidates = [(codec, len(bom))]
+            break
+    else:
+        candidates = [(c, 0) for c in ("utf-32-le", "utf-32-be", "utf-16-le", "utf-16-be")]
+    best, best_ascii = None, 0
+    for codec, skip in candidates:
+        unit = 4 if "32" in codec else 2
+        body = sample[skip:]
+        body = body[: len(body) - len(body) % unit]  # a head sample (or a cut file) may end mid-unit
+        try:
+            text = body.decode(codec, errors="surrogatepass")  # fails on anything but a lone surrogate
+        except UnicodeDecodeError:
+            continue
+        lone = sum(1 for c in text if "\ud800" <= c <= "\udfff")
+        if not text or lone > max(1, len(text) // 1000) or _control_share(text) > 0.02:
+            continue
+        # both byte orders decode without error; the right one reads newlines and spaces as such
+        ascii_count = sum(1 for c in text if c < "\x80")
+        if best is None or ascii_count > best_ascii:
+            best, best_ascii = codec, ascii_count
+    return best
+
+
+def nul_error(path: Path | str, offset: int | None) -> CorpusError:
+    where = f" (the first at byte {offset:,})" if offset is not None and offset >= 0 else ""
+    return CorpusError(
+        f"{path} contains NUL characters{where}, so it looks like a binary file, not text. "
+        "Choose a plain-text (.txt) file."
+    )
+
+
+# bytes a codec's decoder consumes as a byte-order mark before the first character
+_BOM_BYTES = {"utf-8-sig": 3, "utf-16": 2, "utf-32": 4}
+# codecs whose NUL character is not a single NUL byte; in the others (ASCII-compatible) it is exactly one
+_WIDE = ("utf-16", "utf-32")
+
+
+def _encoded_len(text: str, codec: str) -> int:
+    """Bytes ``text`` took in a UTF-16/32 file (a U+FFFD that replaced a bad unit takes a unit too)."""
+    plain = {"utf-16": "utf-16-le", "utf-32": "utf-32-le"}.get(codec, codec)
+    step = 1 << 20  # slices keep the extra memory small on a huge text
+    return sum(len(text[i : i + step].encode(plain, "surrogatepass")) for i in range(0, len(text), step))
+
+
+def _nul_offset(raw: bytes, text: str, at: int, codec: str, text_start: int) -> int:
+    """The byte offset in the file of the NUL character ``text[at]`` (``raw`` holds it, ``text`` began
+    at byte ``text_start``)."""
+    if codec.startswith(_WIDE):
+        return text_start + _encoded_len(text[:at], codec)
+    return raw.find(b"\x00")
+
+
+def replaced_note(offset: int) -> str:
+    return f" (some bytes replaced, the first at byte {offset:,})"
+
+
 def normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
@@ -149,19 +219,23 @@ def decode_file(path: Path) -> tuple[str, str]:
     """(text, codec) of one whole file, newlines normalised; refuses empty and binary files."""
     data = read_bytes(path)
     codec = detect_encoding(data[:SAMPLE_BYTES], path, complete=len(data) <= SAMPLE_BYTES)
+    label = codec
     try:
         text = data.decode(codec)
-    except UnicodeDecodeError:
-        # the sample decoded but a later part does not: keep the text, mark the bad bytes
+    except UnicodeDecodeError as e:
+        # a later part (or a lone surrogate in UTF-16) does not decode: keep the text, mark the bad bytes
         text = data.decode(codec, errors="replace")
-        codec += " (some bytes replaced)"
+        label += replaced_note(e.start)
+    at = text.find("\x00")  # the sample had none, but the binary check saw only the first 256 KB
+    if at >= 0:
+        raise nul_error(path, _nul_offset(data, text, at, codec, _BOM_BYTES.get(codec, 0)))
     text = normalize_newlines(text[1:] if text.startswith("\ufeff") else text)
     if not text.strip():
         what = "empty" if not text else "only whitespace"
         raise BlankTextError(
             f"{path} is {what}: there is no text to learn from. Choose a file with some text."
         )
-    return text, codec
+    return text, label
 
 
 def _open(path: Path):
@@ -191,12 +265,19 @@ def file_size(path: Path) -> int:
         raise CorpusError(f"Cannot read {path}: {e.strerror or e}.") from None
 
 
-def stream_file(path: Path, chunk_chars: int, blank_ok: bool = False) -> Iterator[tuple[str, int]]:
-    """(text, bytes consumed) pieces of one file; a blank file yields nothing (``blank_ok``) or is refused."""
+def stream_file(
+    path: Path, chunk_chars: int, blank_ok: bool = False, replaced: list[int] | None = None
+) -> Iterator[tuple[str, int]]:
+    """(text, bytes consumed) pieces of one file; a blank file yields nothing (``blank_ok``) or is refused.
+
+    Each piece is checked as it is decoded: a NUL character anywhere is refused (naming its byte
+    offset), bytes that do not decode become U+FFFD and the first one's offset goes into ``replaced``.
+    """
     if blank_ok and file_size(path) == 0:
         return
     codec = detect_encoding(read_bytes(path, SAMPLE_BYTES), path, complete=file_size(path) <= SAMPLE_BYTES)
-    decoder = codecs.getincrementaldecoder(codec)(errors="replace")
+    decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+    position = 0  # bytes read so far
     held_cr = ""  # a trailing "\r" may be the first half of "\r\n" split between reads
     at_start = True
     pending: list[str] | None = []  # leading whitespace, held until we know the file is not blank
@@ -209,7 +290,21 @@ def stream_file(path: Path, chunk_chars: int, blank_ok: bool = False) -> Iterato
                 raw = f.read(max(4096, chunk_chars))
             except OSError as e:
                 raise CorpusError(f"Cannot read {path}: {e.strerror or e}.") from None
-            text = held_cr + decoder.decode(raw, final=not raw)
+            state = decoder.getstate()
+            text_start = position - len(state[0]) + (_BOM_BYTES.get(codec, 0) if position == 0 else 0)
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:  # from here on, bad bytes become U+FFFD
+                if replaced is not None:
+                    replaced.append(position - len(state[0]) + e.start)
+                decoder.setstate(state)
+                decoder.errors = "replace"
+                text = decoder.decode(raw, final=not raw)
+            at = text.find("\x00")
+            if at >= 0:
+                raise nul_error(path, position + _nul_offset(raw, text, at, codec, text_start - position))
+            position += len(raw)
+            text = held_cr + text
             held_cr = ""
             if raw and text.endswith("\r"):
                 text, held_cr = text[:-1], "\r"

@@ -77,6 +77,58 @@ def test_unusable_corpora_are_refused_with_the_file_named(tmp_path, name):
     assert isinstance(events[-1], Failed) and events[-1].kind == "data" and path.name in events[-1].message
 
 
+@pytest.mark.parametrize("encoding, text", [("utf-8", EN), ("utf-16", EN), ("gb18030", ZH)])
+def test_a_nul_far_past_the_detection_sample_is_refused_with_its_offset(tmp_path, encoding, text):
+    """The binary check reads the first 256 KB only; the rest is checked as it is decoded (whole or streamed),
+    so a corpus is never read twice into memory. **Fixed**: a NUL after 256 KB was accepted."""
+    head = (text * 200).encode(encoding)  # 350-700 KB, a BOM first where the codec writes one
+    rest = "utf-16-le" if encoding == "utf-16" else encoding  # no second BOM
+    raw, offset = head + "\x00".encode(rest) + text.encode(rest), len(head)
+    assert offset > 256 * 1024
+    path = tmp_path / "late-nul.txt"
+    path.write_bytes(raw)
+    for read in (read_corpus, lambda p: "".join(iter_corpus_chunks(p, chunk_chars=4099))):
+        with pytest.raises(CorpusError) as exc:
+            read(str(path))
+        message = str(exc.value)
+        assert str(path) in message and "NUL" in message and "binary" in message, message
+        assert f"byte {offset:,}" in message, message  # where it is, so the user can look
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+@pytest.mark.parametrize("text", [ZH, EN], ids=["chinese", "english"])
+def test_utf16_with_a_lone_surrogate_is_read_with_it_replaced_and_says_so(tmp_path, encoding, text):
+    """Half of an emoji (a lone surrogate, as an editor that cut a string leaves it) is one bad code unit, not
+    a binary file: the text is read with U+FFFD in its place (like any bytes that do not decode), and the
+    encoding the app and `lmstudio corpus` show says where. **Fixed**: "contains NUL bytes"."""
+    from lmstudio.engine.corpus import corpus_info
+
+    damaged = text[:100] + "\ud83d" + text[100:]
+    path = tmp_path / f"{encoding}.txt"
+    path.write_bytes(damaged.encode(encoding, "surrogatepass"))
+    expected = text[:100] + "\ufffd" + text[100:]
+    assert read_corpus(str(path)) == expected
+    assert "".join(iter_corpus_chunks(str(path), chunk_chars=97)) == expected
+    unit = 4 if "32" in encoding else 2
+    bom = unit if encoding in ("utf-16", "utf-32") else 0
+    shown = corpus_info(str(path)).encoding
+    assert shown == f"{encoding} (some bytes replaced, the first at byte {bom + 100 * unit:,})", shown
+
+
+def test_a_lone_surrogate_past_the_sample_is_replaced_and_reported_too(tmp_path):
+    from lmstudio.engine.corpus import corpus_info
+
+    text = EN * 200  # 352 KB of UTF-16: the bad unit is beyond what the detection looks at
+    path = tmp_path / "late.txt"
+    path.write_bytes((text + "\udc00" + EN).encode("utf-16-le", "surrogatepass"))
+    expected = text + "\ufffd" + EN
+    assert read_corpus(str(path)) == expected == "".join(iter_corpus_chunks(str(path), chunk_chars=4099))
+    assert (
+        corpus_info(str(path)).encoding
+        == f"utf-16-le (some bytes replaced, the first at byte {2 * len(text):,})"
+    )
+
+
 @pytest.mark.parametrize("text, block", [("a", 8), ("短", 8), ("abc\n" * 3, 8), (EN, 4096)])
 def test_a_corpus_shorter_than_the_context_says_how_much_is_needed(tmp_path, text, block):
     path = tmp_path / "short.txt"
