@@ -20,6 +20,7 @@ step), so the runs list can show them.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FULL_EVAL_FILE",
+    "EvalStopped",
     "FullEval",
     "full_split_loss",
     "known_loss",
@@ -53,6 +55,10 @@ __all__ = [
 
 # tokens per forward pass: enough to keep the matrix multiplies busy, small enough for any vocabulary here
 TOKENS_PER_BATCH = 8192
+
+
+class EvalStopped(Exception):
+    """A stop was requested while an evaluation ran; it was abandoned after the batch in hand."""
 
 
 @dataclass(frozen=True)
@@ -83,11 +89,13 @@ def full_split_loss(
     chars_per_token: float = 1.0,
     device: torch.device | str = "cpu",
     autocast=None,
+    stop: threading.Event | None = None,
 ) -> FullEval:
     """Score every token of ``ids`` (a split's token ids) once, in non-overlapping windows of ``block_size``.
 
     ``autocast``: a context-manager factory (e.g. ``lambda: device.autocast_context(dev, precision)``); None
-    runs in the weights' own precision. The model is put in eval mode for the duration.
+    runs in the weights' own precision. The model is put in eval mode for the duration. ``stop`` set (a
+    Ctrl-C, the app's Stop) ends the scoring after the batch in hand with ``EvalStopped``.
     """
     if len(ids) < 2:
         raise ValueError("the split has fewer than two tokens: nothing to score")
@@ -106,6 +114,8 @@ def full_split_loss(
         batches = [(np.asarray(full[i : i + per_batch]), block_size) for i in range(0, len(full), per_batch)]
         batches += [(np.asarray([s]), n) for s, n in tail]
         for starts, length in batches:
+            if stop is not None and stop.is_set():
+                raise EvalStopped
             rows = np.asarray(ids[starts[:, None] + offsets[: length + 1]]).astype(np.int64)  # (B, n+1)
             window = torch.from_numpy(rows).to(device)
             x, y = window[:, :-1], window[:, 1:]  # (B, n), (B, n)
@@ -148,11 +158,15 @@ def record(run_dir: str | Path, which: str, step: int, result: FullEval) -> None
 
 
 def score_run(
-    parts: TrainParts, run_dir: Path, step: int, estimate: float | None
+    parts: TrainParts,
+    run_dir: Path,
+    step: int,
+    estimate: float | None,
+    stop: threading.Event | None = None,
 ) -> FullEvalMetrics | Notice:
     """A completed run's final weights scored on the whole validation split and recorded beside the checkpoint
-    (``estimate``: the last running estimate, for comparison). Out of memory or a failed write is a ``Notice``
-    saying what is missing: the run itself is complete and saved, so it does not fail for that."""
+    (``estimate``: the last running estimate, for comparison). Out of memory, a failed write or a ``stop``
+    is a ``Notice`` saying what is missing: the run itself is complete and saved, so it does not fail for that."""
     try:
         result = full_split_loss(
             parts.model,
@@ -161,8 +175,11 @@ def score_run(
             chars_per_token=parts.data.val_chars_per_token,
             device=parts.device,
             autocast=lambda: dev.autocast_context(parts.device, parts.precision),
+            stop=stop,
         )
         record(run_dir, "latest", step, result)
+    except EvalStopped:
+        return Notice(step=step, message="Stopped before the whole validation split was scored.")
     except (OSError, RuntimeError) as e:
         if not (isinstance(e, OSError) or is_oom(e)):
             raise

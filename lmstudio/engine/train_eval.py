@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from lmstudio import measures
 from lmstudio.config import RunConfig, SampleConfig
 from lmstudio.engine import device as dev
 from lmstudio.engine.finite_watch import NonFiniteLoss
+from lmstudio.engine.full_eval import EvalStopped
 from lmstudio.events import EvalMetrics
 
 if TYPE_CHECKING:
@@ -54,8 +56,12 @@ def estimate_losses(
     *,
     rank: int = 0,
     world_size: int = 1,
+    stop: threading.Event | None = None,
 ) -> dict[str, float]:
     """Mean loss on ``eval_iters`` batches of each split, and next-token accuracy on validation.
+
+    ``stop`` set (a Ctrl-C, a SIGTERM, the app's Stop) abandons the evaluation after the batch in hand
+    with ``EvalStopped``: with many ``eval_iters`` an evaluation can take minutes.
 
     The batches come from a Batcher seeded the same way every time, so successive evaluations compare
     the model on the same text instead of adding sampling noise to the curve. In a distributed run each
@@ -75,6 +81,8 @@ def estimate_losses(
             correct = torch.zeros((), device=device)
             count = 0
             for i in range(t.eval_iters):
+                if stop is not None and stop.is_set():
+                    raise EvalStopped
                 x, y = batcher.get(split, device)
                 with dev.autocast_context(device, precision):
                     logits, loss = forward(x, y)
@@ -89,14 +97,31 @@ def estimate_losses(
 
 
 def evaluate(
-    parts: TrainParts, cfg: RunConfig, dist: SingleProcess, step: int, elapsed: Callable[[], float]
-) -> EvalMetrics:
+    parts: TrainParts,
+    cfg: RunConfig,
+    dist: SingleProcess,
+    step: int,
+    elapsed: Callable[[], float],
+    stop: threading.Event | None = None,
+) -> EvalMetrics | None:
     """The running evaluation at ``step``: ``estimate_losses`` (compiled forward, eager again if the compiler
     fails; several ranks: each its slice of the batches, averaged). A non-finite validation loss raises
-    ``NonFiniteLoss``. ``elapsed()``: the training seconds, read once the evaluation is done."""
-    losses = parts.forward.call(
-        lambda fwd: estimate_losses(fwd, parts.data, cfg, parts.device, parts.precision, **dist.shard)
-    )
+    ``NonFiniteLoss``. ``elapsed()``: the training seconds, read once the evaluation is done. None when
+    ``stop`` was set during the evaluation (one process only: several ranks must finish it together)."""
+    if dist.world_size > 1:
+        stop = None
+
+    def work(fwd) -> dict[str, float] | None:  # a stop is returned, so the compile fallback never sees it
+        try:
+            return estimate_losses(
+                fwd, parts.data, cfg, parts.device, parts.precision, **dist.shard, stop=stop
+            )
+        except EvalStopped:
+            return None
+
+    losses = parts.forward.call(work)
+    if losses is None:
+        return None
     losses = dist.average(losses)
     val_loss = losses["val_loss"]
     if not math.isfinite(val_loss):

@@ -273,7 +273,9 @@ class Trainer:
             yield self._save(best=False, val_loss=None)
         elapsed = self.clock.elapsed()
         if completed and self.config.train.full_eval and self.dist.is_main:  # rank 0 scores and records it
-            yield full_eval.score_run(self._built_parts, self.run_dir, self.step, val_loss)
+            yield full_eval.score_run(
+                self._built_parts, self.run_dir, self.step, val_loss, self.control.stop_event
+            )
         reason = "completed" if completed else "stopped"
         yield Finished(step=self.step, reason=reason, run_dir=str(self.run_dir), elapsed=elapsed)
 
@@ -326,6 +328,7 @@ class Trainer:
         if evaluated:
             watch.flush()
             val_loss = yield from self._evaluate()
+            evaluated = val_loss is not None  # None: stopped mid-evaluation, the loop ends at once
         if t.sample_interval and self.step % t.sample_interval == 0:
             yield self._sample()
         is_best = evaluated and val_loss == self.best_val
@@ -345,11 +348,15 @@ class Trainer:
         )
         return Sample(step=self.step, text=text)
 
-    def _evaluate(self, track_best: bool = True) -> Generator[Event, None, float]:
+    def _evaluate(self, track_best: bool = True) -> Generator[Event, None, float | None]:
         """Estimate the losses and report them; ``track_best=False`` for the untrained model (step 0),
-        which has no checkpoint to be the best one."""
+        which has no checkpoint to be the best one. None when a stop ended the evaluation early."""
         p = self._built_parts
-        metrics = train_eval.evaluate(p, self.config, self.dist, self.step, self.clock.elapsed)
+        metrics = train_eval.evaluate(
+            p, self.config, self.dist, self.step, self.clock.elapsed, self.control.stop_event
+        )
+        if metrics is None:
+            return None
         if track_best:
             self.best_val = min(self.best_val, metrics.val_loss)
         yield metrics
