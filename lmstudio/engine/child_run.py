@@ -7,7 +7,8 @@ app's views need no second code path. The JSON event stream on the child's stdou
 metrics, and needs no polling. Everything is in the run folder as well, which is what reopening the run uses.
 
 The caller's ``TrainControl`` keeps its meaning: pause, resume and stop become ``control.json`` requests in the
-run folder (``distributed.ControlFile``), which rank 0 reads once per step. A child that ends without a final
+run folder (``distributed.ControlFile``), which rank 0 reads once per step, written once the child has started
+the run (before that the folder must stay empty). A child that ends without a final
 event (killed, say) still ends the stream with a ``Failed``, whose message is what the child printed on stderr.
 """
 
@@ -104,6 +105,8 @@ def child_run_events(
             if event is None:
                 continue
             step = getattr(event, "step", step) or step
+            if isinstance(event, ev.Started):
+                relay.child_started()
             if isinstance(event, (ev.Finished, ev.Failed)):
                 final = event  # held until the child has exited: its stderr may say more
                 continue
@@ -111,7 +114,10 @@ def child_run_events(
         proc.wait()
     finally:
         if proc.poll() is None:  # the consumer went away (the window closed): stop and save, then end it
-            relay.stop()
+            if relay.started:
+                relay.stop()
+            else:  # still setting up: no control.json yet (see _Relay); its signal handlers stop it cleanly
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
@@ -145,17 +151,27 @@ def _pump(stream, put, end_with_none: bool) -> None:
 
 class _Relay:
     """Turns changes of the app's TrainControl into ``control.json`` requests (the whole wanted state each
-    time, so a request the reader did not see in between is never lost, only superseded)."""
+    time, so a request the reader did not see in between is never lost, only superseded).
+
+    Nothing is written before the child has started the run (its ``Started`` event): a new run goes only into
+    an empty folder, and a ``control.json`` written while the child is still starting would make it refuse
+    its own folder. Requests made before then wait (the child reads ``control.json`` from its first step on).
+    """
 
     def __init__(self, run_dir: Path, control) -> None:
         self.run_dir, self.control = run_dir, control
+        self.started = False
         self.paused = False
         self.stopped = False
         self.lr: float | None = None
         self.lr_seq = 0
 
+    def child_started(self) -> None:
+        self.started = True
+        self.send()
+
     def send(self) -> None:
-        if self.stopped or not self.run_dir.is_dir():
+        if not self.started or self.stopped or not self.run_dir.is_dir():
             return
         if self.control.stopping:
             self.stop()
@@ -168,7 +184,7 @@ class _Relay:
             self._write()
 
     def stop(self) -> None:
-        if not self.stopped and self.run_dir.is_dir():
+        if self.started and not self.stopped and self.run_dir.is_dir():
             self.stopped = True
             self._write()
 
