@@ -12,6 +12,7 @@ forwards them and waits ``--shutdown-timeout`` (default 30 s) for the checkpoint
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -55,6 +56,11 @@ def check_nproc(nproc: int, device: str | None) -> None:
             )
     elif device == "mps":
         raise DistError("training on several processes needs CUDA GPUs or the CPU, not Apple MPS")
+    elif nproc > (cores := os.cpu_count() or 1):  # more CPU processes than cores only slows each down
+        raise DistError(
+            f"--nproc {nproc} asks for more CPU processes than this machine's {cores} cores; "
+            f"use --nproc {cores} or fewer"
+        )
 
 
 def launch(nproc: int, train_argv: list[str], *, extra: list[str] | None = None) -> int:
