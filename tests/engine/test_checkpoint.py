@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -67,19 +70,35 @@ def test_new_run_dir_never_reuses_a_folder(tmp_path):
     assert a != b and a.is_dir() and b.is_dir() and a.parent == tmp_path and "/" not in a.name
 
 
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "f.txt"
-    ckpt.atomic_write_text(target, "old")
+_FSIZE_WRITER = """
+import resource, signal, sys
+from lmstudio.runfolder import atomic_write_all, atomic_write_text
 
-    def half_then_fail(tmp):
-        with open(tmp, "w") as f:
-            f.write("half")
-        raise OSError(28, "No space left on device")
+folder = sys.argv[1]
+atomic_write_text(folder + "/a.txt", "old a")
+atomic_write_text(folder + "/b.txt", "old b")
+# from here no file may grow past 1,000 bytes: the kernel refuses the write (EFBIG), as a full disk would
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+text = lambda t: lambda tmp: open(tmp, "w", encoding="utf-8").write(t)
+try:
+    atomic_write_all([(folder + "/a.txt", text("new a")), (folder + "/b.txt", text("x" * 100_000))])
+except OSError as e:
+    print(e.errno)
+"""
 
-    with pytest.raises(OSError):
-        ckpt.atomic_write(target, half_then_fail)
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_atomic_writes_keep_every_old_file_when_the_kernel_refuses_a_write(tmp_path):
+    """A real refusal in a child process (RLIMIT_FSIZE): the second file cannot be written, so neither is
+    replaced, and no temporary file stays. (A full tmpfs: tests/reliability/test_real_disk.py.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", _FSIZE_WRITER, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(errno.EFBIG)
+    assert (tmp_path / "a.txt").read_text() == "old a" and (tmp_path / "b.txt").read_text() == "old b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 
 
 def _shared(model) -> int:

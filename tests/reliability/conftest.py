@@ -6,13 +6,11 @@ import contextlib
 import os
 import shutil
 import subprocess
-import weakref
 from pathlib import Path
 
 import pytest
 
 from lmstudio.config import RunConfig
-from lmstudio.engine import models as models_module
 
 # a model small enough that a 20-step run takes well under a second on 2 CPU cores
 TINY = [
@@ -73,31 +71,6 @@ def finished_runs(tmp_path_factory):
     return Runs()
 
 
-def fault_in_forward(monkeypatch, at_call: int, fault):
-    """Call ``fault()`` inside the model's training forward from its ``at_call``-th call on."""
-    real_build = models_module.build_model
-    built = []
-
-    def build(cfg):
-        model = real_build(cfg)
-        forward = model.forward
-        calls = {"n": 0}
-
-        def patched(idx, targets=None):
-            if model.training:
-                calls["n"] += 1
-                if calls["n"] >= at_call:
-                    fault()
-            return forward(idx, targets)
-
-        model.forward = patched
-        built.append(weakref.ref(model))
-        return model
-
-    monkeypatch.setattr(models_module, "build_model", build)
-    return built
-
-
 # ---- real faults ----------------------------------------------------------------------------------------
 class SmallDisk:
     """A real, small filesystem (a tmpfs) to fill up or make read-only; ``root`` is where runs go."""
@@ -138,19 +111,25 @@ def _mount(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 400 KB tmpfs (needs root, as on the test machines); skips with the reason where mounting is refused.
-    ``test_real_disk.py::test_a_file_size_limit_*`` covers the same fault without mounting."""
-    mount = tmp_path / "disk"
+@contextlib.contextmanager
+def mounted_tmpfs(mount: Path, size: str):
+    """A tmpfs of ``size`` (e.g. "400k") at ``mount`` (needs root, as on the test machines), unmounted after;
+    skips the test with the reason where mounting is refused."""
     mount.mkdir()
-    done = _mount("-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)) if shutil.which("mount") else None
+    done = _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)) if shutil.which("mount") else None
     if done is None or done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({(done.stderr.strip() if done else 'no mount')})")
     try:
         yield SmallDisk(mount)
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 400 KB tmpfs; ``test_real_disk.py::test_a_file_size_limit_*`` covers the same fault without mounting."""
+    with mounted_tmpfs(tmp_path / "disk", "400k") as disk:
+        yield disk
 
 
 def leftovers(folder: Path) -> list[str]:

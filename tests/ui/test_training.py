@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 
 from lmstudio import events as E
@@ -280,27 +281,31 @@ def test_a_restarted_window_offers_the_newest_run_to_generate_and_inspect(qtbot,
     again.close()
 
 
-def test_a_full_disk_pauses_the_run_and_resume_saves_it(qtbot, window, errors, monkeypatch):
-    """A checkpoint the disk refuses: the app pauses and says so; space freed, Resume saves and finishes."""
-    import errno
-    import os
+@pytest.fixture
+def runs_on_a_small_disk(tmp_path, monkeypatch):
+    """The runs folder on a real 4 MB tmpfs (skipped where mounting is refused)."""
+    from tests.reliability.conftest import mounted_tmpfs
 
-    from lmstudio import runfolder
+    with mounted_tmpfs(tmp_path / "disk", "4m") as disk:
+        monkeypatch.setenv("LMSTUDIO_RUNS", str(disk.root))
+        yield disk
+
+
+def test_a_full_disk_pauses_the_run_and_resume_saves_it(qtbot, window, errors, runs_on_a_small_disk):
+    """A real full disk: filled before the start so the settings and the first log lines fit but the first
+    checkpoint (115 KB of weights) does not. The app pauses and says so; space freed, Resume saves it."""
     from lmstudio.engine import checkpoint as ckpt
+    from tests.reliability.conftest import leftovers
 
-    real_replace, disk_full = os.replace, [True]
-
-    def replace(src, dst, *args, **kwargs):
-        if disk_full[0] and str(dst).endswith((".safetensors", ".pt")):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_replace(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(runfolder.os, "replace", replace)
+    disk = runs_on_a_small_disk
     win, pane = window, window.training
     win.setup.set_config(
         tiny_config(
             "gru",
             extra=[
+                "corpus.source=tiny_shakespeare",  # 65 characters: a small tokenizer.json
+                "model.n_embd=64",
+                "model.hidden_size=64",
                 "train.max_steps=10",
                 "train.eval_interval=5",
                 "train.log_interval=1",
@@ -309,16 +314,18 @@ def test_a_full_disk_pauses_the_run_and_resume_saves_it(qtbot, window, errors, m
         )
     )
     qtbot.waitUntil(lambda: not win.setup.corpus.is_busy(), timeout=TIMEOUT)
+    disk.fill(leave=48 << 10)  # a real ENOSPC for the weights
     with qtbot.waitSignal(pane.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == "paused"):
         win.start_training()
     assert "Could not save the checkpoint at step 5" in pane.timing.text()
     assert "No space left on device" in win.statusBar().currentMessage()
     assert pane.pause_btn.text() == "Resume" and win.state_label.text().startswith("Paused")
-    disk_full[0] = False  # the user frees some space
+    disk.free_up()  # the user frees some space
     with qtbot.waitSignal(pane.run_finished, timeout=TIMEOUT) as finished:
         qtbot.mouseClick(pane.pause_btn, Qt.MouseButton.LeftButton)
     run_dir, reason = finished.args
     qtbot.waitUntil(lambda: not pane.is_running(), timeout=TIMEOUT)
     assert reason == "completed" and ckpt.load_train_state(run_dir)["step"] == 10
     assert "No space" not in win.statusBar().currentMessage()
+    assert leftovers(disk.mount) == []
     assert errors.calls == []
