@@ -171,8 +171,11 @@ def _damaged_utf(sample: bytes) -> str | None:
         lone = sum(1 for c in text if "\ud800" <= c <= "\udfff")
         if not text or lone > max(1, len(text) // 1000) or _control_share(text) > 0.02:
             continue
-        # both byte orders decode without error; the right one reads newlines and spaces as such
+        # both byte orders decode without error; the right one reads newlines and spaces as such (and
+        # text in one byte with a stray NUL, read as UTF-16, has next to none: it stays a binary file)
         ascii_count = sum(1 for c in text if c < "\x80")
+        if not skip and ascii_count < len(text) // 100:
+            continue
         if best is None or ascii_count > best_ascii:
             best, best_ascii = codec, ascii_count
     return best
