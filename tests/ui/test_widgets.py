@@ -212,3 +212,21 @@ def test_heatmap_updates_its_items_in_place_and_rebuilds_only_for_a_new_shape(qt
     hm.clear()
     hm.set_grid([rng.random((6, 6))], labels + ["t5"], labels + ["t5"])
     assert hm.builds == 3
+
+
+def test_distribution_chart_updates_its_two_bar_items_in_place(qtbot):
+    from lmstudio.ui.widgets.distribution_chart import DistributionChart
+
+    chart = DistributionChart()
+    qtbot.addWidget(chart)
+    items = (chart.model_bars, chart.sampler_bars)
+    chart.set_candidates(["a", "b", "c"], [0.5, 0.3, 0.2], [0.7, 0.3, 0.0], chosen=1)
+    chart.set_candidates(["d", "e"], [0.6, 0.4], [0.6, 0.4])
+    assert (chart.model_bars, chart.sampler_bars) == items  # the same items, new data
+    assert [i for i in chart.getPlotItem().items if i in items] == list(items)  # added once each
+    np.testing.assert_allclose(chart.model_bars.opts["height"], [0.6, 0.4])
+    np.testing.assert_allclose(chart.sampler_bars.opts["x"], np.arange(2) + 0.19)
+    chart.clear_chart()
+    assert chart.labels == [] and len(chart.model_bars.opts["height"]) == 0
+    chart.set_candidates(["f"], [1.0], [1.0], chosen=0)
+    assert chart.model_bars is items[0] and list(chart.model_bars.opts["height"]) == [1.0]

@@ -57,8 +57,11 @@ class DistributionChart(pg.PlotWidget):
         self.probs: list[float] = []  # the model's
         self.sampled: list[float] = []  # the sampler's (NaN: not known, e.g. an old run's steps)
         self.chosen = -1
-        self.model_bars: pg.BarGraphItem | None = None
-        self.sampler_bars: pg.BarGraphItem | None = None
+        # created once, updated with setOpts (a redraw rebuilds no item)
+        self.model_bars = pg.BarGraphItem(x=np.empty(0), height=np.empty(0), width=_WIDTH)
+        self.sampler_bars = pg.BarGraphItem(x=np.empty(0), height=np.empty(0), width=_WIDTH)
+        self.addItem(self.model_bars)
+        self.addItem(self.sampler_bars)
         self.scene().sigMouseClicked.connect(self._on_click)
 
     @property
@@ -67,9 +70,9 @@ class DistributionChart(pg.PlotWidget):
         return [q == 0.0 for q in self.sampled]
 
     def clear_chart(self, title: str = "") -> None:
-        self.clear()
         self.labels, self.probs, self.sampled, self.chosen = [], [], [], -1
-        self.model_bars = self.sampler_bars = None
+        for bars in (self.model_bars, self.sampler_bars):
+            bars.setOpts(x=np.empty(0), height=np.empty(0))  # no bar left (their colours stay unused)
         self.getAxis("bottom").setTicks([[]])
         self.setTitle(title or None)
 
@@ -82,7 +85,6 @@ class DistributionChart(pg.PlotWidget):
         title: str = "",
     ) -> None:
         """``labels``/``probs``/``sampled`` per candidate; ``chosen`` the index to outline (-1: none)."""
-        self.clear()
         self.labels = list(labels)
         self.probs = [float(p) for p in probs]
         self.sampled = [float(q) for q in sampled]
@@ -91,19 +93,20 @@ class DistributionChart(pg.PlotWidget):
         x = np.arange(n, dtype=float)
         pens = [pg.mkPen(CHOSEN, width=3) if i == chosen else pg.mkPen(None) for i in range(n)]
         filtered = self.filtered
-        self.model_bars = pg.BarGraphItem(
-            x=x - _WIDTH / 2,
-            height=self.probs,
-            width=_WIDTH,
-            brushes=[FILTERED if f else MODEL for f in filtered],
-            pens=pens,
-        )
         shown = [q if np.isfinite(q) else 0.0 for q in self.sampled]
-        self.sampler_bars = pg.BarGraphItem(
-            x=x + _WIDTH / 2, height=shown, width=_WIDTH, brushes=[SAMPLER] * n, pens=pens
-        )
-        self.addItem(self.model_bars)
-        self.addItem(self.sampler_bars)
+        if n:  # (an empty list of pens is more than pyqtgraph's BarGraphItem takes)
+            self.model_bars.setOpts(
+                x=x - _WIDTH / 2,
+                height=np.asarray(self.probs, dtype=float),
+                brushes=[FILTERED if f else MODEL for f in filtered],
+                pens=pens,
+            )
+            self.sampler_bars.setOpts(
+                x=x + _WIDTH / 2, height=np.asarray(shown, dtype=float), brushes=[SAMPLER] * n, pens=pens
+            )
+        else:
+            for bars in (self.model_bars, self.sampler_bars):
+                bars.setOpts(x=x, height=x)
         ticks = [
             (i, f"{FILTERED_MARK}{_show(t)}" if filtered[i] else _show(t)) for i, t in enumerate(self.labels)
         ]
