@@ -85,8 +85,9 @@ class MainWindow(QMainWindow):
         self.setup.model.set_presets(self.controller.presets())
         self.setup.corpus.populate_builtins()
         self._restore()
-        if warm_up:
-            self._start_warm_up()
+        self._warm_up_wanted = warm_up
+        if warm_up:  # after the first paint: importing torch meanwhile would slow the window's start
+            QTimer.singleShot(0, self._warm_up_after_first_paint)
 
     def use_run(self, run_dir: str) -> None:
         """Show ``run_dir`` in Generate and Inspect (pinned unless it is the run being trained)."""
@@ -160,7 +161,21 @@ class MainWindow(QMainWindow):
         self.runs.error_shown.connect(self.show_error)
         self.tabs.currentChanged.connect(self._on_tab)
 
+    def _warm_up_after_first_paint(self) -> None:
+        if not self.isVisible():
+            self._start_warm_up()  # a window never shown is never painted
+        else:  # paintEvent starts it; this is for a platform that does not paint
+            QTimer.singleShot(1000, self._start_warm_up)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().paintEvent(event)
+        if self._warm_up_wanted:
+            QTimer.singleShot(0, self._start_warm_up)  # once this paint is on screen
+
     def _start_warm_up(self) -> None:
+        if not self._warm_up_wanted:
+            return  # started already, or the window closed first
+        self._warm_up_wanted = False
         worker = TaskWorker(lambda progress, cancel: self.controller.warm_up())
         worker.done.connect(self._on_device)
         worker.failed.connect(self._on_warm_up_failed)
@@ -398,6 +413,7 @@ class MainWindow(QMainWindow):
 
     def _shutdown_workers(self) -> None:
         """Ask every background task to end and wait for it, so no thread outlives the window."""
+        self._warm_up_wanted = False
         self.setup.shutdown()
         shutdown = getattr(self.session_controller, "shutdown", None)
         if callable(shutdown):

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lmstudio import config as C
-from lmstudio import run_history, runfolder
+from lmstudio import runfolder
 
 HEAVY = ("torch", "tokenizers", "safetensors")
 
@@ -70,10 +70,10 @@ def _fake_run(root: Path) -> None:
     header = json.dumps({"__metadata__": {"step": "10", "best_val": "2.5"}}).encode()
     (run / runfolder.LATEST_FILE).write_bytes(len(header).to_bytes(8, "little") + header)
     for step in (5, 10):
-        run_history.append_jsonl(
+        runfolder.append_jsonl(
             run / runfolder.METRICS_FILE, {"event": "StepMetrics", "step": step, "loss": 3.0}
         )
-    run_history.append_jsonl(
+    runfolder.append_jsonl(
         run / runfolder.METRICS_FILE, {"event": "EvalMetrics", "step": 10, "val_loss": 2.5}
     )
 
@@ -102,3 +102,59 @@ def test_building_the_window_imports_no_torch_on_the_gui_thread_whatever_tab_was
     assert result["report"][2]["runs_listed"] == 1, result  # the Runs tab listed the run folder
     on_gui_thread = {pkg: thread for pkg, thread in result["first_import"].items() if thread == "MainThread"}
     assert on_gui_thread == {}, f"imported on the GUI thread at start-up: {on_gui_thread}"
+
+
+PAINT_SCRIPT = r"""
+import json, sys
+from PySide6.QtCore import QEvent, QObject, QSettings, QTimer
+from lmstudio.ui.app import make_application
+from lmstudio.ui.main_window import MainWindow
+
+app = make_application([])
+QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, sys.argv[1])
+
+
+class FirstPaint(QObject):
+    torch_loaded = None
+
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Type.Paint and self.torch_loaded is None:
+            self.torch_loaded = "torch" in sys.modules
+        return False
+
+
+window = MainWindow()
+watcher = FirstPaint()
+window.installEventFilter(watcher)
+window.show()
+poll = QTimer()  # until the warm-up worker has imported the engine
+poll.timeout.connect(lambda: window.controller.ready and app.quit())
+poll.start(20)
+app.exec()
+painted_first = watcher.torch_loaded is False
+window.close()
+print(json.dumps({"painted_before_torch": painted_first, "torch_after_warm_up": "torch" in sys.modules}))
+"""
+
+
+def test_the_engine_warm_up_starts_only_after_the_window_is_painted(tmp_path):
+    """Importing torch takes seconds and holds the interpreter: the window paints first, then warms up."""
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "LMSTUDIO_RUNS": str(tmp_path / "runs"),
+        "LMSTUDIO_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", PAINT_SCRIPT, str(tmp_path / "qsettings")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"painted_before_torch": True, "torch_after_warm_up": True}
