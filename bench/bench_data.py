@@ -1,4 +1,4 @@
-"""Data-room timings: tokenizer training, encoding, batch drawing, and streaming a big file.
+"""Data-preparation timings: tokenizer training, encoding, batch drawing, and streaming a big file.
 
     .venv/bin/python bench/bench_data.py [--repeats 5] [--big-mb 256]
 

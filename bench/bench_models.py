@@ -85,7 +85,7 @@ def main() -> None:
     for k, ts in times.items():
         print(f"  {k:24s} {param_count(cfgs[k]) / 1e6:6.2f}M params  {statistics.median(ts):7.1f} ms")
 
-    # decoding: the 6L/384/ctx-256 model of DESIGN.md, with and without the KV cache; and an LSTM
+    # decoding: the 6L/384/ctx-256 model (gpt_shakespeare's size), with and without the KV cache; and an LSTM
     n = 100 if args.quick else 300
     gpt = build_model(
         ModelConfig(arch="transformer", n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=V)

@@ -14,7 +14,7 @@ On a shared machine compare candidates with each other only: the absolute losses
 two cores each run got (the load average is printed). ``--cpu-clock`` makes the comparison independent of
 the load: each run trains on one torch thread and its budget is that thread's CPU time
 (``time.thread_time``), not the wall clock. One core for 90 s is less than an idle machine's two cores for
-90 s (two threads train about 1.7x as fast as one, DESIGN.md), so a candidate that reaches the target on
+90 s (two threads train about 1.7x as fast as one in an earlier measurement), so a candidate that reaches the target on
 90 CPU-seconds of one thread should reach it on an idle 2-core machine too; bench/demo_preset.py then
 checks that claim for real on an idle machine.
 """

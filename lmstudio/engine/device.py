@@ -1,7 +1,7 @@
 """Which device to train on, at which precision, and how to seed it.
 
 ``auto`` prefers CUDA, then Apple's MPS, then the CPU. Choices measured on the 2-core CPU machines
-(docs/benchmarks.md, DESIGN.md): fp32 and no ``torch.compile`` on the CPU (bf16 autocast was slower and
+(docs/benchmarks.md): fp32 and no ``torch.compile`` on the CPU (bf16 autocast was slower and
 compiling gave no steady gain); on CUDA bf16 autocast where the GPU supports it (fp16 with a GradScaler
 otherwise), TF32 matmuls and ``torch.compile`` on by default.
 """

@@ -109,7 +109,7 @@ class Tokenizer:
         return self.encode_array(text).tolist()
 
     def encode_array(self, text: str) -> np.ndarray:
-        """Token ids as an int64 array (the fast path the data room uses)."""
+        """Token ids as an int64 array (the fast path data preparation uses)."""
         if self.kind == "char":
             points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
             return self._lut[np.minimum(points, len(self._lut) - 1)]

@@ -1,6 +1,6 @@
 """Background work for the window: QObject workers moved to QThreads that report through signals.
 
-Two rules from DESIGN.md shape this module:
+Two rules shape this module:
 
 * a lambda connected to a worker's signal runs in the worker's thread, so the window connects
   these signals to slots of objects that live in the GUI thread;

@@ -254,7 +254,7 @@ def test_prepare_data_honours_cancel(tmp_path):
         prepare_data(_cfg(), cache_dir=tmp_path, cancel=cancel)
 
 
-def test_importing_the_data_rooms_loads_no_qt():
+def test_importing_the_data_modules_loads_no_qt():
     code = (
         "import sys, lmstudio.engine.corpus, lmstudio.engine.tokenizer, lmstudio.engine.data; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'shiboken6')]; "
