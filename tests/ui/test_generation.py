@@ -15,7 +15,7 @@ from lmstudio.engine.session import Session
 from lmstudio.engine.tokenizer import train_tokenizer
 from lmstudio.ui.panes.generation import GenerationPane
 from lmstudio.ui.session_controller import SessionController
-from lmstudio.ui.widgets.token_text import shade_color, strength_from_prob
+from lmstudio.ui.widgets.token_text import UNK_MARK, shade_color, strength_from_prob
 
 TEXT = "the quick brown fox jumps over the lazy dog.\nso it goes, and on and on.\n"
 WAIT = 15_000
@@ -213,7 +213,9 @@ def test_step_mode_appends_the_token_a_person_picks(qtbot, pane):
     with qtbot.waitSignal(ready, timeout=WAIT):
         qtbot.mouseClick(pane.sample_button, Qt.MouseButton.LeftButton)
     assert len(pane.steps) == 3 and len(pane.output.starts) == 3
-    assert pane.output.toPlainText().endswith("".join(s["text"] for s in pane.steps))
+    # a picked <unk> shows as its mark, never as its (replacement-character) text
+    shown = "".join(UNK_MARK if s.get("unk") else s["text"] for s in pane.steps)
+    assert pane.output.toPlainText().endswith(shown)
 
 
 def _sample_cfg(pane):
