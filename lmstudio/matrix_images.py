@@ -5,10 +5,10 @@ Shared layer (numpy and Pillow; no torch, no Qt), so the CLI writes pictures hea
 export draws its frames the same way. Masked cells (NaN, or True in ``mask``, e.g. the causal future
 above an attention map's diagonal) are drawn in flat grey (``NAN_RGB``), never in the colour of 0.
 
-Text uses the first font found of: a font with CJK glyphs (Noto Sans CJK, Source Han Sans, WenQuanYi,
-Droid Sans Fallback, PingFang, Microsoft YaHei, SimSun, ... in the usual font folders), DejaVu Sans, or
-Pillow's built-in font. A character the font has no glyph for is written as its code point (``U+4E2D``)
-rather than as an empty box, so no label silently turns into boxes.
+Text is drawn in DejaVu Sans (else Pillow's built-in font), and characters it lacks in a font with CJK
+glyphs when one is installed (Noto Sans CJK, Source Han Sans, WenQuanYi, Droid Sans Fallback, PingFang,
+Microsoft YaHei, SimSun, ... in the usual font folders). A character no font has a glyph for is written as
+its code point (``U+4E2D``) rather than as an empty box, so no label silently turns into boxes.
 """
 
 from __future__ import annotations
@@ -86,10 +86,17 @@ def cjk_font_path() -> str | None:
 
 @functools.cache
 def load_font(size: int = 12, path: str | None = None) -> Font:
-    """The font at ``path``, or by default the CJK font if one is installed, else DejaVu Sans, else
-    Pillow's built-in font."""
-    path = path or cjk_font_path() or find_font("DejaVuSans.ttf")
+    """The font at ``path``, by default DejaVu Sans, else Pillow's built-in font."""
+    path = path or find_font("DejaVuSans.ttf")
     return ImageFont.truetype(path, size) if path else ImageFont.load_default(size)
+
+
+@functools.cache
+def default_fonts(size: int = 12) -> tuple[Font, ...]:
+    """The fonts text is drawn in, first choice first: DejaVu Sans (or Pillow's built-in font) for Latin
+    and symbols, then a CJK font when one is installed (some, like Droid Sans Fallback, have no Latin)."""
+    cjk = cjk_font_path()
+    return (load_font(size),) + ((load_font(size, cjk),) if cjk else ())
 
 
 def _ink(font: Font, text: str) -> bytes:
@@ -111,39 +118,85 @@ def has_glyph(font: Font, char: str) -> bool:
     return bool(ink) and ink != _ink(font, "\U0010ffff")
 
 
-def readable(text: str, font: Font, limit: int | None = MAX_LABEL) -> str:
-    """``text`` as it can be drawn in ``font``: newlines as '\\n', cut to ``limit`` characters with a
-    trailing '~', and each character the font lacks written as U+XXXX."""
+def _fonts(font: Font | Sequence[Font] | None) -> tuple[Font, ...]:
+    if font is None:
+        return default_fonts()
+    return tuple(font) if isinstance(font, Sequence) else (font,)
+
+
+def readable(text: str, font: Font | Sequence[Font] | None = None, limit: int | None = MAX_LABEL) -> str:
+    """``text`` as it can be drawn in ``font`` (one font or several, first choice first): newlines as
+    '\\n', cut to ``limit`` characters with a trailing '~', and each character no font has a glyph for
+    written as U+XXXX."""
+    fonts = _fonts(font)
     text = str(text).replace("\n", "\\n")
     if limit and len(text) > limit:
         text = text[: limit - 1] + "~"
-    return "".join(c if has_glyph(font, c) else f"U+{ord(c):04X}" for c in text)
+    return "".join(c if any(has_glyph(f, c) for f in fonts) else f"U+{ord(c):04X}" for c in text)
+
+
+def _runs(text: str, fonts: tuple[Font, ...]) -> list[tuple[str, Font]]:
+    """``text`` cut into runs, each drawn by the first font that has its characters' glyphs."""
+    runs: list[tuple[str, Font]] = []
+    for c in text:
+        font = next((f for f in fonts if has_glyph(f, c)), fonts[0])
+        if runs and runs[-1][1] is font:
+            runs[-1] = (runs[-1][0] + c, font)
+        else:
+            runs.append((c, font))
+    return runs
 
 
 # ---- text ----------------------------------------------------------------------------------------------
-def line_height(font: Font) -> int:
-    return int(font.getbbox("Ag\u4e2d")[3]) + 2
+def _ascent(font: Font) -> int:
+    return font.getmetrics()[0] if isinstance(font, ImageFont.FreeTypeFont) else 0
 
 
-def text_width(text: str, font: Font) -> int:
-    return int(np.ceil(font.getlength(text))) if text else 0
+def line_height(font: Font | Sequence[Font] | None = None) -> int:
+    fonts = _fonts(font)
+    descent = max(f.getmetrics()[1] if isinstance(f, ImageFont.FreeTypeFont) else 0 for f in fonts)
+    return max(max(_ascent(f) for f in fonts) + descent, int(fonts[0].getbbox("Ag")[3])) + 2
+
+
+def text_width(text: str, font: Font | Sequence[Font] | None = None) -> int:
+    return int(np.ceil(sum(f.getlength(run) for run, f in _runs(text, _fonts(font)))))
 
 
 def draw_text(
-    image: Image.Image, xy: tuple[int, int], text: str, font: Font, fill=(0, 0, 0), vertical: bool = False
+    image: Image.Image,
+    xy: tuple[int, int],
+    text: str,
+    font: Font | Sequence[Font] | None = None,
+    fill=(0, 0, 0),
+    vertical: bool = False,
 ) -> None:
-    """Draw ``text`` with its top-left corner at ``xy``; ``vertical`` reads top to bottom (turned
-    clockwise), for column labels under a matrix."""
-    if not vertical:
-        ImageDraw.Draw(image).text(xy, text, font=font, fill=fill)
+    """Draw ``text`` (already ``readable``) with its top-left corner at ``xy``, each character in the
+    first of the fonts that has it, on one baseline; ``vertical`` reads top to bottom (turned clockwise),
+    for column labels under a matrix."""
+    fonts = _fonts(font)
+    if vertical:
+        strip = Image.new("L", (max(1, text_width(text, fonts)), line_height(fonts)))
+        draw_text(strip, (0, 0), text, fonts, 255)
+        strip = strip.rotate(-90, expand=True)
+        image.paste(Image.new(image.mode, strip.size, fill), xy, strip)
         return
-    strip = Image.new("L", (max(1, text_width(text, font)), line_height(font)))
-    ImageDraw.Draw(strip).text((0, 0), text, font=font, fill=255)
-    strip = strip.rotate(-90, expand=True)
-    image.paste(Image.new("RGB", strip.size, fill), xy, strip)
+    draw = ImageDraw.Draw(image)
+    x, y = float(xy[0]), xy[1] + max(_ascent(f) for f in fonts)
+    for run, f in _runs(text, fonts):
+        if isinstance(f, ImageFont.FreeTypeFont):
+            draw.text((x, y), run, font=f, fill=fill, anchor="ls")  # left, on the baseline
+        else:
+            draw.text((x, xy[1]), run, font=f, fill=fill)
+        x += f.getlength(run)
 
 
-def colour_bar(image: Image.Image, box: tuple[int, int, int, int], lo: float, hi: float, font: Font) -> None:
+def colour_bar(
+    image: Image.Image,
+    box: tuple[int, int, int, int],
+    lo: float,
+    hi: float,
+    font: Font | Sequence[Font] | None,
+) -> None:
     """A vertical viridis ramp in ``box`` (left, top, right, bottom), ``hi`` at the top, its two ends
     written to the right of it."""
     left, top, right, bottom = box
@@ -169,7 +222,7 @@ def render_matrix(
     vmin: float | None = None,
     vmax: float | None = None,
     cell: int | None = None,
-    font: Font | None = None,
+    font: Font | Sequence[Font] | None = None,
 ) -> Image.Image:
     """A 2-D matrix (R, C) as a heatmap: row labels on the left, column labels below (top to bottom), a
     colour bar with its range on the right, ``caption`` on top; masked cells grey. ``cell`` (pixels)
@@ -204,7 +257,7 @@ def render_grid(
     vmin: float | None = None,
     vmax: float | None = None,
     cell: int | None = None,
-    font: Font | None = None,
+    font: Font | Sequence[Font] | None = None,
 ) -> Image.Image:
     """Several maps of one shape, (N, R, C) or (L, H, R, C) (every head of every layer, a row of tiles
     per layer), side by side with one colour scale: ``labels`` (the tokens) left of each row of tiles
@@ -229,7 +282,7 @@ def render_grid(
         m = np.where(np.broadcast_to(np.asarray(mask, bool), m.shape), np.nan, m)
     N, R, C = m.shape
     titles = list(titles) if titles is not None else default_titles
-    font = font or load_font()
+    font = _fonts(font)
     finite = m[np.isfinite(m)]
     lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
     hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
@@ -333,20 +386,3 @@ def save_gif(images: Sequence[Image.Image], path: str | Path, duration_ms: int =
     path = Path(path)
     frames[0].save(path, "GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=loop)
     return path
-
-
-def save_matrix_png(
-    matrix: np.ndarray,
-    path: str | Path,
-    row_labels: Sequence[str] | None = None,
-    col_labels: Sequence[str] | None = None,
-    *,
-    mask: np.ndarray | None = None,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    cell: int | None = None,
-    caption: str = "",
-) -> Path:
-    """``render_matrix`` written to ``path`` as PNG (the full labels and the range in its text chunks)."""
-    image = render_matrix(matrix, row_labels, col_labels, caption, mask, vmin=vmin, vmax=vmax, cell=cell)
-    return save_png(image, path)

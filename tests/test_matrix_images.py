@@ -42,10 +42,9 @@ def test_cells_take_the_colour_map_and_masked_cells_are_grey_not_the_colour_of_z
 
 def test_png_opens_in_pillow_with_labels_drawn_and_kept_in_text_chunks(tmp_path):
     m = np.eye(3)
-    plain = images.save_matrix_png(m, tmp_path / "plain.png", cell=12)
-    path = images.save_matrix_png(
-        m, tmp_path / "l.png", ["ab", "\u4e2d", "c"], ["x", "y", "z"], cell=12, caption="weights"
-    )
+    plain = images.save_png(images.render_matrix(m, cell=12), tmp_path / "plain.png")
+    labelled = images.render_matrix(m, ["ab", "\u4e2d", "c"], ["x", "y", "z"], "weights", cell=12)
+    path = images.save_png(labelled, tmp_path / "l.png")
     with Image.open(plain) as a, Image.open(path) as b:
         assert a.format == b.format == "PNG" and a.mode == b.mode == "RGB"
         assert b.width > a.width and b.height > a.height  # room for the labels and the caption
@@ -62,7 +61,9 @@ def test_png_opens_in_pillow_with_labels_drawn_and_kept_in_text_chunks(tmp_path)
 
 def test_png_opens_in_qt_with_the_same_pixels(tmp_path):
     QtGui = pytest.importorskip("PySide6.QtGui")
-    path = images.save_matrix_png(np.array([[0.0, np.nan], [0.5, 1.0]]), tmp_path / "m.png", cell=4)
+    path = images.save_png(
+        images.render_matrix(np.array([[0.0, np.nan], [0.5, 1.0]]), cell=4), tmp_path / "m.png"
+    )
     img = QtGui.QImage(str(path))
     with Image.open(path) as ref:
         assert not img.isNull() and (img.width(), img.height()) == ref.size
@@ -115,11 +116,16 @@ def test_cjk_label_is_drawn_with_a_cjk_font():
     path = images.cjk_font_path()
     if path is None:
         pytest.skip("no font with CJK glyphs installed (e.g. Debian's fonts-noto-cjk or fonts-wqy-microhei)")
-    font = images.load_font(12, path)
-    assert images.has_glyph(font, "\u4e2d") and images.readable("\u4e2d\u6587", font) == "\u4e2d\u6587"
+    cjk = images.load_font(12, path)
+    fonts = images.default_fonts(12)
+    assert images.has_glyph(cjk, "\u4e2d") and fonts[-1] is cjk
+    assert images.readable("\u4e2d\u6587 a", fonts) == "\u4e2d\u6587 a"
+    # Latin from the first font, the Han character from the CJK font, one after the other
+    first = fonts[0]
+    assert images.text_width("a\u4e2d", fonts) == int(np.ceil(first.getlength("a") + cjk.getlength("\u4e2d")))
     m = np.zeros((1, 1))
-    drawn = np.asarray(images.render_matrix(m, ["\u4e2d"], font=font))
-    spelled = np.asarray(images.render_matrix(m, ["U+4E2D"], font=font))
+    drawn = np.asarray(images.render_matrix(m, ["\u4e2d"], font=fonts))
+    spelled = np.asarray(images.render_matrix(m, ["U+4E2D"], font=fonts))
     assert drawn.shape != spelled.shape or not np.array_equal(drawn, spelled)
 
 
