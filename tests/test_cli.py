@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from lmstudio import __version__
 from lmstudio.cli import main
+from lmstudio.matrix_export import NAN_RGB
 
 TINY = [
     "--set",
@@ -255,7 +257,12 @@ def test_generate_json_top_candidates_carry_both_distributions(run_dir, capsys):
 def test_inspect_writes_png_and_csv(run_dir, tmp_path, capsys):
     png, csv = tmp_path / "a.png", tmp_path / "a.csv"
     assert main(["inspect", str(run_dir), "--text", "床前明月光", "--out", str(png)]) == 0
-    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(png) as picture:  # every head of layer 0, with the token labels
+        assert picture.format == "PNG" and json.loads(picture.text["rows"]) == list("牀前明月光")
+        tiles, cell = json.loads(picture.text["tiles"]), int(picture.text["cell"])
+        assert len(tiles) > 1
+        for x, y in tiles:  # the first query cannot see the last key: grey, not the colour of 0
+            assert picture.convert("RGB").getpixel((x + 4 * cell + cell // 2, y + cell // 2)) == NAN_RGB
     assert main(["inspect", str(run_dir), "--text", "床前明月光", "--head", "1", "--out", str(csv)]) == 0
     rows = csv.read_text(encoding="utf-8").splitlines()
     # the tang300 run is in traditional characters: the simplified 床 is read as 牀, and a note says so

@@ -15,6 +15,7 @@ def cmd_inspect(args) -> int:
     import numpy as np
 
     from lmstudio import matrix_export as export
+    from lmstudio import matrix_images as images
     from lmstudio.engine import inspect
     from lmstudio.engine.session import Session
 
@@ -36,13 +37,14 @@ def cmd_inspect(args) -> int:
     what = args.what
     if what == "attention" and session.config.model.arch != "transformer":
         what = "hidden"  # recurrent models have no attention: their hidden state is the natural default
+    png, picture, mask = out.suffix.lower() == ".png", None, None
     if what == "attention":
         tokens, maps = inspect.attention(session, args.text)  # (L, H, T, T)
         layer = _index(args.layer, maps.shape[0], "--layer", "layers")
-        if args.head is None and out.suffix.lower() == ".png":
-            matrix = export.tile(maps[layer])  # every head of the layer, side by side
-            rows = cols = None
-            caption = f"attention, layer {layer}, all {maps.shape[1]} heads"
+        mask = images.causal_mask(len(tokens))  # the future a query cannot see: grey, not the colour of 0
+        if args.head is None and png:
+            caption = f"attention, layer {layer}, all {maps.shape[1]} heads (rows: queries, columns: keys)"
+            picture = images.render_grid(maps[layer], tokens, caption=caption, mask=mask)
         else:
             head = _index(args.head or 0, maps.shape[1], "--head", "heads")
             matrix, rows, cols = maps[layer, head], tokens, tokens
@@ -55,12 +57,13 @@ def cmd_inspect(args) -> int:
         matrix = acts[what][layer]  # (T, H)
         rows, cols = tokens, [str(j) for j in range(matrix.shape[1])]
         caption = f"{what}, layer {layer} (rows: tokens, columns: units)"
-    matrix = np.asarray(matrix)
     try:
-        if out.suffix.lower() == ".png":
-            export.save_matrix_png(matrix, out, rows, cols, caption=caption)
+        if png:
+            if picture is None:
+                picture = images.render_matrix(np.asarray(matrix), rows, cols, caption, mask)
+            images.save_png(picture, out)
         else:
-            export.save_matrix_csv(matrix, out, rows, cols)
+            export.save_matrix_csv(np.asarray(matrix), out, rows, cols)
     except OSError as e:
         raise CliError(f"cannot write {out}: {e.strerror or e}") from None
     print(f"wrote {out} ({caption}; {len(tokens)} tokens)")

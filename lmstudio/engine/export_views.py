@@ -1,7 +1,8 @@
-"""PNG and CSV files of the logit lens and the embedding map, for the CLI (pure numpy, like export.py).
+"""PNG and CSV files of the logit lens and the embedding map, for the CLI.
 
-The pictures use export.py's colour map and built-in 6x10 ASCII font (other characters drawn as '?');
-the CSVs carry every label in full (UTF-8).
+The pictures are drawn with Pillow through ``lmstudio.matrix_images`` (its colour map and font: a CJK font
+when one is installed, a character the font lacks written as U+XXXX); the CSVs carry every label in full
+(UTF-8), and so do the PNGs' text chunks.
 """
 
 from __future__ import annotations
@@ -11,18 +12,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from lmstudio import matrix_export as export
+from lmstudio import matrix_images as images
 from lmstudio.engine.embeddings import KINDS, EmbeddingMap
 from lmstudio.engine.lens import Lens
+from lmstudio.matrix_export import KIND_RGB, colorize
 
-_GW, _GH = 6, 10  # glyph size of export's font
-KIND_RGB = export.KIND_RGB
-
-
-def _ascii(label: str, n: int) -> str:
-    label = label.replace("\u2423", "_")  # the visible space reads as '_' in the ASCII font
-    return label if len(label) <= n else label[: n - 1] + "~"
+PAD = images.PAD
 
 
 # ---- logit lens ----------------------------------------------------------------------------------------
@@ -57,56 +54,57 @@ def save_lens_png(lens: Lens, path: str | Path, chars: int = 3) -> Path:
     cell coloured by its top prediction's probability with that prediction written in it; a black frame
     marks a cell whose top prediction is the actual next token. Column labels: "token>next"."""
     R, T, _ = lens.top_probs.shape
-    cw, ch = chars * _GW + 4, _GH + 6
-    pad = 4
+    font = images.default_fonts()
+    lh = images.line_height(font)
     order = list(range(R))[::-1]  # the model's output on top, as in the window
     names = [lens.rows[r] for r in order]
     cols = [
-        f"{_ascii(tok, 6)}>{_ascii(lens.label(n), 6) if n >= 0 else '?'}"
+        images.readable(f"{tok[:6]}>{lens.label(n)[:6] if n >= 0 else '?'}", font, None)
         for tok, n in zip(lens.tokens, lens.target_ids.tolist(), strict=True)
+    ]
+    probs = lens.top_probs[order, :, 0]  # (R, T)
+    inside = [
+        [images.readable(lens.label(lens.top_ids[r, t, 0]), font, chars) for t in range(T)] for r in order
     ]
     caption = (
         f"{lens.kind}: colour = probability of the top prediction (written in the cell); frame = correct"
     )
-    left = pad + max(map(len, names)) * _GW + pad
-    top = pad + _GH + pad
-    bottom = pad + max(map(len, cols)) * _GW + pad
-    bar_w, right = 12, pad + 12 + pad + 4 * _GW + pad
-    width = max(left + T * cw + right, pad + len(caption) * _GW + pad)
-    height = max(top + R * ch + bottom, top + 2 * _GH + bottom)
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    colours = export.colorize(lens.top_probs[order, :, 0], 0.0, 1.0)  # (R, T, 3)
+    cw = max([images.text_width(x, font) for row in inside for x in row] + [lh]) + 6
+    ch = lh + 6
+    left = PAD + max(images.text_width(n, font) for n in names) + PAD
+    top = PAD + lh + PAD
+    bottom = PAD + max(images.text_width(c, font) for c in cols) + PAD
+    bar_w = 12
+    right = PAD + bar_w + 4 + images.text_width("0.0", font) + PAD
+    width = max(left + T * cw + right, PAD + images.text_width(caption, font) + PAD)
+    height = max(top + R * ch + bottom, top + 2 * lh + bottom)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    colours = colorize(probs, 0.0, 1.0)  # (R, T, 3)
     correct = lens.correct[order]
     for i in range(R):
+        y = top + i * ch
         for t in range(T):
-            y, x = top + i * ch, left + t * cw
-            canvas[y : y + ch - 1, x : x + cw - 1] = colours[i, t]
+            x = left + t * cw
+            draw.rectangle((x, y, x + cw - 2, y + ch - 2), fill=tuple(int(v) for v in colours[i, t]))
             if correct[i, t]:
-                canvas[y : y + ch - 1, x : x + 2] = 0
-                canvas[y : y + ch - 1, x + cw - 3 : x + cw - 1] = 0
-                canvas[y : y + 2, x : x + cw - 1] = 0
-                canvas[y + ch - 3 : y + ch - 1, x : x + cw - 1] = 0
-            ink = (0, 0, 0) if float(lens.top_probs[order[i], t, 0]) > 0.6 else (255, 255, 255)
-            label = _ascii(lens.label(lens.top_ids[order[i], t, 0]), chars)
-            export._stamp(canvas, export.text_bitmap(label), y + 3, x + 2, ink)
-        bitmap = export.text_bitmap(names[i])
-        export._stamp(canvas, bitmap, top + i * ch + 3, left - pad - bitmap.shape[1])
+                draw.rectangle((x, y, x + cw - 2, y + ch - 2), outline=(0, 0, 0), width=2)
+            ink = (0, 0, 0) if float(probs[i, t]) > 0.6 else (255, 255, 255)
+            images.draw_text(image, (x + 3, y + 3), inside[i][t], font, ink)
+        images.draw_text(image, (left - PAD - images.text_width(names[i], font), y + 3), names[i], font)
     for t, label in enumerate(cols):
-        export._stamp(canvas, export.text_bitmap(label, vertical=True), top + R * ch + pad, left + t * cw + 8)
-    bar_left = left + T * cw + pad
-    ramp = np.linspace(1.0, 0.0, R * ch)[:, None].repeat(bar_w, axis=1)
-    canvas[top : top + R * ch, bar_left : bar_left + bar_w] = export.colorize(ramp, 0.0, 1.0)
-    export._stamp(canvas, export.text_bitmap("1"), top, bar_left + bar_w + pad)
-    export._stamp(canvas, export.text_bitmap("0"), top + R * ch - _GH, bar_left + bar_w + pad)
-    export._stamp(canvas, export.text_bitmap(caption), pad, pad)
-    text = {
-        "Description": caption,
-        "rows": json.dumps(names, ensure_ascii=False),
-        "cols": json.dumps(lens.tokens, ensure_ascii=False),
-    }
-    path = Path(path)
-    path.write_bytes(export.encode_png(canvas, text))
-    return path
+        images.draw_text(
+            image, (left + t * cw + (cw - lh) // 2, top + R * ch + PAD), label, font, vertical=True
+        )
+    bar_left = left + T * cw + PAD
+    images.colour_bar(image, (bar_left, top, bar_left + bar_w, top + max(R * ch, 2 * lh)), 0.0, 1.0, font)
+    images.draw_text(image, (PAD, PAD), caption, font)
+    image.info.update(
+        Description=caption,
+        rows=json.dumps(names, ensure_ascii=False),
+        cols=json.dumps(lens.tokens, ensure_ascii=False),
+    )
+    return images.save_png(image, path)
 
 
 # ---- embedding map -----------------------------------------------------------------------------------
@@ -130,37 +128,39 @@ def save_embeddings_csv(emb: EmbeddingMap, path: str | Path) -> Path:
 def save_embeddings_png(emb: EmbeddingMap, path: str | Path, size: int = 640, max_labels: int = 200) -> Path:
     """The map as a scatter plot: a dot per token coloured by kind, the labels of the ``max_labels`` most
     frequent tokens (the first ids without counts), a legend of the kinds and the variance explained."""
-    pad, legend_w = 8, 16 * _GW
+    font = images.default_fonts()
+    lh = images.line_height(font)
     caption = (
         f"{emb.which} embedding, PCA: PC1 {emb.explained[0]:.0%} and PC2 {emb.explained[1]:.0%} of the variance"
         + (" (tied: one matrix)" if emb.tied else "")
     )
-    top = pad + _GH + pad
-    width = max(pad + size + pad + legend_w + pad, pad + len(caption) * _GW + pad)
-    height = top + size + pad
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    canvas[top : top + size, pad : pad + size] = 245
+    present = [k for k in KINDS if k in set(emb.kinds)]
+    legend_w = 14 + max(images.text_width(k, font) for k in present)
+    top = PAD + lh + PAD
+    width = max(PAD + size + PAD + legend_w + PAD, PAD + images.text_width(caption, font) + PAD)
+    height = max(top + size + PAD, top + len(present) * (lh + 4) + PAD)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((PAD, top, PAD + size - 1, top + size - 1), fill=(245, 245, 245))
     xy = emb.coords
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
-    px = (pad + 6 + (xy[:, 0] - lo[0]) / span[0] * (size - 12)).astype(int)
+    px = (PAD + 6 + (xy[:, 0] - lo[0]) / span[0] * (size - 12)).astype(int)
     py = (top + 6 + (hi[1] - xy[:, 1]) / span[1] * (size - 12)).astype(int)  # up is positive
     for i in range(len(emb.labels)):
-        canvas[py[i] - 1 : py[i] + 2, px[i] - 1 : px[i] + 2] = KIND_RGB.get(emb.kinds[i], (150, 150, 150))
+        draw.rectangle(
+            (px[i] - 1, py[i] - 1, px[i] + 1, py[i] + 1), fill=KIND_RGB.get(emb.kinds[i], KIND_RGB["mixed"])
+        )
     order = np.argsort(-emb.counts, kind="stable") if emb.counts is not None else np.arange(len(emb.labels))
     for i in order[:max_labels]:
-        export._stamp(
-            canvas, export.text_bitmap(_ascii(emb.labels[i], 6)), py[i] - _GH // 2, px[i] + 3, (40, 40, 40)
+        images.draw_text(
+            image, (px[i] + 3, py[i] - lh // 2), images.readable(emb.labels[i], font, 6), font, (40, 40, 40)
         )
-    y = top
-    present = [k for k in KINDS if k in set(emb.kinds)]
+    x, y = PAD + size + PAD, top
     for kind in present:
-        x = pad + size + pad
-        canvas[y + 2 : y + 8, x : x + 6] = KIND_RGB[kind]
-        export._stamp(canvas, export.text_bitmap(kind), y, x + 10)
-        y += _GH + 4
-    export._stamp(canvas, export.text_bitmap(caption), pad, pad)
-    text = {"Description": caption, "labels": json.dumps(emb.labels, ensure_ascii=False)}
-    path = Path(path)
-    path.write_bytes(export.encode_png(canvas, text))
-    return path
+        draw.rectangle((x, y + 3, x + 7, y + 10), fill=KIND_RGB[kind])
+        images.draw_text(image, (x + 12, y), kind, font)
+        y += lh + 4
+    images.draw_text(image, (PAD, PAD), caption, font)
+    image.info.update(Description=caption, labels=json.dumps(emb.labels, ensure_ascii=False))
+    return images.save_png(image, path)

@@ -3,15 +3,19 @@ similarity matrix, token kinds, tied and untied models, and the CSV/PNG export."
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_sampling import make_session
 
 from lmstudio.config import TokenizerConfig
 from lmstudio.engine import embeddings as emb
 from lmstudio.engine import export_views
 from lmstudio.engine.tokenizer import train_tokenizer
+from lmstudio.matrix_export import KIND_RGB
 
 
 def _pca_by_covariance(x):
@@ -85,4 +89,8 @@ def test_embeddings_csv_and_png(tmp_path):
     m = emb.embedding_map(s, "input", n_neighbours=3, counts=np.arange(s.tokenizer.vocab_size))
     lines = export_views.save_embeddings_csv(m, tmp_path / "e.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "id,token,kind,count,pc1,pc2,neighbours" and len(lines) == 1 + s.tokenizer.vocab_size
-    assert export_views.save_embeddings_png(m, tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+    with Image.open(export_views.save_embeddings_png(m, tmp_path / "e.png", size=320)) as picture:
+        assert picture.format == "PNG" and picture.mode == "RGB" and picture.width > 320
+        assert json.loads(picture.text["labels"]) == m.labels
+        colours = {tuple(c) for c in np.asarray(picture).reshape(-1, 3).tolist()}
+    assert all(KIND_RGB[kind] in colours for kind in set(m.kinds))  # a dot (and a legend entry) per kind

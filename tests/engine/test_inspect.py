@@ -1,12 +1,10 @@
 """Inspection: attention maps against a hand recomputation, activations against torch's own RNNs,
-per-token loss against F.cross_entropy; and the PNG/CSV export."""
+per-token loss against F.cross_entropy; and the CSV export (the PNGs: tests/test_matrix_images.py)."""
 
 from __future__ import annotations
 
 import csv
-import json
 import math
-import zlib
 
 import numpy as np
 import pytest
@@ -110,69 +108,6 @@ def test_long_inputs_are_cut_to_the_context_and_say_so():
 
 
 # ---- export --------------------------------------------------------------------------------------
-
-
-def _read_png(path):
-    """Decode our own (unfiltered, truecolour) PNGs; the CRCs are checked on the way."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, {}
-    while pos < len(data):
-        n = int.from_bytes(data[pos : pos + 4], "big")
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
-        assert int.from_bytes(data[pos + 8 + n : pos + 12 + n], "big") == zlib.crc32(kind + body)
-        chunks.setdefault(kind, []).append(body)
-        pos += 12 + n
-    w, h = int.from_bytes(chunks[b"IHDR"][0][:4], "big"), int.from_bytes(chunks[b"IHDR"][0][4:8], "big")
-    raw = np.frombuffer(zlib.decompress(b"".join(chunks[b"IDAT"])), np.uint8).reshape(h, 1 + 3 * w)
-    return raw[:, 1:].reshape(h, w, 3), chunks
-
-
-def test_png_export_is_readable_by_qt_and_colours_match(tmp_path):
-    QtGui = pytest.importorskip("PySide6.QtGui")
-    m = np.array([[0.0, np.nan], [0.5, 1.0]])
-    path = export.save_matrix_png(m, tmp_path / "m.png", cell=4)  # no labels: the matrix sits at (4, 4)
-    img = QtGui.QImage(str(path))
-    rgb, _ = _read_png(path)
-    assert not img.isNull() and (img.height(), img.width()) == rgb.shape[:2]
-    cells = rgb[4:12, 4:12]
-    assert tuple(cells[0, 0]) == tuple(export.VIRIDIS[0].astype(int))
-    assert tuple(cells[7, 7]) == tuple(export.VIRIDIS[-1].astype(int))
-    assert tuple(cells[0, 7]) == export.NAN_RGB
-    c = QtGui.QColor(img.pixel(4, 4))
-    assert (c.red(), c.green(), c.blue()) == tuple(cells[0, 0])
-
-
-def test_png_export_draws_labels_and_keeps_them_as_text_chunks(tmp_path):
-    m = np.eye(3)
-    plain, _ = _read_png(export.save_matrix_png(m, tmp_path / "plain.png", cell=12))
-    labelled, chunks = _read_png(
-        export.save_matrix_png(
-            m, tmp_path / "l.png", ["ab", "\u4e2d", "c"], ["x", "y", "z"], cell=12, caption="weights"
-        )
-    )
-    assert labelled.shape[0] > plain.shape[0] and labelled.shape[1] > plain.shape[1]
-    dark = labelled.sum(-1) == 0
-    assert dark[:14].any()  # the caption along the top
-    assert dark[:, :16].any()  # row labels on the left
-    glyph_a = export.text_bitmap("A")
-    assert (
-        glyph_a.shape == (10, 6)
-        and glyph_a.any()
-        and export.text_bitmap("AB", vertical=True).shape == (12, 10)
-    )
-    assert (export.text_bitmap("\u4e2d") == export.text_bitmap("?")).all()
-    texts = {b.split(b"\0", 1)[0]: b.split(b"\0", 1)[1][4:].decode() for b in chunks[b"iTXt"]}
-    assert json.loads(texts[b"rows"]) == ["ab", "\u4e2d", "c"] and texts[b"vmax"] == "1"
-
-
-def test_tile_lays_heads_out_in_a_grid_with_gaps():
-    maps = np.arange(3 * 2 * 2, dtype=float).reshape(3, 2, 2)
-    grid = export.tile(maps, n_cols=2)
-    assert grid.shape == (5, 5)
-    np.testing.assert_array_equal(grid[:2, 3:], maps[1])
-    np.testing.assert_array_equal(grid[3:, :2], maps[2])
-    assert np.isnan(grid[2]).all() and np.isnan(grid[3:, 3:]).all()
 
 
 def test_csv_export_round_trips_with_labels(tmp_path):

@@ -3,17 +3,20 @@ an independent float64 recomputation from the saved safetensors file (plain tens
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from test_sampling import TEXT, make_session
 
 from lmstudio.engine import checkpoint as ckpt
 from lmstudio.engine import export_views, lens
 from lmstudio.engine.inspect import InspectError
+from lmstudio.matrix_export import colorize
 
 PHRASE = "the lazy dog jumps over"
 
@@ -178,4 +181,12 @@ def test_lens_csv_and_png(tmp_path):
     assert lines[0].startswith("row,position,token,actual_next,p_actual_next,top1,p_top1")
     assert len(lines) == 1 + 3 * 7
     png = export_views.save_lens_png(result, tmp_path / "lens.png")
-    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(png) as picture:
+        assert picture.format == "PNG" and picture.mode == "RGB" and picture.width > 7 * 10
+        assert json.loads(picture.text["cols"]) == result.tokens
+        assert json.loads(picture.text["rows"]) == result.rows[::-1]  # the output on top
+        pixels = np.asarray(picture)
+    # each cell is coloured by its top probability: the colours of the cells are all there
+    colours = {tuple(c) for c in pixels.reshape(-1, 3).tolist()}
+    top = colorize(result.top_probs[:, :, 0], 0.0, 1.0).reshape(-1, 3).tolist()
+    assert all(tuple(c) in colours for c in top)
