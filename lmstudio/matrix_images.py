@@ -269,6 +269,8 @@ def render_grid(
     JSON [[left, top], ...], "cell": pixels per cell); ``save_png`` writes them into the file.
     """
     m = np.asarray(maps, dtype=np.float64)
+    if mask is not None:
+        m = np.where(np.broadcast_to(np.asarray(mask, bool), m.shape), np.nan, m)
     if m.ndim == 4:
         L, H = m.shape[:2]
         default_titles = [f"layer {layer} head {head}" for layer in range(L) for head in range(H)]
@@ -278,8 +280,6 @@ def render_grid(
         default_titles = [f"head {h}" for h in range(m.shape[0])] if m.shape[0] > 1 else []
     else:
         raise ValueError(f"expected maps of shape (N, R, C) or (L, H, R, C), got {m.shape}")
-    if mask is not None:
-        m = np.where(np.broadcast_to(np.asarray(mask, bool), m.shape), np.nan, m)
     N, R, C = m.shape
     titles = list(titles) if titles is not None else default_titles
     font = _fonts(font)
