@@ -364,7 +364,7 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
     meta = PngImagePlugin.PngInfo()
     for key, value in image.info.items():
         if isinstance(value, str):
-            meta.add_itxt(key, value)
+            meta.add_itxt(str(key), value)
     path = Path(path)
     image.save(path, "PNG", pnginfo=meta)
     return path
