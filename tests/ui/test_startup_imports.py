@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lmstudio import config as C
-from lmstudio import runfolder
+from lmstudio import run_history, runfolder
 
 HEAVY = ("torch", "tokenizers", "safetensors")
 
@@ -70,10 +70,10 @@ def _fake_run(root: Path) -> None:
     header = json.dumps({"__metadata__": {"step": "10", "best_val": "2.5"}}).encode()
     (run / runfolder.LATEST_FILE).write_bytes(len(header).to_bytes(8, "little") + header)
     for step in (5, 10):
-        runfolder.append_jsonl(
+        run_history.append_jsonl(
             run / runfolder.METRICS_FILE, {"event": "StepMetrics", "step": step, "loss": 3.0}
         )
-    runfolder.append_jsonl(
+    run_history.append_jsonl(
         run / runfolder.METRICS_FILE, {"event": "EvalMetrics", "step": 10, "val_loss": 2.5}
     )
 
