@@ -304,8 +304,8 @@ def test_pause_from_the_control_file_and_sigterm_to_rank_0_reach_rank_1(tmp_path
     distributed.write_control(run, pause=True)
     paused = child.wait_for(lambda e: e.get("event") == "StateChanged")
     assert paused["state"] == "paused"
-    time.sleep(1.5)  # paused for several check-in rounds: rank 1 waits with rank 0 instead of timing out
-    assert child.proc.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):  # paused for several check-in rounds: rank 1 waits
+        child.proc.wait(timeout=1.5)  # with rank 0 instead of timing out, so the run does not end
     distributed.write_control(run, pause=False)
     child.wait_for(lambda e: e.get("event") == "StateChanged" and e["state"] == "running")
     child.wait_for(lambda e: e.get("event") == "StepMetrics" and e["step"] > paused["step"])

@@ -4,6 +4,7 @@ a run (or at a file, or at /), symlinks planted in a run folder, and SIGTERM/SIG
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -208,8 +209,10 @@ def test_safetensors_own_temporary_file_left_by_a_sigkill_is_removed_on_resume(t
     deadline = time.monotonic() + WAIT
     try:
         while not any(_SAFETENSORS_TMP.fullmatch(p.name) for p in run.iterdir()):
-            assert time.monotonic() < deadline and proc.poll() is None, "the writer never got going"
-            time.sleep(0.005)
+            assert time.monotonic() < deadline, "the writer never got going"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.005)  # wakes at once if the writer dies
+            assert proc.poll() is None, "the writer died before it was caught mid-write"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=WAIT)
     finally:
