@@ -24,11 +24,12 @@ import os
 import queue
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from warm_worker import WarmWorker, memory_summary  # bench/ is the script's own folder, first on sys.path
 
 SIDES = ("on", "off")
 
@@ -125,7 +126,7 @@ def worker(args) -> None:
     thread.join()
 
 
-class Side:
+class Side(WarmWorker):
     """One worker process, kept warm and asked for one chunk at a time."""
 
     def __init__(self, name: str, args, cache: str, run_dir: str):
@@ -136,28 +137,8 @@ class Side:
             cmd += ["--override", o]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
-        self.name = name
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        ready = self._reply()
-        self.threads, self.tuned = ready["threads"], ready["tuned"]
-
-    def _reply(self) -> dict:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"the {self.name} worker died (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def chunk(self) -> dict:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("chunk\n")
-        self.proc.stdin.flush()
-        return self._reply()
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait()
+        super().__init__(name, cmd, env)
+        self.threads, self.tuned = self.ready["threads"], self.ready["tuned"]
 
 
 def main() -> None:
@@ -205,10 +186,7 @@ def main() -> None:
         "chunks": args.chunks,
         "median_ms": {n: round(v, 2) for n, v in med.items()},
         "all_ms": {n: [round(r["ms"], 1) for r in results[n]] for n in SIDES},
-        "page_faults_per_step": {
-            n: round(statistics.median(r["faults_per_step"] for r in results[n])) for n in SIDES
-        },
-        "peak_rss_mb": {n: round(max(r["peak_rss_mb"] for r in results[n])) for n in SIDES},
+        **memory_summary(results),
         "ratio_on_over_off": round(med["on"] / med["off"], 4),
         "median_pair_ratio": round(statistics.median(pairs), 4),
         "pairs_on_faster": sum(x < 1 for x in pairs),

@@ -25,11 +25,12 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from warm_worker import WarmWorker  # bench/ is the script's own folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_OF_THE_WAY = [
@@ -100,7 +101,7 @@ def worker(args) -> None:
     events.close()
 
 
-class Worker:
+class Worker(WarmWorker):
     def __init__(self, name: str, settings: list[str], args, cache: str, run_dir: str):
         cmd = [sys.executable, __file__, "--worker", "--preset", args.preset, "--cache", cache]
         cmd += [
@@ -113,26 +114,8 @@ class Worker:
         ]
         for s in settings:
             cmd += ["--set", s]
-        self.name = name
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        ready = self._reply()
-        self.threads, self.steps = ready["threads"], ready["steps"]
-
-    def _reply(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"the {self.name} worker died (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def chunk(self) -> dict:
-        self.proc.stdin.write("chunk\n")
-        self.proc.stdin.flush()
-        return self._reply()
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
+        super().__init__(name, cmd, {**os.environ, "PYTHONPATH": str(ROOT)})
+        self.threads, self.steps = self.ready["threads"], self.ready["steps"]
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:

@@ -39,11 +39,12 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from warm_worker import WarmWorker, memory_summary  # bench/ is the script's own folder, first on sys.path
 
 # contender: the Trainer's overrides (None: the train.py loop); lmstudio and nanogpt always run
 CONTENDERS: dict[str, list[str] | None] = {
@@ -218,7 +219,7 @@ def _timed(fn, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-class Contender:
+class Contender(WarmWorker):
     """One worker process, kept warm and asked for one chunk at a time."""
 
     def __init__(self, name: str, args, cache: str, run_dir: str):
@@ -238,25 +239,8 @@ class Contender:
         ]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
-        self.name = name
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        ready = self._reply()
-        self.threads, self.warmup_s = ready["threads"], ready["warmup_s"]
-
-    def _reply(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"the {self.name} worker died (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def chunk(self) -> dict:
-        self.proc.stdin.write("chunk\n")
-        self.proc.stdin.flush()
-        return self._reply()
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
+        super().__init__(name, cmd, env)
+        self.threads, self.warmup_s = self.ready["threads"], self.ready["warmup_s"]
 
 
 def main() -> None:
@@ -322,10 +306,7 @@ def main() -> None:
         "over_floor": {n: round(v / floor["matmul_floor_ms"], 3) for n, v in med.items()},
         "warmup_s": {n: round(max(w), 1) for n, w in warmups.items()},
         "all_ms": {n: [round(r["ms"], 1) for r in results[n]] for n in names},
-        "page_faults_per_step": {
-            n: round(statistics.median(r["faults_per_step"] for r in results[n])) for n in names
-        },
-        "peak_rss_mb": {n: round(max(r["peak_rss_mb"] for r in results[n])) for n in names},
+        **memory_summary(results),
         "ratio_lmstudio_over_nanogpt": round(med["lmstudio"] / med["nanogpt"], 3),
         "median_pair_ratio": round(statistics.median(pairs), 3),
         "pairs_lmstudio_faster": sum(x < 1 for x in pairs),
