@@ -78,8 +78,9 @@ def _fake_run(root: Path) -> None:
     )
 
 
-def test_building_the_window_imports_no_torch_on_the_gui_thread_whatever_tab_was_last(tmp_path):
-    _fake_run(tmp_path / "runs")
+def _run_app(tmp_path: Path, script: str, *args: str) -> dict:
+    """Run ``script`` in a fresh interpreter, offscreen, with its own runs, cache and settings folders; its
+    last line of output is JSON."""
     env = {
         **os.environ,
         "QT_QPA_PLATFORM": "offscreen",
@@ -90,14 +91,19 @@ def test_building_the_window_imports_no_torch_on_the_gui_thread_whatever_tab_was
         ),
     }
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, ",".join(HEAVY), str(tmp_path / "qsettings")],
+        [sys.executable, "-c", script, *args, str(tmp_path / "qsettings")],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_building_the_window_imports_no_torch_on_the_gui_thread_whatever_tab_was_last(tmp_path):
+    _fake_run(tmp_path / "runs")
+    result = _run_app(tmp_path, SCRIPT, ",".join(HEAVY))
     assert [r["tab"] for r in result["report"]] == [0, 1, 2, 3, 4]  # every tab really was restored
     assert result["report"][2]["runs_listed"] == 1, result  # the Runs tab listed the run folder
     on_gui_thread = {pkg: thread for pkg, thread in result["first_import"].items() if thread == "MainThread"}
@@ -139,22 +145,5 @@ print(json.dumps({"painted_before_torch": painted_first, "torch_after_warm_up": 
 
 def test_the_engine_warm_up_starts_only_after_the_window_is_painted(tmp_path):
     """Importing torch takes seconds and holds the interpreter: the window paints first, then warms up."""
-    env = {
-        **os.environ,
-        "QT_QPA_PLATFORM": "offscreen",
-        "LMSTUDIO_RUNS": str(tmp_path / "runs"),
-        "LMSTUDIO_CACHE": str(tmp_path / "cache"),
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", PAINT_SCRIPT, str(tmp_path / "qsettings")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = _run_app(tmp_path, PAINT_SCRIPT)
     assert result == {"painted_before_torch": True, "torch_after_warm_up": True}
